@@ -1,0 +1,102 @@
+package cdc
+
+import (
+	"fmt"
+	"log/slog"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/outbox-relay/outbox-relay/schema"
+)
+
+// Config says which database, table, publication and slot a Stream uses.
+type Config struct {
+	// DSN is a PostgreSQL connection string (URL or key=value). The stream
+	// derives its replication connection from it. Required.
+	DSN string
+	// Table is the outbox table. Zero means public.outbox.
+	Table schema.Table
+	// Columns maps the table's columns to event fields. Zero means
+	// schema.DefaultColumns.
+	Columns schema.Columns
+	// Publication names the publication of the outbox table. Zero means
+	// "outbox_relay".
+	Publication string
+	// Slot names the logical replication slot. Zero means "outbox_relay".
+	Slot string
+	// StatusInterval is how often the stream confirms its flush position to
+	// the server. Zero means one second.
+	StatusInterval time.Duration
+	// ShutdownTimeout bounds how long the stream waits, once its context
+	// ends, for in-flight events to be acknowledged before it sends its final
+	// position. Zero means 30 seconds.
+	ShutdownTimeout time.Duration
+}
+
+// SetDefaults fills zero fields with their documented defaults.
+func (c *Config) SetDefaults() {
+	if c.Table == (schema.Table{}) {
+		c.Table = schema.DefaultTable
+	}
+	if c.Columns == (schema.Columns{}) {
+		c.Columns = schema.DefaultColumns
+	}
+	if c.Publication == "" {
+		c.Publication = "outbox_relay"
+	}
+	if c.Slot == "" {
+		c.Slot = "outbox_relay"
+	}
+	if c.StatusInterval == 0 {
+		c.StatusInterval = time.Second
+	}
+	if c.ShutdownTimeout == 0 {
+		c.ShutdownTimeout = 30 * time.Second
+	}
+}
+
+// Validate reports a missing or malformed setting and how to fix it.
+func (c Config) Validate() error {
+	if c.DSN == "" {
+		return fmt.Errorf("no PostgreSQL DSN; set --pg-dsn or OUTBOX_RELAY_PG_DSN, e.g. postgres://user:pass@host:5432/db")
+	}
+	if _, err := pgx.ParseConfig(c.DSN); err != nil {
+		return fmt.Errorf("PostgreSQL DSN %s is malformed: %w", RedactDSN(c.DSN), err)
+	}
+	if err := c.Columns.Validate(); err != nil {
+		return err
+	}
+	if !validSlotName(c.Slot) {
+		return fmt.Errorf("slot name %q is invalid; use lower-case letters, digits and underscores, at most 63", c.Slot)
+	}
+	if c.Publication == "" || len(c.Publication) > 63 {
+		return fmt.Errorf("publication name %q is invalid; use at most 63 characters", c.Publication)
+	}
+	if c.StatusInterval < 0 || c.ShutdownTimeout < 0 {
+		return fmt.Errorf("status interval %s and shutdown timeout %s must not be negative", c.StatusInterval, c.ShutdownTimeout)
+	}
+	return nil
+}
+
+// LogValue describes c for logs without its password.
+func (c Config) LogValue() slog.Value {
+	return slog.GroupValue(
+		slog.String("dsn", RedactDSN(c.DSN)),
+		slog.String("table", c.Table.String()),
+		slog.String("publication", c.Publication),
+		slog.String("slot", c.Slot),
+	)
+}
+
+func validSlotName(s string) bool {
+	if s == "" || len(s) > 63 {
+		return false
+	}
+	for _, r := range s {
+		if (r < 'a' || r > 'z') && (r < '0' || r > '9') && r != '_' {
+			return false
+		}
+	}
+	return true
+}

@@ -1,0 +1,210 @@
+package cdc
+
+import (
+	"encoding/binary"
+	"fmt"
+	"time"
+	"unsafe"
+
+	"github.com/jackc/pglogrepl"
+
+	"github.com/outbox-relay/outbox-relay/schema"
+)
+
+// pgoutput message types the stream acts on (protocol version 1). Every
+// other type (origin, type, update, delete, truncate, logical message) is
+// read past.
+const (
+	msgBegin    = 'B'
+	msgCommit   = 'C'
+	msgRelation = 'R'
+	msgInsert   = 'I'
+)
+
+// pgEpoch is the origin of PostgreSQL timestamps.
+var pgEpoch = time.Date(2000, 1, 1, 0, 0, 0, 0, time.UTC)
+
+func pgTime(micros int64) time.Time { return pgEpoch.Add(time.Duration(micros) * time.Microsecond) }
+
+// begin is a decoded Begin message.
+type begin struct {
+	FinalLSN   pglogrepl.LSN // the LSN of the transaction's commit record
+	CommitTime time.Time
+	XID        uint32
+}
+
+// commit is a decoded Commit message.
+type commit struct {
+	CommitLSN  pglogrepl.LSN
+	EndLSN     pglogrepl.LSN // the LSN just past the commit record: the position to confirm
+	CommitTime time.Time
+}
+
+// relation is a decoded Relation message.
+type relation struct {
+	ID        uint32
+	Namespace string
+	Name      string
+	Columns   []string
+}
+
+// decodeError reports a pgoutput message the stream cannot read.
+type decodeError struct {
+	Type byte
+	Why  string
+}
+
+func (e *decodeError) Error() string {
+	return fmt.Sprintf("decode pgoutput message %q: %s", e.Type, e.Why)
+}
+
+func short(t byte, what string) error {
+	return &decodeError{Type: t, Why: "message too short for " + what}
+}
+
+func decodeBegin(b []byte) (begin, error) {
+	if len(b) < 1+8+8+4 {
+		return begin{}, short(msgBegin, "begin fields")
+	}
+	return begin{
+		FinalLSN:   pglogrepl.LSN(binary.BigEndian.Uint64(b[1:])),
+		CommitTime: pgTime(int64(binary.BigEndian.Uint64(b[9:]))),
+		XID:        binary.BigEndian.Uint32(b[17:]),
+	}, nil
+}
+
+func decodeCommit(b []byte) (commit, error) {
+	if len(b) < 1+1+8+8+8 {
+		return commit{}, short(msgCommit, "commit fields")
+	}
+	return commit{
+		CommitLSN:  pglogrepl.LSN(binary.BigEndian.Uint64(b[2:])),
+		EndLSN:     pglogrepl.LSN(binary.BigEndian.Uint64(b[10:])),
+		CommitTime: pgTime(int64(binary.BigEndian.Uint64(b[18:]))),
+	}, nil
+}
+
+// cstring reads a NUL-terminated string at b[off:].
+func cstring(b []byte, off int, t byte, what string) (string, int, error) {
+	for i := off; i < len(b); i++ {
+		if b[i] == 0 {
+			return string(b[off:i]), i + 1, nil
+		}
+	}
+	return "", 0, short(t, what)
+}
+
+func decodeRelation(b []byte) (relation, error) {
+	var r relation
+	if len(b) < 5 {
+		return r, short(msgRelation, "relation id")
+	}
+	r.ID = binary.BigEndian.Uint32(b[1:])
+	var err error
+	off := 5
+	if r.Namespace, off, err = cstring(b, off, msgRelation, "namespace"); err != nil {
+		return r, err
+	}
+	if r.Name, off, err = cstring(b, off, msgRelation, "relation name"); err != nil {
+		return r, err
+	}
+	if len(b) < off+1+2 {
+		return r, short(msgRelation, "column count")
+	}
+	n := int(binary.BigEndian.Uint16(b[off+1:]))
+	off += 3
+	r.Columns = make([]string, n)
+	for i := range n {
+		if len(b) < off+1 {
+			return r, short(msgRelation, "column flags")
+		}
+		var name string
+		if name, off, err = cstring(b, off+1, msgRelation, "column name"); err != nil {
+			return r, err
+		}
+		if len(b) < off+8 {
+			return r, short(msgRelation, "column type")
+		}
+		off += 8 // type OID and modifier
+		r.Columns[i] = name
+	}
+	return r, nil
+}
+
+// insertRelation returns the relation ID of an Insert message.
+func insertRelation(b []byte) (uint32, error) {
+	if len(b) < 6 {
+		return 0, short(msgInsert, "relation id")
+	}
+	return binary.BigEndian.Uint32(b[1:]), nil
+}
+
+// decodeInsert fills ev from an Insert message's new tuple, using bind to
+// find each column's field. b must not be modified or reused afterwards: the
+// event's strings and slices point into it.
+func decodeInsert(b []byte, bind schema.Binding, ev *schema.Event) error {
+	if len(b) < 1+4+1+2 {
+		return short(msgInsert, "tuple header")
+	}
+	if b[5] != 'N' {
+		return &decodeError{Type: msgInsert, Why: fmt.Sprintf("tuple marker %q, want 'N'", b[5])}
+	}
+	n := int(binary.BigEndian.Uint16(b[6:]))
+	if n != len(bind.Field) {
+		return &decodeError{Type: msgInsert, Why: fmt.Sprintf("tuple has %d columns, relation has %d", n, len(bind.Field))}
+	}
+	*ev = schema.Event{}
+	off := 8
+	for i := range n {
+		if len(b) < off+1 {
+			return short(msgInsert, "column kind")
+		}
+		kind := b[off]
+		off++
+		var val []byte
+		switch kind {
+		case 'n':
+			val = nil
+		case 't', 'b':
+			if len(b) < off+4 {
+				return short(msgInsert, "column length")
+			}
+			l := int(binary.BigEndian.Uint32(b[off:]))
+			off += 4
+			if l < 0 || len(b) < off+l {
+				return short(msgInsert, "column value")
+			}
+			val = b[off : off+l : off+l]
+			off += l
+		case 'u':
+			return &decodeError{Type: msgInsert, Why: fmt.Sprintf("column %d is an unchanged TOAST value, which an insert cannot carry", i)}
+		default:
+			return &decodeError{Type: msgInsert, Why: fmt.Sprintf("column %d has unknown kind %q", i, kind)}
+		}
+		switch bind.Field[i] {
+		case schema.FieldID:
+			ev.ID = bytesString(val)
+		case schema.FieldAggregateType:
+			ev.AggregateType = bytesString(val)
+		case schema.FieldAggregateID:
+			ev.AggregateID = bytesString(val)
+		case schema.FieldEventType:
+			ev.EventType = bytesString(val)
+		case schema.FieldPayload:
+			ev.Payload = val
+		case schema.FieldHeaders:
+			ev.Headers = val
+		}
+	}
+	return nil
+}
+
+// bytesString views b as a string without copying. The stream hands each
+// message's bytes to exactly one event and never writes to them again, so
+// the string stays immutable.
+func bytesString(b []byte) string {
+	if len(b) == 0 {
+		return ""
+	}
+	return unsafe.String(&b[0], len(b))
+}

@@ -1,0 +1,26 @@
+package cdc
+
+import "errors"
+
+// Conditions callers branch on. Errors returned by this package wrap them
+// with the details (setting values, names) and what to do.
+var (
+	// ErrWALLevel reports a server whose wal_level is not logical.
+	ErrWALLevel = errors.New("cdc: wal_level must be logical")
+	// ErrNoPublication reports that the publication does not exist.
+	ErrNoPublication = errors.New("cdc: publication does not exist")
+	// ErrNoTable reports that the outbox table does not exist.
+	ErrNoTable = errors.New("cdc: outbox table does not exist")
+	// ErrNotPublished reports a publication that does not include the outbox table.
+	ErrNotPublished = errors.New("cdc: outbox table is not in the publication")
+	// ErrNoSlot reports that the replication slot does not exist.
+	ErrNoSlot = errors.New("cdc: replication slot does not exist")
+	// ErrSlotInUse reports a slot streaming to another connection.
+	ErrSlotInUse = errors.New("cdc: replication slot is in use by another connection")
+	// ErrSlotInvalidated reports a slot whose WAL the server removed.
+	ErrSlotInvalidated = errors.New("cdc: replication slot was invalidated")
+	// ErrSlotPlugin reports a slot that does not use the pgoutput plugin.
+	ErrSlotPlugin = errors.New("cdc: replication slot does not use pgoutput")
+	// ErrColumns reports an outbox table whose columns do not match the mapping.
+	ErrColumns = errors.New("cdc: outbox table columns do not match the column mapping")
+)

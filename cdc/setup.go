@@ -1,0 +1,100 @@
+package cdc
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/outbox-relay/outbox-relay/schema"
+)
+
+// SetupSQL returns every statement Setup may run for cfg, in order, for a
+// person to review or run by hand. Setup runs only those still needed.
+func SetupSQL(cfg Config) ([]string, error) {
+	cfg.SetDefaults()
+	ms, err := schema.Migrations(cfg.Table, cfg.Columns)
+	if err != nil {
+		return nil, err
+	}
+	var out []string
+	for _, m := range ms {
+		out = append(out, m.SQL)
+	}
+	return append(out,
+		schema.CreatePublicationSQL(cfg.Publication, cfg.Table)+";",
+		schema.CreateSlotSQL(cfg.Slot)+";",
+	), nil
+}
+
+// Setup makes the outbox table (if missing), the publication (if missing, or
+// adds the table to it) and the replication slot (if missing), in that
+// order: a publication must exist before the rows it publishes are written.
+// It is idempotent. It needs the table's ownership (or CREATE on its schema)
+// and the REPLICATION attribute.
+func Setup(ctx context.Context, conn *pgx.Conn, cfg Config, logger *slog.Logger) error {
+	cfg.SetDefaults()
+	if logger == nil {
+		logger = slog.New(slog.DiscardHandler)
+	}
+	log := logger.With("component", "setup")
+	var level string
+	if err := conn.QueryRow(ctx, "SELECT current_setting('wal_level')").Scan(&level); err != nil {
+		return fmt.Errorf("read wal_level: %w", err)
+	}
+	if level != "logical" {
+		return fmt.Errorf("wal_level is %q: %w; set wal_level = logical (ALTER SYSTEM SET wal_level = logical, or in postgresql.conf) and restart PostgreSQL", level, ErrWALLevel)
+	}
+
+	exists, err := tableExists(ctx, conn, cfg.Table)
+	if err != nil {
+		return err
+	}
+	if !exists {
+		ms, err := schema.Migrations(cfg.Table, cfg.Columns)
+		if err != nil {
+			return err
+		}
+		for _, m := range ms {
+			if _, err := conn.Exec(ctx, m.SQL); err != nil {
+				return fmt.Errorf("create outbox table %s (migration %s): %w", cfg.Table, m.Name, err)
+			}
+		}
+		log.Info("outbox table created", "table", cfg.Table.String())
+	}
+
+	var pubExists, published bool
+	err = conn.QueryRow(ctx, `
+		SELECT EXISTS (SELECT 1 FROM pg_publication WHERE pubname = $1),
+		       EXISTS (SELECT 1 FROM pg_publication_tables WHERE pubname = $1 AND schemaname = $2 AND tablename = $3)`,
+		cfg.Publication, cfg.Table.Schema, cfg.Table.Name).Scan(&pubExists, &published)
+	if err != nil {
+		return fmt.Errorf("read publication %q: %w", cfg.Publication, err)
+	}
+	switch {
+	case !pubExists:
+		if _, err := conn.Exec(ctx, schema.CreatePublicationSQL(cfg.Publication, cfg.Table)); err != nil {
+			return fmt.Errorf("create publication %q for %s: %w", cfg.Publication, cfg.Table, err)
+		}
+		log.Info("publication created", "publication", cfg.Publication)
+	case !published:
+		if _, err := conn.Exec(ctx, schema.AddTableToPublicationSQL(cfg.Publication, cfg.Table)); err != nil {
+			return fmt.Errorf("add %s to publication %q: %w", cfg.Table, cfg.Publication, err)
+		}
+		log.Info("table added to publication", "publication", cfg.Publication, "table", cfg.Table.String())
+	}
+
+	created, err := CreateSlot(ctx, conn, cfg.Slot)
+	if err != nil {
+		return err
+	}
+	if created {
+		log.Info("slot created", "slot", cfg.Slot)
+	}
+	s, err := ReadSlot(ctx, conn, cfg.Slot)
+	if err != nil {
+		return err
+	}
+	return s.Usable()
+}

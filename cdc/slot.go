@@ -1,0 +1,155 @@
+package cdc
+
+import (
+	"context"
+	"errors"
+	"fmt"
+
+	"github.com/jackc/pglogrepl"
+	"github.com/jackc/pgx/v5"
+
+	"github.com/outbox-relay/outbox-relay/schema"
+)
+
+// Slot describes a replication slot as pg_replication_slots shows it.
+type Slot struct {
+	Name   string
+	Plugin string
+	// Active reports a connection streaming from the slot; ActivePID is its
+	// server process, or zero.
+	Active    bool
+	ActivePID int32
+	// ConfirmedFlush is the position the last consumer confirmed.
+	ConfirmedFlush pglogrepl.LSN
+	// RestartLSN is the oldest WAL the slot makes the server keep.
+	RestartLSN pglogrepl.LSN
+	// WALStatus is reserved, extended, unreserved or lost.
+	WALStatus string
+	// CurrentLSN is pg_current_wal_lsn() when the slot was read.
+	CurrentLSN pglogrepl.LSN
+}
+
+// LagBytes is the WAL written since the slot's confirmed position.
+func (s Slot) LagBytes() int64 { return lsnDiff(s.CurrentLSN, s.ConfirmedFlush) }
+
+// RetainedBytes is the WAL the slot makes the server keep.
+func (s Slot) RetainedBytes() int64 { return lsnDiff(s.CurrentLSN, s.RestartLSN) }
+
+func lsnDiff(a, b pglogrepl.LSN) int64 {
+	if a < b || b == 0 {
+		return 0
+	}
+	return int64(a - b)
+}
+
+// querier is what the functions here need of a connection.
+type querier interface {
+	QueryRow(ctx context.Context, sql string, args ...any) pgx.Row
+}
+
+// ReadSlot returns the named slot in the connected database, or an error
+// wrapping ErrNoSlot.
+func ReadSlot(ctx context.Context, db querier, name string) (Slot, error) {
+	var s Slot
+	var pid *int32
+	var confirmed, restart *pglogrepl.LSN
+	var walStatus *string
+	err := db.QueryRow(ctx, `
+		SELECT slot_name, coalesce(plugin, ''), active, active_pid,
+		       confirmed_flush_lsn, restart_lsn, wal_status, pg_current_wal_lsn()
+		FROM pg_replication_slots WHERE slot_name = $1 AND database = current_database()`, name).
+		Scan(&s.Name, &s.Plugin, &s.Active, &pid, &confirmed, &restart, &walStatus, &s.CurrentLSN)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return Slot{}, fmt.Errorf("slot %q in this database: %w; run `outbox-relay setup`", name, ErrNoSlot)
+	}
+	if err != nil {
+		return Slot{}, fmt.Errorf("read replication slot %q: %w", name, err)
+	}
+	if pid != nil {
+		s.ActivePID = *pid
+	}
+	if confirmed != nil {
+		s.ConfirmedFlush = *confirmed
+	}
+	if restart != nil {
+		s.RestartLSN = *restart
+	}
+	if walStatus != nil {
+		s.WALStatus = *walStatus
+	}
+	return s, nil
+}
+
+// Usable returns an error, wrapping a sentinel of this package, when the
+// relay cannot stream from s.
+func (s Slot) Usable() error {
+	if s.Plugin != "pgoutput" {
+		return fmt.Errorf("slot %q uses plugin %q: %w; drop it or choose another --slot", s.Name, s.Plugin, ErrSlotPlugin)
+	}
+	if s.WALStatus == "lost" {
+		return fmt.Errorf("slot %q lost WAL it needed (wal_status = lost): %w; events in the lost WAL cannot be relayed: drop the slot (SELECT pg_drop_replication_slot('%s')), run `outbox-relay setup`, and reconcile the outbox rows written since %s",
+			s.Name, ErrSlotInvalidated, s.Name, s.ConfirmedFlush)
+	}
+	return nil
+}
+
+// CheckServer verifies what streaming needs from the server, the table and
+// the publication: wal_level = logical, the table exists, and the
+// publication exists and includes the table. Errors wrap ErrWALLevel,
+// ErrNoTable, ErrNoPublication or ErrNotPublished.
+func CheckServer(ctx context.Context, db querier, table schema.Table, publication string) error {
+	var level string
+	if err := db.QueryRow(ctx, "SELECT current_setting('wal_level')").Scan(&level); err != nil {
+		return fmt.Errorf("read wal_level: %w", err)
+	}
+	if level != "logical" {
+		return fmt.Errorf("wal_level is %q: %w; set wal_level = logical (ALTER SYSTEM SET wal_level = logical, or in postgresql.conf) and restart PostgreSQL", level, ErrWALLevel)
+	}
+	if ok, err := tableExists(ctx, db, table); err != nil {
+		return err
+	} else if !ok {
+		return fmt.Errorf("table %s: %w; run `outbox-relay setup` or set --table", table, ErrNoTable)
+	}
+	var exists, published bool
+	err := db.QueryRow(ctx, `
+		SELECT EXISTS (SELECT 1 FROM pg_publication WHERE pubname = $1),
+		       EXISTS (SELECT 1 FROM pg_publication_tables WHERE pubname = $1 AND schemaname = $2 AND tablename = $3)`,
+		publication, table.Schema, table.Name).Scan(&exists, &published)
+	if err != nil {
+		return fmt.Errorf("read publication %q: %w", publication, err)
+	}
+	if !exists {
+		return fmt.Errorf("publication %q: %w; run `outbox-relay setup` (as the table's owner)", publication, ErrNoPublication)
+	}
+	if !published {
+		return fmt.Errorf("publication %q lacks table %s: %w; run `outbox-relay setup`, or ALTER PUBLICATION %s ADD TABLE %s",
+			publication, table, ErrNotPublished, publication, table)
+	}
+	return nil
+}
+
+func tableExists(ctx context.Context, db querier, t schema.Table) (bool, error) {
+	var ok bool
+	err := db.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM pg_tables WHERE schemaname = $1 AND tablename = $2)`, t.Schema, t.Name).Scan(&ok)
+	if err != nil {
+		return false, fmt.Errorf("look up table %s: %w", t, err)
+	}
+	return ok, nil
+}
+
+// CreateSlot creates the named pgoutput slot unless it exists, and reports
+// whether it did. A new slot sees only transactions that commit after it.
+func CreateSlot(ctx context.Context, db querier, name string) (bool, error) {
+	var exists bool
+	if err := db.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM pg_replication_slots WHERE slot_name = $1)`, name).Scan(&exists); err != nil {
+		return false, fmt.Errorf("look up slot %q: %w", name, err)
+	}
+	if exists {
+		return false, nil
+	}
+	var lsn pglogrepl.LSN
+	if err := db.QueryRow(ctx, schema.CreateSlotSQL(name)).Scan(&lsn); err != nil {
+		return false, fmt.Errorf("create replication slot %q: %w", name, err)
+	}
+	return true, nil
+}

@@ -1,0 +1,407 @@
+package cdc
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"strings"
+	"time"
+
+	"github.com/cenkalti/backoff/v5"
+	"github.com/jackc/pglogrepl"
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/pgx/v5/pgproto3"
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/outbox-relay/outbox-relay/schema"
+)
+
+// Handler consumes a Stream's transactions. Every method is called from the
+// Stream's goroutine; relay.Relay implements it.
+type Handler interface {
+	// Begin opens a transaction whose commit record is at commitLSN.
+	Begin(commitLSN pglogrepl.LSN, commitTime time.Time)
+	// Insert takes one outbox row of the open transaction. The Handler may
+	// keep ev's strings and slices, not ev. An error stops the stream.
+	Insert(ctx context.Context, ev *schema.Event) error
+	// Commit closes the open transaction; end is the position to confirm
+	// once its events are acknowledged.
+	Commit(end pglogrepl.LSN)
+	// Keepalive reports that the server sent everything before walEnd.
+	Keepalive(walEnd pglogrepl.LSN)
+	// Room returns nil when the Handler takes another event, or a channel
+	// that receives when it may. The stream reads nothing meanwhile, and
+	// PostgreSQL keeps the WAL.
+	Room() <-chan struct{}
+	// Flushed returns the position to confirm to the server.
+	Flushed() pglogrepl.LSN
+	// Drain waits until everything inserted is acknowledged or ctx ends.
+	Drain(ctx context.Context) error
+}
+
+// Stream reads the outbox table's inserts from a replication slot.
+type Stream struct {
+	cfg Config
+	log *slog.Logger
+	m   *metrics
+}
+
+// New returns a Stream for cfg; it connects nothing until Run. A nil logger
+// discards logs; a nil reg registers no metrics.
+func New(cfg Config, logger *slog.Logger, reg prometheus.Registerer) (*Stream, error) {
+	cfg.SetDefaults()
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	if logger == nil {
+		logger = slog.New(slog.DiscardHandler)
+	}
+	m, err := newMetrics(reg)
+	if err != nil {
+		return nil, err
+	}
+	return &Stream{cfg: cfg, log: logger.With("component", "cdc", "slot", cfg.Slot), m: m}, nil
+}
+
+// Run streams the slot's transactions to h until ctx ends or an error
+// stops it. Once ctx ends it stops reading, lets h drain (bounded by
+// Config.ShutdownTimeout), confirms h's final position, and returns nil, or
+// the drain's error. While another connection holds the slot it retries with
+// backoff. Any other error is returned; the slot then holds the last
+// confirmed position, from which the next Run resumes.
+func (s *Stream) Run(ctx context.Context, h Handler) error {
+	conn, err := s.connect(ctx)
+	if err != nil {
+		if ctx.Err() != nil {
+			return nil
+		}
+		return err
+	}
+	defer conn.Close(context.WithoutCancel(ctx))
+
+	start, err := s.start(ctx, conn)
+	if err != nil {
+		if ctx.Err() != nil {
+			return nil
+		}
+		return err
+	}
+	// The slot's confirmed position is where the stream starts; nothing is
+	// in flight, so it is also the first position to confirm.
+	h.Keepalive(start)
+	s.log.Info("streaming", "lsn", start, "publication", s.cfg.Publication)
+
+	loopErr := s.loop(ctx, conn, h)
+	if ctx.Err() == nil {
+		return loopErr
+	}
+
+	s.log.Info("draining", "timeout", s.cfg.ShutdownTimeout)
+	dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), s.cfg.ShutdownTimeout)
+	defer cancel()
+	drainErr := h.Drain(dctx)
+	final := h.Flushed()
+	if err := conn.Conn().SetDeadline(time.Time{}); err != nil {
+		return fmt.Errorf("clear deadline on replication connection: %w", err)
+	}
+	if err := s.sendStatus(conn, final, false); err != nil {
+		return fmt.Errorf("confirm final position %s: %w", final, err)
+	}
+	s.log.Info("final position confirmed", "lsn", final)
+	if drainErr != nil {
+		return fmt.Errorf("shut down with events unacknowledged; they will be sent again: %w", drainErr)
+	}
+	return nil
+}
+
+// connect checks the server, table, publication and slot on a normal
+// connection (creating the slot if missing), then opens the replication
+// connection.
+func (s *Stream) connect(ctx context.Context) (*pgconn.PgConn, error) {
+	dsn := RedactDSN(s.cfg.DSN)
+	db, err := pgx.Connect(ctx, s.cfg.DSN)
+	if err != nil {
+		return nil, fmt.Errorf("connect to PostgreSQL at %s: %w", dsn, err)
+	}
+	defer db.Close(context.WithoutCancel(ctx))
+	if err := CheckServer(ctx, db, s.cfg.Table, s.cfg.Publication); err != nil {
+		return nil, err
+	}
+	created, err := CreateSlot(ctx, db, s.cfg.Slot)
+	if err != nil {
+		return nil, err
+	}
+	if created {
+		s.log.Info("slot created")
+	}
+	slot, err := ReadSlot(ctx, db, s.cfg.Slot)
+	if err != nil {
+		return nil, err
+	}
+	if err := slot.Usable(); err != nil {
+		return nil, err
+	}
+
+	pcfg, err := pgconn.ParseConfig(s.cfg.DSN)
+	if err != nil {
+		return nil, fmt.Errorf("parse PostgreSQL DSN %s: %w", dsn, err)
+	}
+	pcfg.RuntimeParams["replication"] = "database"
+	conn, err := pgconn.ConnectConfig(ctx, pcfg)
+	if err != nil {
+		var pgErr *pgconn.PgError
+		if errors.As(err, &pgErr) && pgErr.Code == "42501" {
+			return nil, fmt.Errorf("open replication connection to %s: %w; the role needs the REPLICATION attribute (ALTER ROLE name REPLICATION)", dsn, err)
+		}
+		return nil, fmt.Errorf("open replication connection to %s: %w", dsn, err)
+	}
+	sys, err := pglogrepl.IdentifySystem(ctx, conn)
+	if err != nil {
+		conn.Close(context.WithoutCancel(ctx))
+		return nil, fmt.Errorf("identify system: %w", err)
+	}
+	s.log.Info("connected", "system_id", sys.SystemID, "timeline", sys.Timeline, "lsn", sys.XLogPos, "database", sys.DBName)
+	return conn, nil
+}
+
+// start issues START_REPLICATION, retrying while another connection holds
+// the slot, and returns the slot's confirmed position.
+func (s *Stream) start(ctx context.Context, conn *pgconn.PgConn) (pglogrepl.LSN, error) {
+	args := []string{
+		"proto_version '1'",
+		"publication_names '" + strings.ReplaceAll(pgx.Identifier{s.cfg.Publication}.Sanitize(), "'", "''") + "'",
+	}
+	op := func() (struct{}, error) {
+		err := pglogrepl.StartReplication(ctx, conn, s.cfg.Slot, 0, pglogrepl.StartReplicationOptions{
+			Mode:       pglogrepl.LogicalReplication,
+			PluginArgs: args,
+		})
+		var pgErr *pgconn.PgError
+		if errors.As(err, &pgErr) && pgErr.Code == "55006" { // object_in_use
+			return struct{}{}, fmt.Errorf("start replication on slot %q: %w: %s", s.cfg.Slot, ErrSlotInUse, pgErr.Message)
+		}
+		if err != nil {
+			return struct{}{}, backoff.Permanent(fmt.Errorf("start replication on slot %q: %w", s.cfg.Slot, err))
+		}
+		return struct{}{}, nil
+	}
+	b := backoff.NewExponentialBackOff()
+	b.InitialInterval = 500 * time.Millisecond
+	b.MaxInterval = 10 * time.Second
+	_, err := backoff.Retry(ctx, op,
+		backoff.WithBackOff(b),
+		backoff.WithMaxElapsedTime(0),
+		backoff.WithNotify(func(err error, next time.Duration) {
+			s.log.Warn("slot busy, retrying", "err", err, "retry_in", next)
+		}))
+	if err != nil {
+		return 0, err
+	}
+	db, err := pgx.Connect(ctx, s.cfg.DSN)
+	if err != nil {
+		return 0, fmt.Errorf("connect to read slot %q: %w", s.cfg.Slot, err)
+	}
+	defer db.Close(context.WithoutCancel(ctx))
+	slot, err := ReadSlot(ctx, db, s.cfg.Slot)
+	if err != nil {
+		return 0, err
+	}
+	return slot.ConfirmedFlush, nil
+}
+
+// loop reads the replication stream until ctx ends or an error occurs. It
+// sends a status update every StatusInterval, and whenever the server asks.
+// When ctx ends inside a transaction it reads on to that transaction's
+// commit, for at most half the shutdown timeout, so that a clean stop leaves
+// nothing to send again.
+func (s *Stream) loop(ctx context.Context, conn *pgconn.PgConn, h Handler) error {
+	netConn := conn.Conn()
+	// Wake a blocked read when ctx ends.
+	stop := context.AfterFunc(ctx, func() { _ = netConn.SetReadDeadline(time.Unix(1, 0)) })
+	defer stop()
+
+	rels := relations{table: s.cfg.Table, columns: s.cfg.Columns}
+	var (
+		ev         schema.Event
+		inTxn      bool
+		nextStatus = time.Now().Add(s.cfg.StatusInterval)
+		deadline   time.Time // the read deadline last set
+		finishBy   time.Time // set once ctx ends inside a transaction
+		wait       = time.NewTimer(time.Hour)
+	)
+	defer wait.Stop()
+	for {
+		now := time.Now()
+		if ctx.Err() != nil {
+			switch {
+			case !inTxn:
+				return ctx.Err()
+			case finishBy.IsZero():
+				finishBy = now.Add(s.cfg.ShutdownTimeout / 2)
+				s.log.Info("reading to the end of the open transaction before stopping", "until", finishBy)
+			case now.After(finishBy):
+				s.log.Warn("stopping inside a transaction; its events will be sent again after restart")
+				return ctx.Err()
+			}
+		}
+		if !now.Before(nextStatus) {
+			if err := s.sendStatus(conn, h.Flushed(), false); err != nil {
+				return err
+			}
+			nextStatus = now.Add(s.cfg.StatusInterval)
+		}
+		wake := nextStatus
+		if !finishBy.IsZero() && finishBy.Before(wake) {
+			wake = finishBy
+		}
+		if room := h.Room(); room != nil {
+			s.m.stalls.Inc()
+			done := ctx.Done()
+			if !finishBy.IsZero() {
+				done = nil
+			}
+			wait.Reset(time.Until(wake))
+			select {
+			case <-room:
+			case <-wait.C:
+			case <-done:
+			}
+			continue
+		}
+		if deadline != wake {
+			deadline = wake
+			if err := netConn.SetReadDeadline(deadline); err != nil {
+				return fmt.Errorf("set read deadline on replication connection: %w", err)
+			}
+		}
+		msg, err := conn.ReceiveMessage(context.Background())
+		if err != nil {
+			if isTimeout(err) {
+				deadline = time.Time{} // ctx's AfterFunc may have moved it
+				continue
+			}
+			if ctx.Err() != nil {
+				return ctx.Err()
+			}
+			return fmt.Errorf("receive from replication stream on slot %q: %w", s.cfg.Slot, err)
+		}
+		switch msg := msg.(type) {
+		case *pgproto3.CopyData:
+			if len(msg.Data) == 0 {
+				continue
+			}
+			switch msg.Data[0] {
+			case pglogrepl.PrimaryKeepaliveMessageByteID:
+				ka, err := pglogrepl.ParsePrimaryKeepaliveMessage(msg.Data[1:])
+				if err != nil {
+					return fmt.Errorf("parse keepalive: %w", err)
+				}
+				s.m.serverWAL.Set(float64(ka.ServerWALEnd))
+				if !inTxn {
+					h.Keepalive(ka.ServerWALEnd)
+				}
+				flushed := h.Flushed()
+				s.m.lag.Set(float64(lsnDiff(ka.ServerWALEnd, flushed)))
+				if ka.ReplyRequested {
+					if err := s.sendStatus(conn, flushed, false); err != nil {
+						return err
+					}
+					nextStatus = time.Now().Add(s.cfg.StatusInterval)
+				}
+			case pglogrepl.XLogDataByteID:
+				xld, err := pglogrepl.ParseXLogData(msg.Data[1:])
+				if err != nil {
+					return fmt.Errorf("parse XLogData: %w", err)
+				}
+				s.m.serverWAL.Set(float64(xld.ServerWALEnd))
+				if err := s.handle(ctx, xld, h, &rels, &ev, &inTxn); err != nil {
+					return err
+				}
+			}
+		case *pgproto3.ErrorResponse:
+			return fmt.Errorf("replication stream on slot %q: %w", s.cfg.Slot, pgconn.ErrorResponseToPgError(msg))
+		case *pgproto3.CopyDone:
+			return fmt.Errorf("replication stream on slot %q ended by the server", s.cfg.Slot)
+		}
+	}
+}
+
+// handle acts on one pgoutput message.
+func (s *Stream) handle(ctx context.Context, xld pglogrepl.XLogData, h Handler, rels *relations, ev *schema.Event, inTxn *bool) error {
+	data := xld.WALData
+	if len(data) == 0 {
+		return nil
+	}
+	switch data[0] {
+	case msgBegin:
+		b, err := decodeBegin(data)
+		if err != nil {
+			return err
+		}
+		*inTxn = true
+		h.Begin(b.FinalLSN, b.CommitTime)
+	case msgInsert:
+		id, err := insertRelation(data)
+		if err != nil {
+			return err
+		}
+		rel, err := rels.get(id)
+		if err != nil || rel == nil {
+			return err
+		}
+		// The connection reuses its buffer; the event owns this copy.
+		buf := make([]byte, len(data))
+		copy(buf, data)
+		if err := decodeInsert(buf, rel.bind, ev); err != nil {
+			return fmt.Errorf("decode insert into %s at %s: %w", rel.name, xld.WALStart, err)
+		}
+		ev.Table = rel.name
+		s.m.rows.Inc()
+		if err := h.Insert(ctx, ev); err != nil {
+			return err
+		}
+	case msgCommit:
+		c, err := decodeCommit(data)
+		if err != nil {
+			return err
+		}
+		*inTxn = false
+		h.Commit(c.EndLSN)
+		s.m.received.Set(float64(c.EndLSN))
+	case msgRelation:
+		r, err := decodeRelation(data)
+		if err != nil {
+			return err
+		}
+		if err := rels.put(r); err != nil {
+			return err
+		}
+		s.log.Info("relation", "table", r.Namespace+"."+r.Name, "columns", len(r.Columns))
+	}
+	return nil
+}
+
+// sendStatus confirms flushed to the server. The write position is reported
+// equal to it: the server pings a client whose write position lags what it
+// sent, and the pings move an idle relay's position forward.
+func (s *Stream) sendStatus(conn *pgconn.PgConn, flushed pglogrepl.LSN, reply bool) error {
+	err := pglogrepl.SendStandbyStatusUpdate(context.Background(), conn, pglogrepl.StandbyStatusUpdate{
+		WALWritePosition: flushed,
+		WALFlushPosition: flushed,
+		WALApplyPosition: flushed,
+		ReplyRequested:   reply,
+	})
+	if err != nil {
+		return fmt.Errorf("send standby status at %s: %w", flushed, err)
+	}
+	s.m.confirmed.Set(float64(flushed))
+	return nil
+}
+
+func isTimeout(err error) bool {
+	var ne net.Error
+	return errors.As(err, &ne) && ne.Timeout()
+}

@@ -1,0 +1,116 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os/signal"
+	"syscall"
+
+	"github.com/peterbourgon/ff/v3"
+	"github.com/peterbourgon/ff/v3/ffcli"
+)
+
+// run parses args and runs the subcommand they name. It owns every
+// goroutine the relay starts and returns when they have all ended.
+func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	ctx, stop := signal.NotifyContext(ctx, syscall.SIGINT, syscall.SIGTERM)
+	defer stop()
+
+	opts := []ff.Option{ff.WithEnvVarPrefix(envPrefix)}
+	newFS := func(name string) *flag.FlagSet {
+		fs := flag.NewFlagSet("outbox-relay "+name, flag.ContinueOnError)
+		fs.SetOutput(stderr)
+		return fs
+	}
+
+	var runCfg Config
+	runFS := newFS("run")
+	bindRun(runFS, &runCfg)
+
+	var setupCfg Config
+	var dryRun bool
+	setupFS := newFS("setup")
+	bindDatabase(setupFS, &setupCfg)
+	setupFS.BoolVar(&dryRun, "dry-run", false, "print the SQL setup may run, and run nothing")
+
+	var statusCfg Config
+	var asJSON bool
+	statusFS := newFS("status")
+	bindDatabase(statusFS, &statusCfg)
+	statusFS.BoolVar(&asJSON, "json", false, "print JSON instead of a table")
+
+	var root *ffcli.Command
+	root = &ffcli.Command{
+		Name:       "outbox-relay",
+		ShortUsage: "outbox-relay <setup|run|status|version> [flags]",
+		ShortHelp:  "Publish committed outbox rows from PostgreSQL to Kafka.",
+		LongHelp:   "Every flag is also an environment variable: --pg-dsn is OUTBOX_RELAY_PG_DSN. A flag beats the environment.",
+		FlagSet:    newFS(""),
+		Subcommands: []*ffcli.Command{
+			{
+				Name:       "setup",
+				ShortUsage: "outbox-relay setup [flags]",
+				ShortHelp:  "Create the outbox table (if missing), its publication and the replication slot. Idempotent.",
+				FlagSet:    setupFS,
+				Options:    opts,
+				Exec: func(ctx context.Context, _ []string) error {
+					if err := setupCfg.finish(); err != nil && !(dryRun && setupCfg.CDC.DSN == "") {
+						return err
+					}
+					return setup(ctx, setupCfg, dryRun, stdout, stderr)
+				},
+			},
+			{
+				Name:       "run",
+				ShortUsage: "outbox-relay run [flags]",
+				ShortHelp:  "Relay committed outbox rows to Kafka until SIGTERM or SIGINT.",
+				FlagSet:    runFS,
+				Options:    opts,
+				Exec: func(ctx context.Context, _ []string) error {
+					if err := runCfg.finishRun(); err != nil {
+						return err
+					}
+					return relayUntilDone(ctx, runCfg, stderr)
+				},
+			},
+			{
+				Name:       "status",
+				ShortUsage: "outbox-relay status [--json] [flags]",
+				ShortHelp:  "Show the slot's confirmed position, lag and state; exit 3 when it is missing or invalidated.",
+				FlagSet:    statusFS,
+				Options:    opts,
+				Exec: func(ctx context.Context, _ []string) error {
+					if err := statusCfg.finish(); err != nil {
+						return err
+					}
+					return status(ctx, statusCfg, asJSON, stdout)
+				},
+			},
+			{
+				Name:       "version",
+				ShortUsage: "outbox-relay version",
+				ShortHelp:  "Print the version, commit and Go version.",
+				FlagSet:    newFS("version"),
+				Exec: func(context.Context, []string) error {
+					fmt.Fprintln(stdout, versionString())
+					return nil
+				},
+			},
+		},
+		Exec: func(context.Context, []string) error {
+			fmt.Fprintln(stderr, ffcli.DefaultUsageFunc(root))
+			return usageError{errors.New("name a subcommand: setup, run, status or version")}
+		},
+	}
+	err := root.Parse(args)
+	if errors.Is(err, flag.ErrHelp) {
+		return err
+	}
+	if err != nil {
+		return usageError{err}
+	}
+	return root.Run(ctx)
+}

@@ -1,0 +1,125 @@
+package main
+
+import (
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"strings"
+	"time"
+
+	"github.com/outbox-relay/outbox-relay/cdc"
+	"github.com/outbox-relay/outbox-relay/relay"
+	"github.com/outbox-relay/outbox-relay/schema"
+	"github.com/outbox-relay/outbox-relay/sinks/kafka"
+)
+
+// envPrefix turns --pg-dsn into OUTBOX_RELAY_PG_DSN.
+const envPrefix = "OUTBOX_RELAY"
+
+// Config is everything the relay can be told, composed from each package's
+// own Config.
+type Config struct {
+	CDC         cdc.Config
+	Kafka       kafka.Config
+	Relay       relay.Config
+	MetricsAddr string
+	LogFormat   string
+	LogLevel    string
+
+	// Raw flag values parsed by finish.
+	table   string
+	brokers string
+}
+
+// bindDatabase binds the flags every subcommand needs to reach the outbox.
+func bindDatabase(fs *flag.FlagSet, c *Config) {
+	fs.StringVar(&c.CDC.DSN, "pg-dsn", "", "PostgreSQL connection string (URL or key=value); the replication connection is derived from it")
+	fs.StringVar(&c.table, "table", schema.DefaultTable.String(), "outbox table, schema.name")
+	fs.StringVar(&c.CDC.Publication, "publication", "outbox_relay", "publication of the outbox table")
+	fs.StringVar(&c.CDC.Slot, "slot", "outbox_relay", "logical replication slot")
+	d := schema.DefaultColumns
+	fs.StringVar(&c.CDC.Columns.ID, "column-id", d.ID, "column holding the event ID")
+	fs.StringVar(&c.CDC.Columns.AggregateType, "column-aggregate-type", d.AggregateType, "column holding the aggregate type")
+	fs.StringVar(&c.CDC.Columns.AggregateID, "column-aggregate-id", d.AggregateID, "column holding the aggregate ID (the Kafka key)")
+	fs.StringVar(&c.CDC.Columns.EventType, "column-event-type", d.EventType, "column holding the event type")
+	fs.StringVar(&c.CDC.Columns.Payload, "column-payload", d.Payload, "column holding the payload (the Kafka value)")
+	fs.StringVar(&c.CDC.Columns.Headers, "column-headers", d.Headers, "jsonb column whose top-level keys become Kafka headers; empty for none")
+	fs.StringVar(&c.LogFormat, "log-format", "json", "log format: json or text")
+	fs.StringVar(&c.LogLevel, "log-level", "info", "log level: debug, info, warn or error")
+}
+
+// bindRun binds the flags of the daemon.
+func bindRun(fs *flag.FlagSet, c *Config) {
+	bindDatabase(fs, c)
+	fs.StringVar(&c.brokers, "kafka-brokers", "localhost:9092", "Kafka bootstrap brokers, comma-separated host:port")
+	fs.StringVar(&c.Kafka.Topic, "topic", "outbox.{aggregate_type}", "topic template; {aggregate_type} and {event_type} are replaced by the row's values")
+	fs.StringVar(&c.Kafka.ClientID, "kafka-client-id", "outbox-relay", "Kafka client ID")
+	fs.BoolVar(&c.Kafka.AllowAutoTopicCreation, "kafka-auto-create-topics", true, "ask the broker to create missing topics (the broker must allow it)")
+	fs.DurationVar(&c.Kafka.Linger, "kafka-linger", 0, "how long the producer waits to fill a batch; 0 sends at once")
+	fs.IntVar(&c.Kafka.MaxMessageBytes, "kafka-max-message-bytes", 1<<20, "largest record batch the producer sends; match the broker's message.max.bytes")
+	fs.IntVar(&c.Relay.MaxInflightEvents, "max-inflight-events", 10000, "events published and not yet acknowledged before the relay stops reading")
+	fs.IntVar(&c.Relay.MaxInflightBytes, "max-inflight-bytes", 16<<20, "bytes of events published and not yet acknowledged before the relay stops reading")
+	fs.DurationVar(&c.CDC.StatusInterval, "status-interval", time.Second, "how often the confirmed position is sent to PostgreSQL")
+	fs.DurationVar(&c.CDC.ShutdownTimeout, "shutdown-timeout", 30*time.Second, "on SIGTERM, how long to wait for in-flight events before exiting")
+	fs.StringVar(&c.MetricsAddr, "metrics-addr", ":9479", "address serving /metrics, /healthz and /readyz; empty disables")
+}
+
+// finish parses the raw flag values and validates every part.
+func (c *Config) finish() error {
+	t, err := schema.ParseTable(c.table)
+	if err != nil {
+		return usageError{fmt.Errorf("--table: %w", err)}
+	}
+	c.CDC.Table = t
+	for _, b := range strings.Split(c.brokers, ",") {
+		if b = strings.TrimSpace(b); b != "" {
+			c.Kafka.Brokers = append(c.Kafka.Brokers, b)
+		}
+	}
+	c.CDC.SetDefaults()
+	if err := c.CDC.Validate(); err != nil {
+		return usageError{err}
+	}
+	if err := c.Relay.Validate(); err != nil {
+		return usageError{err}
+	}
+	switch c.LogFormat {
+	case "json", "text":
+	default:
+		return usageError{fmt.Errorf("--log-format %q: use json or text", c.LogFormat)}
+	}
+	if _, err := parseLevel(c.LogLevel); err != nil {
+		return usageError{err}
+	}
+	return nil
+}
+
+// finishRun also validates the Kafka settings, which only run needs.
+func (c *Config) finishRun() error {
+	if err := c.finish(); err != nil {
+		return err
+	}
+	if err := c.Kafka.Validate(); err != nil {
+		return usageError{err}
+	}
+	return nil
+}
+
+func parseLevel(s string) (slog.Level, error) {
+	var l slog.Level
+	if err := l.UnmarshalText([]byte(s)); err != nil {
+		return 0, fmt.Errorf("--log-level %q: use debug, info, warn or error", s)
+	}
+	return l, nil
+}
+
+// logger builds the process's logger from the log flags, writing to w.
+func (c *Config) logger(w io.Writer) *slog.Logger {
+	level, _ := parseLevel(c.LogLevel)
+	opts := &slog.HandlerOptions{Level: level}
+	if c.LogFormat == "text" {
+		return slog.New(slog.NewTextHandler(w, opts))
+	}
+	return slog.New(slog.NewJSONHandler(w, opts))
+}

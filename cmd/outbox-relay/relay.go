@@ -1,0 +1,69 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"golang.org/x/sync/errgroup"
+
+	"github.com/outbox-relay/outbox-relay/cdc"
+	"github.com/outbox-relay/outbox-relay/relay"
+	"github.com/outbox-relay/outbox-relay/sinks/kafka"
+)
+
+// brokerCheckTimeout bounds the start-up check that the brokers answer.
+const brokerCheckTimeout = 10 * time.Second
+
+// relayUntilDone runs the daemon: the replication stream, the relay core and
+// the metrics server, until ctx ends or one of them fails.
+func relayUntilDone(ctx context.Context, cfg Config, stderr io.Writer) error {
+	logger := cfg.logger(stderr)
+	logger.Info("starting", "version", version, "commit", commit, "cdc", cfg.CDC, "brokers", cfg.Kafka.Brokers, "topic", cfg.Kafka.Topic)
+
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(
+		collectors.NewGoCollector(),
+		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
+		buildInfo(),
+	)
+
+	sink, err := kafka.New(cfg.Kafka, logger, reg)
+	if err != nil {
+		return err
+	}
+	defer sink.Close()
+	pctx, cancel := context.WithTimeout(ctx, brokerCheckTimeout)
+	err = sink.Ping(pctx)
+	cancel()
+	if err != nil {
+		if ctx.Err() != nil {
+			return nil
+		}
+		return err
+	}
+
+	core, err := relay.New(cfg.Relay, sink, logger, reg)
+	if err != nil {
+		return err
+	}
+	stream, err := cdc.New(cfg.CDC, logger, reg)
+	if err != nil {
+		return err
+	}
+
+	g, gctx := errgroup.WithContext(ctx)
+	g.Go(func() error { return stream.Run(gctx, core) })
+	g.Go(func() error { return core.Run(gctx) })
+	if cfg.MetricsAddr != "" {
+		g.Go(func() error { return serveHTTP(gctx, cfg.MetricsAddr, reg, logger) })
+	}
+	if err := g.Wait(); err != nil {
+		return fmt.Errorf("relay stopped: %w", err)
+	}
+	logger.Info("stopped")
+	return nil
+}

@@ -1,0 +1,38 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"strings"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/outbox-relay/outbox-relay/cdc"
+)
+
+// setup creates the table, publication and slot, or with dryRun prints the
+// SQL it may run.
+func setup(ctx context.Context, cfg Config, dryRun bool, stdout, stderr io.Writer) error {
+	if dryRun {
+		stmts, err := cdc.SetupSQL(cfg.CDC)
+		if err != nil {
+			return err
+		}
+		for _, s := range stmts {
+			fmt.Fprintln(stdout, strings.TrimSpace(s))
+			fmt.Fprintln(stdout)
+		}
+		return nil
+	}
+	conn, err := pgx.Connect(ctx, cfg.CDC.DSN)
+	if err != nil {
+		return fmt.Errorf("connect to PostgreSQL at %s: %w", cdc.RedactDSN(cfg.CDC.DSN), err)
+	}
+	defer conn.Close(context.WithoutCancel(ctx))
+	if err := cdc.Setup(ctx, conn, cfg.CDC, cfg.logger(stderr)); err != nil {
+		return err
+	}
+	fmt.Fprintf(stdout, "ready: table %s, publication %s, slot %s\n", cfg.CDC.Table, cfg.CDC.Publication, cfg.CDC.Slot)
+	return nil
+}

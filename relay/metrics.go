@@ -1,0 +1,60 @@
+package relay
+
+import (
+	"fmt"
+
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+type metrics struct {
+	inflightEvents prometheus.Gauge
+	inflightBytes  prometheus.Gauge
+	transactions   prometheus.Counter
+	flushedLSN     prometheus.Gauge
+	latency        prometheus.Histogram
+}
+
+func newMetrics(reg prometheus.Registerer, cfg Config) (*metrics, error) {
+	m := &metrics{
+		inflightEvents: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "outbox_relay_inflight_events",
+			Help: "Events handed to the sink and not yet acknowledged.",
+		}),
+		inflightBytes: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "outbox_relay_inflight_bytes",
+			Help: "Approximate bytes of events handed to the sink and not yet acknowledged.",
+		}),
+		transactions: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "outbox_relay_transactions_total",
+			Help: "Committed transactions read from the replication stream.",
+		}),
+		flushedLSN: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "outbox_relay_flushed_lsn",
+			Help: "Position up to which every event is acknowledged, as a WAL byte offset.",
+		}),
+		latency: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name:    "outbox_relay_end_to_end_latency_seconds",
+			Help:    "Time from a transaction's commit to the sink's acknowledgement of each of its events.",
+			Buckets: prometheus.ExponentialBuckets(0.0005, 2, 16),
+		}),
+	}
+	limitEvents := prometheus.NewGauge(prometheus.GaugeOpts{
+		Name: "outbox_relay_inflight_events_limit",
+		Help: "Configured bound on in-flight events.",
+	})
+	limitBytes := prometheus.NewGauge(prometheus.GaugeOpts{
+		Name: "outbox_relay_inflight_bytes_limit",
+		Help: "Configured bound on in-flight bytes.",
+	})
+	limitEvents.Set(float64(cfg.MaxInflightEvents))
+	limitBytes.Set(float64(cfg.MaxInflightBytes))
+	if reg == nil {
+		return m, nil
+	}
+	for _, c := range []prometheus.Collector{m.inflightEvents, m.inflightBytes, m.transactions, m.flushedLSN, m.latency, limitEvents, limitBytes} {
+		if err := reg.Register(c); err != nil {
+			return nil, fmt.Errorf("register relay metrics: %w", err)
+		}
+	}
+	return m, nil
+}

@@ -1,0 +1,247 @@
+package relay
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"time"
+
+	"github.com/jackc/pglogrepl"
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/outbox-relay/outbox-relay/schema"
+)
+
+// Config bounds the work a Relay keeps in flight.
+type Config struct {
+	// MaxInflightEvents bounds events handed to the Sink and not yet
+	// acknowledged. Zero means 10000.
+	MaxInflightEvents int
+	// MaxInflightBytes bounds the payload bytes of those events. Zero means
+	// 16 MiB. One event larger than the bound still flows, alone.
+	MaxInflightBytes int
+}
+
+func (c *Config) setDefaults() {
+	if c.MaxInflightEvents == 0 {
+		c.MaxInflightEvents = 10000
+	}
+	if c.MaxInflightBytes == 0 {
+		c.MaxInflightBytes = 16 << 20
+	}
+}
+
+// Validate reports a negative bound.
+func (c Config) Validate() error {
+	if c.MaxInflightEvents < 0 {
+		return fmt.Errorf("max in-flight events is %d; use a positive number, or 0 for the default", c.MaxInflightEvents)
+	}
+	if c.MaxInflightBytes < 0 {
+		return fmt.Errorf("max in-flight bytes is %d; use a positive number, or 0 for the default", c.MaxInflightBytes)
+	}
+	return nil
+}
+
+// Relay hands the events of committed transactions to a Sink in commit order
+// and tracks which position may be confirmed. Begin, Insert, Commit,
+// Keepalive and Room are called by the stream's goroutine only; Flushed,
+// Drain and Run are safe from any goroutine; Sink acknowledgements may
+// arrive on any goroutine.
+type Relay struct {
+	cfg  Config
+	sink Sink
+	log  *slog.Logger
+	m    *metrics
+
+	// Owned by the stream's goroutine.
+	seq        uint64
+	commitLSN  pglogrepl.LSN
+	commitTime time.Time
+	index      uint32
+
+	mu             sync.Mutex
+	wm             watermark
+	inflightEvents int
+	inflightBytes  int
+	err            error
+	failed         chan struct{} // closed when err is set
+	changed        chan struct{} // signalled when room appears or the relay turns idle
+}
+
+// New returns a Relay that publishes to sink. A nil logger discards logs; a
+// nil reg registers no metrics.
+func New(cfg Config, sink Sink, logger *slog.Logger, reg prometheus.Registerer) (*Relay, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, fmt.Errorf("relay config: %w", err)
+	}
+	cfg.setDefaults()
+	if logger == nil {
+		logger = slog.New(slog.DiscardHandler)
+	}
+	m, err := newMetrics(reg, cfg)
+	if err != nil {
+		return nil, err
+	}
+	return &Relay{
+		cfg:     cfg,
+		sink:    sink,
+		log:     logger.With("component", "relay"),
+		m:       m,
+		failed:  make(chan struct{}),
+		changed: make(chan struct{}, 1),
+	}, nil
+}
+
+// Begin opens the transaction whose commit record is at commitLSN.
+func (r *Relay) Begin(commitLSN pglogrepl.LSN, commitTime time.Time) {
+	r.commitLSN, r.commitTime, r.index = commitLSN, commitTime, 0
+	r.mu.Lock()
+	r.seq = r.wm.begin()
+	r.mu.Unlock()
+}
+
+// Insert publishes one event of the open transaction, stamping its Position
+// and CommitTime. It does not wait for room: callers wait on Room first. It
+// returns the Sink's first failure, after which nothing more is published.
+func (r *Relay) Insert(ctx context.Context, ev *schema.Event) error {
+	ev.Position = schema.Position{CommitLSN: r.commitLSN, Index: r.index}
+	ev.CommitTime = r.commitTime
+	r.index++
+	size := ev.Size()
+
+	r.mu.Lock()
+	if r.err != nil {
+		err := r.err
+		r.mu.Unlock()
+		return err
+	}
+	r.wm.add(r.seq)
+	r.inflightEvents++
+	r.inflightBytes += size
+	r.mu.Unlock()
+	r.m.inflightEvents.Inc()
+	r.m.inflightBytes.Add(float64(size))
+
+	seq, id, pos, committed := r.seq, ev.ID, ev.Position, r.commitTime
+	// The sink's delivery must outlive a cancelled stream: shutdown drains
+	// what is in flight instead of abandoning it.
+	r.sink.Publish(context.WithoutCancel(ctx), ev, func(err error) {
+		r.ack(seq, size, committed, err, id, pos)
+	})
+	return nil
+}
+
+func (r *Relay) ack(seq uint64, size int, committed time.Time, err error, id string, pos schema.Position) {
+	r.mu.Lock()
+	wasFull := r.fullLocked()
+	r.inflightEvents--
+	r.inflightBytes -= size
+	if err == nil {
+		r.wm.ack(seq)
+	} else if r.err == nil {
+		r.err = fmt.Errorf("publish event %s at position %s: %w", id, pos, err)
+		close(r.failed)
+	}
+	signal := (wasFull && !r.fullLocked()) || r.inflightEvents == 0
+	flushed := r.wm.flushed
+	r.mu.Unlock()
+
+	r.m.inflightEvents.Dec()
+	r.m.inflightBytes.Sub(float64(size))
+	if err == nil {
+		r.m.latency.Observe(time.Since(committed).Seconds())
+		r.m.flushedLSN.Set(float64(flushed))
+	}
+	if signal {
+		select {
+		case r.changed <- struct{}{}:
+		default:
+		}
+	}
+}
+
+// Commit closes the open transaction, whose commit record ends at end.
+func (r *Relay) Commit(end pglogrepl.LSN) {
+	r.mu.Lock()
+	r.wm.commit(r.seq, end)
+	flushed := r.wm.flushed
+	r.mu.Unlock()
+	r.m.transactions.Inc()
+	r.m.flushedLSN.Set(float64(flushed))
+}
+
+// Keepalive reports that the server has sent everything before walEnd. When
+// nothing is in flight the flush position follows it.
+func (r *Relay) Keepalive(walEnd pglogrepl.LSN) {
+	r.mu.Lock()
+	r.wm.follow(walEnd)
+	flushed := r.wm.flushed
+	r.mu.Unlock()
+	r.m.flushedLSN.Set(float64(flushed))
+}
+
+// Room returns nil when another event may be inserted, or else a channel
+// that receives when room may have appeared; callers check again after it
+// fires.
+func (r *Relay) Room() <-chan struct{} {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.fullLocked() {
+		return r.changed
+	}
+	return nil
+}
+
+func (r *Relay) fullLocked() bool {
+	if r.inflightEvents == 0 {
+		return false
+	}
+	return r.inflightEvents >= r.cfg.MaxInflightEvents || r.inflightBytes >= r.cfg.MaxInflightBytes
+}
+
+// Flushed returns the position up to which every event is acknowledged:
+// the position to confirm to PostgreSQL.
+func (r *Relay) Flushed() pglogrepl.LSN {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.wm.flushed
+}
+
+// Drain flushes the Sink and waits until every published event is
+// acknowledged or failed, or ctx ends. Callers stop inserting first.
+func (r *Relay) Drain(ctx context.Context) error {
+	if err := r.sink.Flush(ctx); err != nil {
+		return fmt.Errorf("flush sink: %w", err)
+	}
+	for {
+		r.mu.Lock()
+		n := r.inflightEvents
+		r.mu.Unlock()
+		if n == 0 {
+			return nil
+		}
+		select {
+		case <-r.changed:
+		case <-ctx.Done():
+			return fmt.Errorf("drain with %d events unacknowledged: %w", n, ctx.Err())
+		}
+	}
+}
+
+// ErrSinkFailed wraps the error Run returns when the Sink failed an event.
+var ErrSinkFailed = errors.New("sink failed an event")
+
+// Run waits until ctx ends, returning nil, or until the Sink fails an event,
+// returning that failure. Nothing after a failed event is confirmed.
+func (r *Relay) Run(ctx context.Context) error {
+	select {
+	case <-ctx.Done():
+		return nil
+	case <-r.failed:
+		r.mu.Lock()
+		defer r.mu.Unlock()
+		return fmt.Errorf("%w: %w", ErrSinkFailed, r.err)
+	}
+}

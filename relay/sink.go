@@ -1,0 +1,19 @@
+package relay
+
+import (
+	"context"
+
+	"github.com/outbox-relay/outbox-relay/schema"
+)
+
+// Sink delivers events downstream. Publish must not wait for delivery: it
+// calls done exactly once per event, when the event is durable or has
+// failed, and per key in Publish order. Publish is called from one goroutine;
+// done may be called from any. Publish may keep the strings and byte slices
+// of ev (the stream never reuses them) but not ev itself.
+type Sink interface {
+	Publish(ctx context.Context, ev *schema.Event, done func(error))
+	// Flush blocks until every published event's done has been called, or
+	// ctx ends.
+	Flush(ctx context.Context) error
+}

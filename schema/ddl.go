@@ -1,0 +1,77 @@
+package schema
+
+import (
+	"embed"
+	"fmt"
+	"io/fs"
+	"sort"
+	"strings"
+)
+
+//go:embed sql/*.sql
+var sqlFiles embed.FS
+
+// Migration is one versioned step of the outbox table's DDL.
+type Migration struct {
+	Version int
+	Name    string
+	SQL     string
+}
+
+// Migrations returns the DDL that creates the outbox table t with columns c,
+// oldest first. Every statement is idempotent (IF NOT EXISTS), so running
+// them against an existing table changes nothing.
+func Migrations(t Table, c Columns) ([]Migration, error) {
+	names, err := fs.Glob(sqlFiles, "sql/*.sql")
+	if err != nil {
+		return nil, fmt.Errorf("list embedded sql: %w", err)
+	}
+	sort.Strings(names)
+	headers := c.Headers
+	if headers == "" {
+		headers = "headers"
+	}
+	r := strings.NewReplacer(
+		"{{table}}", t.Quoted(),
+		"{{id}}", quoteIdent(c.ID),
+		"{{aggregate_type}}", quoteIdent(c.AggregateType),
+		"{{aggregate_id}}", quoteIdent(c.AggregateID),
+		"{{event_type}}", quoteIdent(c.EventType),
+		"{{payload}}", quoteIdent(c.Payload),
+		"{{headers}}", quoteIdent(headers),
+		"{{created_at}}", quoteIdent("created_at"),
+	)
+	var ms []Migration
+	for _, n := range names {
+		b, err := sqlFiles.ReadFile(n)
+		if err != nil {
+			return nil, fmt.Errorf("read embedded %s: %w", n, err)
+		}
+		base := strings.TrimSuffix(strings.TrimPrefix(n, "sql/"), ".sql")
+		var v int
+		if _, err := fmt.Sscanf(base, "%04d_", &v); err != nil {
+			return nil, fmt.Errorf("embedded %s: name must start with a 4-digit version: %w", n, err)
+		}
+		ms = append(ms, Migration{Version: v, Name: base, SQL: r.Replace(string(b))})
+	}
+	return ms, nil
+}
+
+// CreatePublicationSQL returns the statement that publishes inserts into t
+// under the publication name pub. Updates, deletes and truncates are not
+// published: the relay reads inserts only.
+func CreatePublicationSQL(pub string, t Table) string {
+	return fmt.Sprintf("CREATE PUBLICATION %s FOR TABLE %s WITH (publish = 'insert')", quoteIdent(pub), t.Quoted())
+}
+
+// AddTableToPublicationSQL returns the statement that adds t to an existing
+// publication pub.
+func AddTableToPublicationSQL(pub string, t Table) string {
+	return fmt.Sprintf("ALTER PUBLICATION %s ADD TABLE %s", quoteIdent(pub), t.Quoted())
+}
+
+// CreateSlotSQL returns the statement that creates the logical replication
+// slot named slot with the pgoutput plugin.
+func CreateSlotSQL(slot string) string {
+	return fmt.Sprintf("SELECT lsn FROM pg_create_logical_replication_slot(%s, 'pgoutput')", quoteLiteral(slot))
+}

@@ -1,0 +1,146 @@
+package kafka
+
+import (
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/twmb/franz-go/pkg/kgo"
+)
+
+// Defaults for the zero values of Config fields.
+const (
+	// DefaultTopic is the topic template used when Config.Topic is empty.
+	DefaultTopic = "outbox.{aggregate_type}"
+	// DefaultClientID is the client ID used when Config.ClientID is empty.
+	DefaultClientID = "outbox-relay"
+	// DefaultMaxMessageBytes is the batch size limit used when
+	// Config.MaxMessageBytes is zero: 1 MiB, just under the 1,048,588 bytes
+	// Kafka brokers and topics accept by default (message.max.bytes,
+	// max.message.bytes).
+	DefaultMaxMessageBytes = 1 << 20
+)
+
+// Limits Validate enforces.
+const (
+	// maxLinger is the longest linger franz-go accepts.
+	maxLinger = time.Minute
+	// minMessageBytes and maxMessageBytes bound Config.MaxMessageBytes:
+	// franz-go needs at least 512 bytes for a batch and writes no request
+	// larger than 100 MiB (Kafka's socket.request.max.bytes).
+	minMessageBytes = 512
+	maxMessageBytes = 100 << 20
+)
+
+// Config configures a Sink. The zero value of every field but Brokers has a
+// documented meaning; New fills the defaults itself, and Validate accepts a
+// Config with or without them.
+type Config struct {
+	// Brokers lists seed brokers as host:port, one per entry. Required. The
+	// client discovers the rest of the cluster from them.
+	Brokers []string
+	// Topic is the template that names each event's topic. The placeholders
+	// {aggregate_type} and {event_type} are replaced by the event's fields;
+	// no other {...} is allowed. A rendered name must be a legal Kafka topic
+	// name (1 to 249 characters of a-z A-Z 0-9 . _ -, not "." or ".."), or
+	// the event fails with a RecordError. Zero means DefaultTopic,
+	// "outbox.{aggregate_type}".
+	//
+	// With {event_type} in the template, one aggregate's events can land on
+	// several topics, and Kafka orders them only within each topic.
+	Topic string
+	// ClientID names the client to the brokers, for their logs, quotas and
+	// metrics. Zero means DefaultClientID, "outbox-relay".
+	ClientID string
+	// AllowAutoTopicCreation lets the client ask the brokers to create a
+	// missing topic (the brokers must allow it too, and pick its partition
+	// count). When false, events for a topic that does not exist fail
+	// after a few metadata refreshes with UNKNOWN_TOPIC_OR_PARTITION.
+	AllowAutoTopicCreation bool
+	// Linger is how long a partition waits for more records before it
+	// sends a batch. Zero means no wait, for the lowest latency: while a
+	// request is in flight, records still gather into the next batch.
+	// At most one minute.
+	Linger time.Duration
+	// MaxMessageBytes bounds the uncompressed size of one record batch; a
+	// single record that cannot fit fails with a RecordError (ReasonSize).
+	// Keep it at or below the topics' max.message.bytes. Zero means
+	// DefaultMaxMessageBytes (1 MiB). From 512 bytes to 100 MiB.
+	MaxMessageBytes int
+}
+
+// withDefaults returns c with its zero fields replaced by their defaults.
+func (c Config) withDefaults() Config {
+	if c.Topic == "" {
+		c.Topic = DefaultTopic
+	}
+	if c.ClientID == "" {
+		c.ClientID = DefaultClientID
+	}
+	if c.MaxMessageBytes == 0 {
+		c.MaxMessageBytes = DefaultMaxMessageBytes
+	}
+	return c
+}
+
+// Validate reports every field of c that New would reject, each with what
+// to change. It does not contact the brokers; see Sink.Ping.
+func (c Config) Validate() error {
+	c = c.withDefaults()
+	var errs []error
+	if len(c.Brokers) == 0 {
+		errs = append(errs, errors.New("kafka: no brokers; list at least one as host:port"))
+	}
+	for _, b := range c.Brokers {
+		switch {
+		case strings.TrimSpace(b) == "":
+			errs = append(errs, errors.New("kafka: empty broker address; list brokers as host:port"))
+		case strings.ContainsAny(b, ", \t"):
+			errs = append(errs, fmt.Errorf("kafka: broker address %q holds a comma or a space; give each broker as its own host:port entry", b))
+		}
+	}
+	if _, err := parseTopicTemplate(c.Topic); err != nil {
+		errs = append(errs, fmt.Errorf("kafka: %w", err))
+	}
+	if c.Linger < 0 || c.Linger > maxLinger {
+		errs = append(errs, fmt.Errorf("kafka: linger %s is out of range; use 0 (no wait) up to %s", c.Linger, maxLinger))
+	}
+	if c.MaxMessageBytes < minMessageBytes || c.MaxMessageBytes > maxMessageBytes {
+		errs = append(errs, fmt.Errorf("kafka: max message bytes %d is out of range; use %d to %d, at most the topics' max.message.bytes, or 0 for %d",
+			c.MaxMessageBytes, minMessageBytes, maxMessageBytes, DefaultMaxMessageBytes))
+	}
+	return errors.Join(errs...)
+}
+
+// opts returns the franz-go options for c, which must have its defaults and
+// be valid. New adds the logger and the metrics hooks.
+func (c Config) opts() []kgo.Opt {
+	opts := []kgo.Opt{
+		kgo.SeedBrokers(c.Brokers...),
+		kgo.ClientID(c.ClientID),
+		// acks=all is what makes done(nil) mean durable; the idempotent
+		// producer (franz-go's default, which requires acks=all) is left
+		// on. Retriable produce errors are retried without limit (also
+		// the default; no kgo.RecordRetries), and the idempotent
+		// producer's sequence numbers keep each partition's records in
+		// order and free of duplicates across those retries.
+		kgo.RequiredAcks(kgo.AllISRAcks()),
+		// Keyed records: toPositive(murmur2(key)) % partitions, as the
+		// Java client's default partitioner does.
+		kgo.RecordPartitioner(kgo.StickyKeyPartitioner(nil)),
+		kgo.ProducerBatchMaxBytes(int32(c.MaxMessageBytes)),
+		// Set even at zero: franz-go's own default linger is 10ms.
+		kgo.ProducerLinger(c.Linger),
+		// No kgo.MaxProduceRequestsInflightPerBroker: with idempotence
+		// franz-go rejects any value but 1 and sizes it itself, one
+		// request per broker until the first response shows produce v4+,
+		// then five, the window within which brokers deduplicate and
+		// check sequence numbers, so in-flight requests cannot reorder a
+		// partition.
+	}
+	if c.AllowAutoTopicCreation {
+		opts = append(opts, kgo.AllowAutoTopicCreation())
+	}
+	return opts
+}

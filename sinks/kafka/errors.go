@@ -1,0 +1,38 @@
+package kafka
+
+// Reasons a RecordError gives. The set is closed, so a reason can label a
+// metric or pick a poison-row policy.
+const (
+	// ReasonAggregateID: the event has no aggregate ID, so it has no key and
+	// no partition could keep its order. Err wraps schema.ErrNoAggregateID.
+	ReasonAggregateID = "aggregate_id"
+	// ReasonTopic: the topic template yields a name Kafka does not accept
+	// for this event's aggregate or event type.
+	ReasonTopic = "topic"
+	// ReasonHeaders: the event's headers are not a JSON object.
+	ReasonHeaders = "headers"
+	// ReasonSize: the record (key, payload and headers) cannot fit in a
+	// batch of Config.MaxMessageBytes.
+	ReasonSize = "size"
+)
+
+// RecordError reports an event that cannot become a Kafka record. Publish
+// passes it to done before returning and produces nothing for the event;
+// publishing the same event again fails the same way, so callers route it to
+// their poison-row policy (dead-letter topic or halt) rather than retry.
+// Find it with errors.As.
+type RecordError struct {
+	// Reason is one of ReasonAggregateID, ReasonTopic, ReasonHeaders or
+	// ReasonSize.
+	Reason string
+	// Err says what is wrong with the event, naming it by ID.
+	Err error
+}
+
+// Error returns the reason and the cause.
+func (e *RecordError) Error() string {
+	return "event cannot become a kafka record (" + e.Reason + "): " + e.Err.Error()
+}
+
+// Unwrap returns Err.
+func (e *RecordError) Unwrap() error { return e.Err }

@@ -1,0 +1,63 @@
+package kafka
+
+import (
+	"fmt"
+
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// metrics are the Sink's own series. The franz-go client's series
+// (outbox_relay_kafka_*) come from kprom.
+type metrics struct {
+	reg            prometheus.Registerer
+	published      *prometheus.CounterVec
+	publishedBytes *prometheus.CounterVec
+	duration       prometheus.Histogram
+}
+
+// newMetrics creates the Sink's series and registers them with reg. It fails
+// if reg already holds them, as it does while another Sink uses it.
+func newMetrics(reg prometheus.Registerer) (*metrics, error) {
+	m := &metrics{
+		reg: reg,
+		published: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: "outbox_relay",
+			Name:      "events_published_total",
+			Help:      "Events Kafka acknowledged, by topic.",
+		}, []string{"topic"}),
+		publishedBytes: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: "outbox_relay",
+			Name:      "published_bytes_total",
+			Help:      "Payload bytes of the events Kafka acknowledged, by topic.",
+		}, []string{"topic"}),
+		duration: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Namespace: "outbox_relay",
+			Name:      "publish_duration_seconds",
+			Help:      "Time from Publish to Kafka's acknowledgement, for acknowledged events.",
+			// 1ms to about 33s: a healthy ack takes milliseconds,
+			// retries through a leader election take seconds.
+			Buckets: prometheus.ExponentialBuckets(0.001, 2, 16),
+		}),
+	}
+	for i, c := range m.collectors() {
+		if err := reg.Register(c); err != nil {
+			for _, done := range m.collectors()[:i] {
+				reg.Unregister(done)
+			}
+			return nil, fmt.Errorf("register kafka sink metrics: %w", err)
+		}
+	}
+	return m, nil
+}
+
+func (m *metrics) collectors() []prometheus.Collector {
+	return []prometheus.Collector{m.published, m.publishedBytes, m.duration}
+}
+
+// unregister removes m's series from the registry, so a later Sink can
+// register its own.
+func (m *metrics) unregister() {
+	for _, c := range m.collectors() {
+		m.reg.Unregister(c)
+	}
+}

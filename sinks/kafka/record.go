@@ -1,0 +1,272 @@
+package kafka
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+
+	"github.com/twmb/franz-go/pkg/kgo"
+
+	"github.com/outbox-relay/outbox-relay/schema"
+)
+
+// Names of the headers every record carries, in this order, before the
+// event's own headers. Event headers with these names are dropped, so a
+// consumer can trust them.
+const (
+	// HeaderID holds the event's ID.
+	HeaderID = "id"
+	// HeaderEventType holds the event's type.
+	HeaderEventType = "event_type"
+	// HeaderAggregateType holds the event's aggregate type.
+	HeaderAggregateType = "aggregate_type"
+	// HeaderPosition holds the event's schema.Position as 24 lower-case
+	// hex digits (schema.Position.AppendText). Positions compare byte by
+	// byte in commit order, and a replayed event carries the same one, so
+	// a consumer can drop replays by keeping the greatest it processed.
+	HeaderPosition = "position"
+)
+
+const reservedHeaders = 4
+
+func reservedHeader(key []byte) bool {
+	switch string(key) {
+	case HeaderID, HeaderEventType, HeaderAggregateType, HeaderPosition:
+		return true
+	}
+	return false
+}
+
+// mapper turns events into records. It holds no client, so tests and
+// benchmarks use it alone. It is safe for concurrent use.
+type mapper struct {
+	topics   *topicCache
+	maxBytes int
+}
+
+// record maps ev to the record to produce, and returns its topic. It fails
+// with a *RecordError when the event cannot become a legal record; see the
+// Reason constants. The record aliases ev's strings and byte slices: the
+// key, payload and headers are not copied, and ev.Payload is the value as
+// is (nil, a null value, is a tombstone on compacted topics).
+//
+// Headers are HeaderID, HeaderEventType, HeaderAggregateType and
+// HeaderPosition, then each member of the JSON object ev.Headers in the
+// order written: a string's value is its unescaped text, null's is empty,
+// and any other value's is its JSON text. Members named like the first four
+// are dropped. Nil, empty, or JSON null ev.Headers add no headers.
+func (m *mapper) record(ev *schema.Event) (*kgo.Record, *topic, error) {
+	if ev.AggregateID == "" {
+		return nil, nil, &RecordError{Reason: ReasonAggregateID, Err: fmt.Errorf("event %s: %w", ev.ID, schema.ErrNoAggregateID)}
+	}
+	t, err := m.topics.lookup(ev)
+	if err != nil {
+		return nil, nil, err
+	}
+
+	// One buffer holds the key and the first four header values.
+	buf := make([]byte, 0, len(ev.AggregateID)+len(ev.ID)+len(ev.EventType)+len(ev.AggregateType)+schema.PositionLen)
+	var key, id, eventType, aggregateType, position []byte
+	buf, key = appendPart(buf, ev.AggregateID)
+	buf, id = appendPart(buf, ev.ID)
+	buf, eventType = appendPart(buf, ev.EventType)
+	buf, aggregateType = appendPart(buf, ev.AggregateType)
+	position = ev.Position.AppendText(buf)[len(buf):]
+
+	n := reservedHeaders
+	if len(ev.Headers) > 2 {
+		n += bytes.Count(ev.Headers, []byte{':'}) // at least one per member
+	}
+	headers := make([]kgo.RecordHeader, reservedHeaders, n)
+	headers[0] = kgo.RecordHeader{Key: HeaderID, Value: id}
+	headers[1] = kgo.RecordHeader{Key: HeaderEventType, Value: eventType}
+	headers[2] = kgo.RecordHeader{Key: HeaderAggregateType, Value: aggregateType}
+	headers[3] = kgo.RecordHeader{Key: HeaderPosition, Value: position}
+	headers, err = appendJSONHeaders(headers, ev.Headers)
+	if err != nil {
+		return nil, nil, &RecordError{Reason: ReasonHeaders, Err: fmt.Errorf(
+			"event %s: %w; write headers as a JSON object such as {\"trace_id\": \"abc\"}, or NULL", ev.ID, err)}
+	}
+
+	r := &kgo.Record{Topic: t.name, Key: key, Value: ev.Payload, Headers: headers}
+	if size := batchBytes(r); size > m.maxBytes {
+		return nil, nil, &RecordError{Reason: ReasonSize, Err: fmt.Errorf(
+			"event %s: record of about %d bytes (payload %d) exceeds the %d-byte batch limit; shrink the payload, or raise the limit along with the topic's max.message.bytes",
+			ev.ID, size, len(ev.Payload), m.maxBytes)}
+	}
+	return r, t, nil
+}
+
+// appendPart appends s to buf and also returns s's bytes within buf, capped
+// so that appending to them cannot overwrite what follows.
+func appendPart(buf []byte, s string) ([]byte, []byte) {
+	start := len(buf)
+	buf = append(buf, s...)
+	return buf, buf[start:len(buf):len(buf)]
+}
+
+// emptyValue is the value of a header whose JSON value is null.
+var emptyValue = []byte{}
+
+// appendJSONHeaders appends one header per member of the JSON object obj.
+// Nil, empty, or JSON null obj append nothing. Values alias obj unless they
+// are strings with escapes.
+func appendJSONHeaders(hs []kgo.RecordHeader, obj []byte) ([]kgo.RecordHeader, error) {
+	if len(obj) == 0 {
+		return hs, nil
+	}
+	if !json.Valid(obj) {
+		var syntax any
+		err := json.Unmarshal(obj, &syntax)
+		if err == nil { // json.Valid and Unmarshal disagree: cannot happen
+			err = errors.New("invalid JSON")
+		}
+		return hs, fmt.Errorf("headers are not valid JSON: %w", err)
+	}
+	// From here obj is valid JSON, so the scanner below checks no syntax.
+	i := skipSpace(obj, 0)
+	switch obj[i] {
+	case 'n':
+		return hs, nil
+	case '{':
+	default:
+		return hs, fmt.Errorf("headers are a JSON %s, not an object", jsonKind(obj[i]))
+	}
+	i++
+	for {
+		i = skipSpace(obj, i)
+		switch obj[i] {
+		case '}':
+			return hs, nil
+		case ',':
+			i = skipSpace(obj, i+1)
+		}
+		keyEnd := stringEnd(obj, i)
+		rawKey := obj[i:keyEnd]
+		i = skipSpace(obj, keyEnd) + 1 // past ':'
+		i = skipSpace(obj, i)
+		valEnd := valueEnd(obj, i)
+		rawVal := obj[i:valEnd]
+		i = valEnd
+
+		key, err := unquote(rawKey)
+		if err != nil {
+			return hs, fmt.Errorf("header name %s: %w", rawKey, err)
+		}
+		if reservedHeader(key) {
+			continue
+		}
+		var val []byte
+		switch rawVal[0] {
+		case '"':
+			if val, err = unquote(rawVal); err != nil {
+				return hs, fmt.Errorf("header %q: %w", key, err)
+			}
+		case 'n':
+			val = emptyValue
+		default:
+			val = rawVal
+		}
+		hs = append(hs, kgo.RecordHeader{Key: string(key), Value: val})
+	}
+}
+
+// unquote returns the text of the JSON string s, aliasing s when it has no
+// escapes.
+func unquote(s []byte) ([]byte, error) {
+	if bytes.IndexByte(s, '\\') < 0 {
+		return s[1 : len(s)-1 : len(s)-1], nil
+	}
+	var str string
+	if err := json.Unmarshal(s, &str); err != nil {
+		return nil, err
+	}
+	return []byte(str), nil
+}
+
+func skipSpace(b []byte, i int) int {
+	for i < len(b) && (b[i] == ' ' || b[i] == '\t' || b[i] == '\n' || b[i] == '\r') {
+		i++
+	}
+	return i
+}
+
+// stringEnd returns the index just past the JSON string starting at b[i].
+func stringEnd(b []byte, i int) int {
+	for i++; i < len(b); i++ {
+		switch b[i] {
+		case '\\':
+			i++
+		case '"':
+			return i + 1
+		}
+	}
+	return len(b)
+}
+
+// valueEnd returns the index just past the JSON value starting at b[i].
+func valueEnd(b []byte, i int) int {
+	switch b[i] {
+	case '"':
+		return stringEnd(b, i)
+	case '{', '[':
+		depth := 0
+		for i < len(b) {
+			switch b[i] {
+			case '"':
+				i = stringEnd(b, i)
+				continue
+			case '{', '[':
+				depth++
+			case '}', ']':
+				depth--
+				if depth == 0 {
+					return i + 1
+				}
+			}
+			i++
+		}
+		return len(b)
+	default: // number, true, false, null
+		for i < len(b) {
+			switch b[i] {
+			case ',', '}', ']', ' ', '\t', '\n', '\r':
+				return i
+			}
+			i++
+		}
+		return len(b)
+	}
+}
+
+func jsonKind(c byte) string {
+	switch c {
+	case '[':
+		return "array"
+	case '"':
+		return "string"
+	case 't', 'f':
+		return "boolean"
+	default:
+		return "number"
+	}
+}
+
+// batchBytes overestimates the size of a record batch holding only r, by at
+// most a few bytes per header, so that a record it accepts also fits
+// franz-go's own check against the batch limit.
+func batchBytes(r *kgo.Record) int {
+	const (
+		batchOverhead = 72 // 65 as franz-go counts it, and room for flexible versions
+		varint        = 5  // the widest 32-bit varint
+		recordFixed   = varint + 1 + 2*varint + 2*varint + varint
+		// length, attributes, timestamp and offset deltas (timestamp
+		// delta counted generously), key and value lengths, header count
+	)
+	n := batchOverhead + recordFixed + len(r.Key) + len(r.Value)
+	for _, h := range r.Headers {
+		n += 2*varint + len(h.Key) + len(h.Value)
+	}
+	return n
+}
