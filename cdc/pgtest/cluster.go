@@ -233,7 +233,7 @@ func (c *Cluster) Local() bool { return c.remote == nil }
 // survives either. Every session, replication included, is cut. It fails for
 // an external server.
 func (c *Cluster) Restart(ctx context.Context, mode string) error {
-	if err := c.control(mode); err != nil {
+	if err := c.controllable(mode); err != nil {
 		return fmt.Errorf("restart postgres: %w", err)
 	}
 	c.mu.Lock()
@@ -254,7 +254,7 @@ func (c *Cluster) Restart(ctx context.Context, mode string) error {
 // that Start can bring it back; mode is as for Restart. A server that is not
 // running is not an error. It fails for an external server.
 func (c *Cluster) Shutdown(ctx context.Context, mode string) error {
-	if err := c.control(mode); err != nil {
+	if err := c.controllable(mode); err != nil {
 		return fmt.Errorf("shut down postgres: %w", err)
 	}
 	c.mu.Lock()
@@ -273,8 +273,8 @@ func (c *Cluster) Shutdown(ctx context.Context, mode string) error {
 // once it accepts connections. A running server is not an error. It fails for
 // an external server.
 func (c *Cluster) Start(ctx context.Context) error {
-	if err := c.control("fast"); err != nil {
-		return fmt.Errorf("start postgres: %w", err)
+	if c.remote != nil {
+		return fmt.Errorf("start postgres: %w", errExternal)
 	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
@@ -290,8 +290,8 @@ func (c *Cluster) Start(ctx context.Context) error {
 	return nil
 }
 
-// control checks that c is local and mode is a shutdown mode.
-func (c *Cluster) control(mode string) error {
+// controllable checks that c is local and mode is a shutdown mode.
+func (c *Cluster) controllable(mode string) error {
 	if c.remote != nil {
 		return errExternal
 	}

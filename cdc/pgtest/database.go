@@ -26,9 +26,9 @@ func NewDatabase(t testing.TB) string {
 
 // NewDatabase creates an empty database with a name unique to t on c and
 // returns its DSN. When t ends it terminates the database's sessions and
-// replication connections, drops its replication slots and drops it; what it
-// cannot drop within 30 seconds fails t. It fails t at once if the database
-// cannot be created.
+// replication connections, drops its replication slots and drops it, unless
+// Stop has removed c by then; what it cannot drop within 30 seconds fails t.
+// It fails t at once if the database cannot be created.
 func (c *Cluster) NewDatabase(t testing.TB) string {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(t.Context(), databaseTimeout)
@@ -38,6 +38,12 @@ func (c *Cluster) NewDatabase(t testing.TB) string {
 		t.Fatalf("pgtest: %v", err)
 	}
 	t.Cleanup(func() {
+		c.mu.Lock()
+		stopped := c.stopped
+		c.mu.Unlock()
+		if stopped {
+			return // Stop removed the database with the cluster.
+		}
 		ctx, cancel := context.WithTimeout(context.Background(), databaseTimeout)
 		defer cancel()
 		if err := c.dropDatabase(ctx, name); err != nil {
