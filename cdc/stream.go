@@ -92,14 +92,14 @@ func (s *Stream) Run(ctx context.Context, h Handler) error {
 	// The slot's confirmed position is where the stream starts; nothing is
 	// in flight, so it is also the first position to confirm.
 	h.Keepalive(start)
-	s.log.Info("streaming", "lsn", start, "publication", s.cfg.Publication)
+	s.log.Info("streaming", "lsn", start.String(), "publication", s.cfg.Publication)
 
 	loopErr := s.loop(ctx, conn, h)
 	if ctx.Err() == nil {
 		return loopErr
 	}
 
-	s.log.Info("draining", "timeout", s.cfg.ShutdownTimeout)
+	s.log.Info("draining", "timeout", s.cfg.ShutdownTimeout.String())
 	dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), s.cfg.ShutdownTimeout)
 	defer cancel()
 	drainErr := h.Drain(dctx)
@@ -110,7 +110,7 @@ func (s *Stream) Run(ctx context.Context, h Handler) error {
 	if err := s.sendStatus(conn, final, false); err != nil {
 		return fmt.Errorf("confirm final position %s: %w", final, err)
 	}
-	s.log.Info("final position confirmed", "lsn", final)
+	s.log.Info("final position confirmed", "lsn", final.String())
 	if drainErr != nil {
 		return fmt.Errorf("shut down with events unacknowledged; they will be sent again: %w", drainErr)
 	}
@@ -163,7 +163,7 @@ func (s *Stream) connect(ctx context.Context) (*pgconn.PgConn, error) {
 		conn.Close(context.WithoutCancel(ctx))
 		return nil, fmt.Errorf("identify system: %w", err)
 	}
-	s.log.Info("connected", "system_id", sys.SystemID, "timeline", sys.Timeline, "lsn", sys.XLogPos, "database", sys.DBName)
+	s.log.Info("connected", "system_id", sys.SystemID, "timeline", sys.Timeline, "lsn", sys.XLogPos.String(), "database", sys.DBName)
 	return conn, nil
 }
 

@@ -62,7 +62,7 @@ func bindRun(fs *flag.FlagSet, c *Config) {
 	fs.IntVar(&c.Relay.MaxInflightBytes, "max-inflight-bytes", 16<<20, "bytes of events published and not yet acknowledged before the relay stops reading")
 	fs.DurationVar(&c.CDC.StatusInterval, "status-interval", time.Second, "how often the confirmed position is sent to PostgreSQL")
 	fs.DurationVar(&c.CDC.ShutdownTimeout, "shutdown-timeout", 30*time.Second, "on SIGTERM, how long to wait for in-flight events before exiting")
-	fs.StringVar(&c.MetricsAddr, "metrics-addr", ":9479", "address serving /metrics, /healthz and /readyz; empty disables")
+	fs.StringVar(&c.MetricsAddr, "metrics-addr", ":9479", "address serving /metrics and /healthz; empty disables")
 }
 
 // finish parses the raw flag values and validates every part.

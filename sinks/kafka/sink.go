@@ -22,9 +22,9 @@ import (
 //
 // Each record is keyed by the event's aggregate ID and goes to partition
 // toPositive(murmur2(key)) % partitions (franz-go's StickyKeyPartitioner
-// with its default hasher), which is the partition the Java client's
-// default partitioner, and so Kafka Streams, Connect and most JVM producers,
-// pick for the same key. Changing a topic's partition count moves keys.
+// with its default hasher), the partition the Java client's default
+// partitioner picks for the same key, so JVM producers and consumers that
+// rely on it agree with the relay. Adding partitions to a topic moves keys.
 //
 // The producer is idempotent with acks=all and retries retriable errors
 // without limit, so records of one partition are written in Publish order,
@@ -38,12 +38,12 @@ type Sink struct {
 	inflight inflight
 }
 
-// New returns a Sink for cfg. It connects to nothing: the client dials the
-// brokers on the first Publish or Ping. logger receives franz-go's logs
-// under component=kafka; nil discards them. The Sink's metrics and
-// franz-go's (outbox_relay_kafka_*) are registered with reg, and
-// unregistered by Close; nil reg registers nothing. New fails if cfg is not
-// valid or reg already holds the metrics of another open Sink.
+// New returns a Sink for cfg. It starts the client's background goroutines,
+// which Close stops, but dials no broker: the first Publish or Ping does.
+// logger receives franz-go's logs under component=kafka; nil discards them.
+// The Sink's metrics and franz-go's (outbox_relay_kafka_*) are registered
+// with reg and unregistered by Close; nil reg registers nothing. New fails
+// if cfg is not valid or reg holds the metrics of another open Sink.
 func New(cfg Config, logger *slog.Logger, reg prometheus.Registerer) (*Sink, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
@@ -88,7 +88,7 @@ func New(cfg Config, logger *slog.Logger, reg prometheus.Registerer) (*Sink, err
 // Publish produces ev's record and returns without waiting for Kafka. It
 // calls done exactly once: with nil when all in-sync replicas have the
 // record, or with an error. It blocks only while the client buffers its
-// maximum of records, until there is room or ctx ends.
+// maximum of 50,000 records, until there is room or ctx ends.
 //
 // An event that cannot become a record (see RecordError) is not produced:
 // done gets the *RecordError before Publish returns, which may be before
@@ -140,8 +140,8 @@ func (s *Sink) Flush(ctx context.Context) error {
 
 // Ping checks that a broker answers a metadata request, trying each known
 // broker once; it blocks until one answers, all have failed, or ctx ends.
-// Give ctx a deadline: an address that drops packets is only abandoned
-// after the dial timeout (10s). The error names the seed brokers.
+// Give ctx a deadline: franz-go gives up on a broker that drops packets or
+// never answers only after about 10s. The error names the seed brokers.
 func (s *Sink) Ping(ctx context.Context) error {
 	if err := s.client.Ping(ctx); err != nil {
 		return fmt.Errorf("no kafka broker answered (seed brokers %s); check that they are running and reachable from this host on the listed host:port, and that the addresses they advertise resolve here: %w",
@@ -150,10 +150,10 @@ func (s *Sink) Ping(ctx context.Context) error {
 	return nil
 }
 
-// Close closes the client: records not yet acknowledged fail (their done
-// gets an error wrapping kgo.ErrClientClosed), and Close returns once every
-// done has been called. Call Flush first to deliver them. Publish must not
-// be called after Close. Close unregisters the Sink's metrics.
+// Close closes the client and unregisters the Sink's metrics. Records not
+// yet acknowledged fail, their done getting an error that wraps
+// kgo.ErrClientClosed, and Close returns once every done has been called;
+// Flush first to deliver them. Publish after Close fails the same way.
 func (s *Sink) Close() {
 	s.client.Close()
 	_ = s.inflight.wait(context.Background()) // the client failed every record; their done calls are queued

@@ -500,9 +500,13 @@ func TestPartitionMatchesJava(t *testing.T) {
 
 // TestRetriableProduceError fails the first produce requests with
 // NOT_ENOUGH_REPLICAS: the records must still arrive once each, in order,
-// with no error for the caller.
+// with no error for the caller. Each retry waits for a metadata refresh,
+// which franz-go spaces 5s apart, so this takes about 15s.
 func TestRetriableProduceError(t *testing.T) {
 	t.Parallel()
+	if testing.Short() {
+		t.Skip("slow: franz-go paces partition retries by its 5s metadata minimum age")
+	}
 	const (
 		failures  = 3
 		keys      = 4
@@ -689,6 +693,35 @@ func TestPublishAfterClose(t *testing.T) {
 		}
 	case <-time.After(testTimeout):
 		t.Fatal("Publish after Close: done not called")
+	}
+}
+
+// TestCloseFailsBuffered lingers so records are still buffered at Close:
+// each done must have run, with kgo.ErrClientClosed, when Close returns.
+func TestCloseFailsBuffered(t *testing.T) {
+	t.Parallel()
+	const n = 20
+	c := newCluster(t, kfake.SeedTopics(2, "outbox.order"))
+	s, err := kafka.New(kafka.Config{Brokers: c.ListenAddrs(), Linger: time.Minute}, nil, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	a := newAcks(t)
+	for i := range n {
+		ev := event("order", "o-"+strconv.Itoa(i%3), i)
+		s.Publish(testContext(t), ev, a.done(ev))
+	}
+	s.Close()
+	if got := a.count(); got != n {
+		t.Fatalf("after Close, done called for %d events, want %d", got, n)
+	}
+	for _, err := range a.errors() {
+		if !errors.Is(err, kgo.ErrClientClosed) {
+			t.Errorf("done(%v) after Close, want kgo.ErrClientClosed", err)
+		}
+	}
+	if got := len(a.errors()); got != n {
+		t.Errorf("%d of %d events failed at Close, want all", got, n)
 	}
 }
 
