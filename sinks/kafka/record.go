@@ -47,9 +47,12 @@ type mapper struct {
 
 // record maps ev to the record to produce, and returns its topic. It fails
 // with a *RecordError when the event cannot become a legal record; see the
-// Reason constants. The record aliases ev's strings and byte slices: the
-// key, payload and headers are not copied, and ev.Payload is the value as
-// is (nil, a null value, is a tombstone on compacted topics).
+// Reason constants. The value is ev.Payload itself, not a copy (nil makes a
+// null value, a tombstone on compacted topics), and header values taken
+// from ev.Headers alias it unless they had escapes; the key and the first
+// four header values share one new buffer. The timestamp is left for
+// franz-go to set when producing, so retention counts from publishing, not
+// from the commit, and a replayed backlog is not expired at once.
 //
 // Headers are HeaderID, HeaderEventType, HeaderAggregateType and
 // HeaderPosition, then each member of the JSON object ev.Headers in the

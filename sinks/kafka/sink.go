@@ -57,6 +57,11 @@ func New(cfg Config, logger *slog.Logger, reg prometheus.Registerer) (*Sink, err
 		logger = slog.New(slog.DiscardHandler)
 	}
 	logger = logger.With("component", "kafka")
+	// franz-go logs every connection, metadata refresh and flush at info:
+	// below debug, only its warnings and errors reach the relay's log.
+	if !logger.Enabled(context.Background(), slog.LevelDebug) {
+		logger = slog.New(minLevel{Handler: logger.Handler(), min: slog.LevelWarn})
+	}
 
 	opts := append(cfg.opts(), kgo.WithLogger(kslog.New(logger)))
 	metricsReg := reg
