@@ -21,10 +21,11 @@ const (
 	msgInsert   = 'I'
 )
 
-// pgEpoch is the origin of PostgreSQL timestamps.
-var pgEpoch = time.Date(2000, 1, 1, 0, 0, 0, 0, time.UTC)
+// pgEpochMicros is the origin of PostgreSQL timestamps, 2000-01-01 UTC, in
+// microseconds since the Unix epoch.
+const pgEpochMicros = 946_684_800_000_000
 
-func pgTime(micros int64) time.Time { return pgEpoch.Add(time.Duration(micros) * time.Microsecond) }
+func pgTime(micros int64) time.Time { return time.UnixMicro(micros + pgEpochMicros).UTC() }
 
 // begin is a decoded Begin message.
 type begin struct {
@@ -113,6 +114,10 @@ func decodeRelation(b []byte) (relation, error) {
 	}
 	n := int(binary.BigEndian.Uint16(b[off+1:]))
 	off += 3
+	// Each column takes at least 10 bytes; do not trust n further than that.
+	if len(b)-off < n*10 {
+		return r, short(msgRelation, fmt.Sprintf("%d column names and types", n))
+	}
 	r.Columns = make([]string, n)
 	for i := range n {
 		if len(b) < off+1 {

@@ -218,7 +218,9 @@ func TestStreamRelaysCommittedInsertsOnly(t *testing.T) {
 	}
 
 	// The slot confirms everything once the sink has acknowledged it.
-	waitConfirmed(t, conn, cfg.Slot, func(s cdc.Slot) bool { return s.ConfirmedFlush >= r.core.Flushed() && s.ConfirmedFlush > evs[4].Position.CommitLSN })
+	waitConfirmed(t, conn, cfg.Slot, func(s cdc.Slot) bool {
+		return s.ConfirmedFlush >= r.core.Flushed() && s.ConfirmedFlush > evs[4].Position.CommitLSN
+	})
 }
 
 // waitConfirmed polls the slot until ok holds, for up to 30 seconds.

@@ -36,12 +36,22 @@ var DebeziumColumns = Columns{
 	Payload:       "payload",
 }
 
-// Validate reports an empty required column name.
+// Validate reports an empty required column name, or one column mapped to
+// two fields.
 func (c Columns) Validate() error {
-	for _, f := range c.required() {
+	fields := c.required()
+	if c.Headers != "" {
+		fields = append(fields, columnField{"headers", c.Headers})
+	}
+	seen := make(map[string]string, len(fields))
+	for _, f := range fields {
 		if strings.TrimSpace(f.name) == "" {
 			return fmt.Errorf("column for %s is empty; name the table column that holds it", f.field)
 		}
+		if other, ok := seen[f.name]; ok {
+			return fmt.Errorf("column %q is mapped to both %s and %s; map each field to its own column", f.name, other, f.field)
+		}
+		seen[f.name] = f.field
 	}
 	return nil
 }
@@ -83,6 +93,9 @@ const (
 // Bind matches the table's column names, in table order, against c. It
 // returns an error naming every mapped column the table lacks.
 func (c Columns) Bind(table string, names []string) (Binding, error) {
+	if err := c.Validate(); err != nil {
+		return Binding{}, err
+	}
 	want := map[string]Field{
 		c.ID:            FieldID,
 		c.AggregateType: FieldAggregateType,

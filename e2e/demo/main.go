@@ -147,7 +147,7 @@ func run(args []string) error {
 }
 
 type stats struct {
-	mu                             sync.Mutex
+	mu                              sync.Mutex
 	committed, rolledBack, consumed int
 }
 
