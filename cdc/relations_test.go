@@ -632,7 +632,7 @@ func TestDecodeRelationErrors(t *testing.T) {
 		{
 			name: "column count 65535 in a short message",
 			msg:  wire{msgRelation}.u32(1).str("public").str("outbox").u8('d').u16(0xFFFF),
-			why:  "column flags",
+			why:  "65535 column names and types",
 		},
 		{
 			name: "column name without terminator",
