@@ -87,6 +87,16 @@ func (o Outbox) insert(msgs []Message, exec func(string, []any) error) error {
 	if err := c.Validate(); err != nil {
 		return fmt.Errorf("insert into outbox %s: %w", t, err)
 	}
+	// Check every message before writing any, so that a bad one leaves the
+	// caller's transaction untouched.
+	for i, m := range msgs {
+		if m.AggregateID == "" {
+			return fmt.Errorf("insert into outbox %s: event %d (%s): %w", t, i, m.EventType, ErrNoAggregateID)
+		}
+		if !json.Valid(m.Payload) {
+			return fmt.Errorf("insert into outbox %s: event %d (%s): payload is not valid JSON", t, i, m.EventType)
+		}
+	}
 	for len(msgs) > 0 {
 		n := min(len(msgs), maxRowsPerStatement)
 		q, args, err := insertStatement(t, c, msgs[:n])
@@ -119,17 +129,11 @@ func insertStatement(t Table, c Columns, msgs []Message) (string, []any, error) 
 	q.WriteString(") VALUES ")
 	args := make([]any, 0, len(msgs)*len(cols))
 	for i, m := range msgs {
-		if m.AggregateID == "" {
-			return "", nil, fmt.Errorf("event %d (%s): %w", i, m.EventType, ErrNoAggregateID)
-		}
 		id := m.ID
 		if id == "" {
 			id = uuid.NewString()
 		}
 		payload := string(m.Payload)
-		if !json.Valid(m.Payload) {
-			return "", nil, fmt.Errorf("event %d (%s): payload is not valid JSON", i, m.EventType)
-		}
 		args = append(args, id, m.AggregateType, m.AggregateID, m.EventType, payload)
 		if c.Headers != "" {
 			var h any
