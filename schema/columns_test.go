@@ -46,6 +46,44 @@ func TestColumnsValidate(t *testing.T) {
 	}
 }
 
+func TestColumnsValidateDuplicate(t *testing.T) {
+	// One column cannot fill two fields: the second would silently win.
+	tests := []struct {
+		name         string
+		cols         schema.Columns
+		field, other string
+	}{
+		{"id is aggregate id", with(schema.DefaultColumns, func(c *schema.Columns) { c.AggregateID = "id" }), "id", "aggregate_id"},
+		{"type twice", with(schema.DebeziumColumns, func(c *schema.Columns) { c.AggregateType = "type" }), "aggregate_type", "event_type"},
+		{"headers is payload", with(schema.DefaultColumns, func(c *schema.Columns) { c.Headers = "payload" }), "payload", "headers"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			err := tt.cols.Validate()
+			if err == nil {
+				t.Fatalf("%+v.Validate() = nil, want an error", tt.cols)
+			}
+			for _, f := range []string{tt.field, tt.other} {
+				if !strings.Contains(err.Error(), f) {
+					t.Errorf("%+v.Validate() = %q, want it to name %s", tt.cols, err, f)
+				}
+			}
+			names := []string{"id", "aggregate_type", "aggregate_id", "event_type", "payload", "headers",
+				"aggregatetype", "aggregateid", "type"}
+			if b, err := tt.cols.Bind("public.outbox", names); err == nil {
+				t.Errorf("%+v.Bind(%q) = %v, want an error", tt.cols, names, b.Field)
+			}
+			var r recorder
+			if err := (schema.Outbox{Columns: tt.cols}).Insert(t.Context(), &r, numbered(1)...); err == nil {
+				t.Errorf("Insert with columns %+v succeeded, want an error", tt.cols)
+			}
+			if len(r.stmts) != 0 {
+				t.Errorf("Insert with columns %+v ran %d statements, want none", tt.cols, len(r.stmts))
+			}
+		})
+	}
+}
+
 // with returns a copy of c changed by f.
 func with(c schema.Columns, f func(*schema.Columns)) schema.Columns {
 	f(&c)

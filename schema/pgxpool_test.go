@@ -1,7 +1,3 @@
-//go:build pgxpool
-
-// This file needs github.com/jackc/puddle/v2 in go.sum: both pgxpool and
-// pgx's database/sql driver import it. Run it with -tags pgxpool.
 
 package schema_test
 
