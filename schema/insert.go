@@ -96,6 +96,9 @@ func (o Outbox) insert(msgs []Message, exec func(string, []any) error) error {
 		if !json.Valid(m.Payload) {
 			return fmt.Errorf("insert into outbox %s: event %d (%s): payload is not valid JSON", t, i, m.EventType)
 		}
+		if m.Headers != nil && c.Headers == "" {
+			return fmt.Errorf("insert into outbox %s: event %d (%s) has headers, but the column mapping has no headers column", t, i, m.EventType)
+		}
 	}
 	for len(msgs) > 0 {
 		n := min(len(msgs), maxRowsPerStatement)

@@ -1,4 +1,3 @@
-
 package schema_test
 
 import (
