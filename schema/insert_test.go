@@ -581,6 +581,12 @@ func TestInsertDebeziumTable(t *testing.T) {
 				t.Errorf("DebeziumColumns do not bind the Debezium table: %v", err)
 			}
 			msgs := sample()
+			if err := w.write(t, dsn, ob, msgs); err == nil {
+				t.Fatal("insert of events with headers into a table without a headers column succeeded, want an error")
+			}
+			for i := range msgs {
+				msgs[i].Headers = nil
+			}
 			if err := w.write(t, dsn, ob, msgs); err != nil {
 				t.Fatalf("insert: %v", err)
 			}
