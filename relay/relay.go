@@ -19,8 +19,9 @@ type Config struct {
 	// MaxInflightEvents bounds events handed to the Sink and not yet
 	// acknowledged. Zero means 10000.
 	MaxInflightEvents int
-	// MaxInflightBytes bounds the payload bytes of those events. Zero means
-	// 16 MiB. One event larger than the bound still flows, alone.
+	// MaxInflightBytes bounds the approximate bytes of those events. Zero
+	// means 16 MiB. The bound is checked before each event, so it may be
+	// passed by one event; an event larger than the bound still flows.
 	MaxInflightBytes int
 }
 
@@ -145,14 +146,16 @@ func (r *Relay) ack(seq uint64, size int, committed time.Time, err error, id str
 		close(r.failed)
 	}
 	signal := (wasFull && !r.fullLocked()) || r.inflightEvents == 0
-	flushed := r.wm.flushed
+	if err == nil {
+		// Under the lock, so that a stale position never overwrites a newer one.
+		r.m.flushedLSN.Set(float64(r.wm.flushed))
+	}
 	r.mu.Unlock()
 
 	r.m.inflightEvents.Dec()
 	r.m.inflightBytes.Sub(float64(size))
 	if err == nil {
 		r.m.latency.Observe(time.Since(committed).Seconds())
-		r.m.flushedLSN.Set(float64(flushed))
 	}
 	if signal {
 		select {
@@ -166,10 +169,9 @@ func (r *Relay) ack(seq uint64, size int, committed time.Time, err error, id str
 func (r *Relay) Commit(end pglogrepl.LSN) {
 	r.mu.Lock()
 	r.wm.commit(r.seq, end)
-	flushed := r.wm.flushed
+	r.m.flushedLSN.Set(float64(r.wm.flushed))
 	r.mu.Unlock()
 	r.m.transactions.Inc()
-	r.m.flushedLSN.Set(float64(flushed))
 }
 
 // Keepalive reports that the server has sent everything before walEnd. When
@@ -177,9 +179,8 @@ func (r *Relay) Commit(end pglogrepl.LSN) {
 func (r *Relay) Keepalive(walEnd pglogrepl.LSN) {
 	r.mu.Lock()
 	r.wm.follow(walEnd)
-	flushed := r.wm.flushed
+	r.m.flushedLSN.Set(float64(r.wm.flushed))
 	r.mu.Unlock()
-	r.m.flushedLSN.Set(float64(flushed))
 }
 
 // Room returns nil when another event may be inserted, or else a channel

@@ -1,0 +1,208 @@
+package relay
+
+import (
+	"errors"
+	"fmt"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/google/go-cmp/cmp"
+	"github.com/jackc/pglogrepl"
+	"github.com/prometheus/client_golang/prometheus"
+	dto "github.com/prometheus/client_model/go"
+
+	"github.com/outbox-relay/outbox-relay/schema"
+)
+
+// metricValue returns the value of a gauge or counter, or the observation
+// count of a histogram.
+func metricValue(t fataler, c prometheus.Metric) float64 {
+	t.Helper()
+	var m dto.Metric
+	if err := c.Write(&m); err != nil {
+		t.Fatalf("write %s: %v", c.Desc(), err)
+	}
+	switch {
+	case m.Gauge != nil:
+		return m.GetGauge().GetValue()
+	case m.Counter != nil:
+		return m.GetCounter().GetValue()
+	case m.Histogram != nil:
+		return float64(m.GetHistogram().GetSampleCount())
+	}
+	t.Fatalf("write %s: not a gauge, counter or histogram", c.Desc())
+	return 0
+}
+
+// sample is one gathered metric: its type, and its value (a histogram's
+// is its observation count).
+type sample struct {
+	Type  string
+	Value float64
+}
+
+// gathered returns what reg serves, by metric name.
+func gathered(t *testing.T, reg *prometheus.Registry) map[string]sample {
+	t.Helper()
+	mfs, err := reg.Gather()
+	if err != nil {
+		t.Fatalf("Gather = %v", err)
+	}
+	got := make(map[string]sample)
+	for _, mf := range mfs {
+		if len(mf.GetMetric()) != 1 {
+			t.Fatalf("gathered %s: %d series, want 1", mf.GetName(), len(mf.GetMetric()))
+		}
+		m := mf.GetMetric()[0]
+		s := sample{Type: mf.GetType().String()}
+		switch mf.GetType() {
+		case dto.MetricType_GAUGE:
+			s.Value = m.GetGauge().GetValue()
+		case dto.MetricType_COUNTER:
+			s.Value = m.GetCounter().GetValue()
+		case dto.MetricType_HISTOGRAM:
+			s.Value = float64(m.GetHistogram().GetSampleCount())
+		}
+		got[mf.GetName()] = s
+	}
+	return got
+}
+
+func TestMetrics(t *testing.T) {
+	h := &held{}
+	r, reg := newTestRelay(t, Config{MaxInflightEvents: 7, MaxInflightBytes: 1 << 20}, h.sink())
+
+	type want struct {
+		events, bytes, txns, flushed float64
+		latency                      uint64
+	}
+	check := func(step string, w want) {
+		t.Helper()
+		for _, c := range []struct {
+			name string
+			got  float64
+			want float64
+		}{
+			{"outbox_relay_inflight_events", metricValue(t, r.m.inflightEvents), w.events},
+			{"outbox_relay_inflight_bytes", metricValue(t, r.m.inflightBytes), w.bytes},
+			{"outbox_relay_transactions_total", metricValue(t, r.m.transactions), w.txns},
+			{"outbox_relay_flushed_lsn", metricValue(t, r.m.flushedLSN), w.flushed},
+		} {
+			if c.got != c.want {
+				t.Errorf("%s: %s = %v, want %v", step, c.name, c.got, c.want)
+			}
+		}
+		if got := uint64(metricValue(t, r.m.latency)); got != w.latency {
+			t.Errorf("%s: outbox_relay_end_to_end_latency_seconds count = %d, want %d", step, got, w.latency)
+		}
+	}
+
+	evs := []*schema.Event{newEvent("a", 10), newEvent("b", 200), newEvent("c", 3000)}
+	sizes := []float64{float64(evs[0].Size()), float64(evs[1].Size()), float64(evs[2].Size())}
+	check("start", want{})
+
+	r.Begin(commitLSN(0), time.Now())
+	for _, ev := range evs[:2] {
+		if err := r.Insert(t.Context(), ev); err != nil {
+			t.Fatalf("Insert = %v", err)
+		}
+	}
+	r.Commit(endLSN(0))
+	r.Begin(commitLSN(1), time.Now())
+	if err := r.Insert(t.Context(), evs[2]); err != nil {
+		t.Fatalf("Insert = %v", err)
+	}
+	check("three inserted", want{events: 3, bytes: sizes[0] + sizes[1] + sizes[2], txns: 1})
+
+	h.ack(t, 1, nil)
+	check("one acked", want{events: 2, bytes: sizes[0] + sizes[2], txns: 1, latency: 1})
+
+	h.ack(t, 0, nil)
+	check("first transaction acked", want{events: 1, bytes: sizes[2], txns: 1, flushed: float64(endLSN(0)), latency: 2})
+
+	h.ack(t, 2, errors.New("no leader"))
+	check("failed", want{events: 0, bytes: 0, txns: 1, flushed: float64(endLSN(0)), latency: 2})
+
+	r.Commit(endLSN(1))
+	check("second committed", want{events: 0, bytes: 0, txns: 2, flushed: float64(endLSN(0)), latency: 2})
+
+	// The registry serves them under these names.
+	wantGathered := map[string]sample{
+		"outbox_relay_flushed_lsn":                {"GAUGE", float64(endLSN(0))},
+		"outbox_relay_inflight_bytes":             {"GAUGE", 0},
+		"outbox_relay_inflight_bytes_limit":       {"GAUGE", 1 << 20},
+		"outbox_relay_inflight_events":            {"GAUGE", 0},
+		"outbox_relay_inflight_events_limit":      {"GAUGE", 7},
+		"outbox_relay_transactions_total":         {"COUNTER", 2},
+		"outbox_relay_end_to_end_latency_seconds": {"HISTOGRAM", 2},
+	}
+	if diff := cmp.Diff(wantGathered, gathered(t, reg)); diff != "" {
+		t.Errorf("gathered metrics (-want +got):\n%s", diff)
+	}
+}
+
+func TestMetricsDefaultLimits(t *testing.T) {
+	_, reg := newTestRelay(t, Config{}, (&held{}).sink())
+	got := gathered(t, reg)
+	for name, want := range map[string]sample{
+		"outbox_relay_inflight_events_limit": {"GAUGE", 10000},
+		"outbox_relay_inflight_bytes_limit":  {"GAUGE", 16 << 20},
+	} {
+		if got[name] != want {
+			t.Errorf("gathered %s = %+v, want %+v", name, got[name], want)
+		}
+	}
+}
+
+func TestNewRegistersOnce(t *testing.T) {
+	reg := prometheus.NewRegistry()
+	if _, err := New(Config{}, (&held{}).sink(), nil, reg); err != nil {
+		t.Fatalf("first New = %v", err)
+	}
+	_, err := New(Config{}, (&held{}).sink(), nil, reg)
+	var are prometheus.AlreadyRegisteredError
+	if !errors.As(err, &are) {
+		t.Errorf("second New on the same registry = %v, want an AlreadyRegisteredError", err)
+	}
+}
+
+// TestFlushedMetricAfterConcurrentAcks acknowledges each transaction's
+// events from several goroutines at once and then compares
+// outbox_relay_flushed_lsn with Flushed. Every ack reads the position under
+// the lock but sets the gauge after releasing it, so an ack that did not
+// move the position can set its older value after the ack that did, and the
+// gauge stays behind (until the next Commit, ack or Keepalive sets it).
+func TestFlushedMetricAfterConcurrentAcks(t *testing.T) {
+	const (
+		rounds = 3000
+		events = 8
+	)
+	h := &held{}
+	r, _ := newTestRelay(t, Config{}, h.sink())
+	for round := range rounds {
+		first := h.len()
+		r.Begin(commitLSN(round), commitTime)
+		for j := range events {
+			if err := r.Insert(t.Context(), newEvent(fmt.Sprint(j), 1)); err != nil {
+				t.Fatalf("Insert = %v", err)
+			}
+		}
+		r.Commit(endLSN(round))
+		start := make(chan struct{})
+		var wg sync.WaitGroup
+		for i := first; i < first+events; i++ {
+			done := h.take(t, i)
+			wg.Go(func() {
+				<-start
+				done(nil)
+			})
+		}
+		close(start)
+		wg.Wait()
+		if got, want := metricValue(t, r.m.flushedLSN), r.Flushed(); got != float64(want) {
+			t.Fatalf("round %d, all acked: outbox_relay_flushed_lsn = %s, want Flushed() = %s",
+				round, pglogrepl.LSN(got), want)
+		}
+	}
+}
