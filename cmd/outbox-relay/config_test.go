@@ -1,0 +1,97 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"flag"
+	"strings"
+	"testing"
+)
+
+func TestRunRejectsBadConfiguration(t *testing.T) {
+	tests := []struct {
+		name string
+		args []string
+		env  map[string]string
+		want string
+	}{
+		{"no subcommand", nil, nil, "name a subcommand"},
+		{"unknown flag", []string{"run", "--nope"}, nil, "flag provided but not defined"},
+		{"no DSN", []string{"run"}, nil, "no PostgreSQL DSN"},
+		{"malformed DSN", []string{"run", "--pg-dsn", "postgres://a:b@host:notaport/db"}, nil, "is malformed"},
+		{"bad table", []string{"run", "--pg-dsn", "postgres://h/db", "--table", "a.b.c"}, nil, "--table"},
+		{"bad table from env", []string{"run", "--pg-dsn", "postgres://h/db"}, map[string]string{"OUTBOX_RELAY_TABLE": "a.b.c"}, "--table"},
+		{"bad slot", []string{"run", "--pg-dsn", "postgres://h/db", "--slot", "Bad-Slot"}, nil, "slot name"},
+		{"empty column", []string{"run", "--pg-dsn", "postgres://h/db", "--column-aggregate-id", ""}, nil, "aggregate_id"},
+		{"same column twice", []string{"run", "--pg-dsn", "postgres://h/db", "--column-aggregate-id", "id"}, nil, "mapped to both"},
+		{"bad topic template", []string{"run", "--pg-dsn", "postgres://h/db", "--topic", "outbox.{nope}"}, nil, "{nope}"},
+		{"no brokers", []string{"run", "--pg-dsn", "postgres://h/db", "--kafka-brokers", " , "}, nil, "broker"},
+		{"bad log format", []string{"run", "--pg-dsn", "postgres://h/db", "--log-format", "xml"}, nil, "--log-format"},
+		{"negative bound", []string{"run", "--pg-dsn", "postgres://h/db", "--max-inflight-events", "-1"}, nil, "in-flight events"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			for k, v := range tt.env {
+				t.Setenv(k, v)
+			}
+			var stdout, stderr bytes.Buffer
+			err := run(context.Background(), tt.args, &stdout, &stderr)
+			if err == nil {
+				t.Fatalf("run(%q) = nil, want an error", tt.args)
+			}
+			if code := exitCode(err); code != 2 {
+				t.Errorf("exitCode(%v) = %d, want 2", err, code)
+			}
+			if !strings.Contains(err.Error(), tt.want) {
+				t.Errorf("run(%q) = %q, want it to contain %q", tt.args, err, tt.want)
+			}
+		})
+	}
+}
+
+func TestFlagBeatsEnvironment(t *testing.T) {
+	t.Setenv("OUTBOX_RELAY_SLOT", "Bad-From-Env")
+	var stdout, stderr bytes.Buffer
+	// The flag's valid slot wins over the environment's invalid one, so the
+	// error is about the next problem: the table.
+	err := run(context.Background(), []string{"run", "--pg-dsn", "postgres://h/db", "--slot", "good", "--table", "a.b.c"}, &stdout, &stderr)
+	if err == nil || !strings.Contains(err.Error(), "--table") {
+		t.Fatalf("run = %v, want the --table error", err)
+	}
+	t.Setenv("OUTBOX_RELAY_SLOT", "good")
+	err = run(context.Background(), []string{"run", "--pg-dsn", "postgres://h/db", "--slot", "Bad-From-Flag"}, &stdout, &stderr)
+	if err == nil || !strings.Contains(err.Error(), "Bad-From-Flag") {
+		t.Fatalf("run = %v, want the flag's slot rejected", err)
+	}
+}
+
+func TestSetupDryRunNeedsNoDatabase(t *testing.T) {
+	var stdout, stderr bytes.Buffer
+	if err := run(context.Background(), []string{"setup", "--dry-run", "--table", "app.events", "--slot", "s1"}, &stdout, &stderr); err != nil {
+		t.Fatalf("setup --dry-run = %v", err)
+	}
+	for _, want := range []string{`CREATE TABLE IF NOT EXISTS "app"."events"`, `CREATE PUBLICATION "outbox_relay" FOR TABLE "app"."events" WITH (publish = 'insert')`, `pg_create_logical_replication_slot('s1', 'pgoutput')`} {
+		if !strings.Contains(stdout.String(), want) {
+			t.Errorf("setup --dry-run printed:\n%s\nwant it to contain %q", stdout.String(), want)
+		}
+	}
+}
+
+func TestVersion(t *testing.T) {
+	var stdout, stderr bytes.Buffer
+	if err := run(context.Background(), []string{"version"}, &stdout, &stderr); err != nil {
+		t.Fatal(err)
+	}
+	if !strings.HasPrefix(stdout.String(), "outbox-relay ") || !strings.Contains(stdout.String(), "go1.") {
+		t.Errorf("version printed %q, want name, version and Go version", stdout.String())
+	}
+}
+
+func TestHelpExitsZero(t *testing.T) {
+	var stdout, stderr bytes.Buffer
+	err := run(context.Background(), []string{"run", "--help"}, &stdout, &stderr)
+	if code := exitCode(err); code != 0 || !errors.Is(err, flag.ErrHelp) {
+		t.Errorf("run --help: exit %d (%v), want 0", code, err)
+	}
+}
