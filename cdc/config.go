@@ -62,7 +62,7 @@ func (c Config) Validate() error {
 		return fmt.Errorf("no PostgreSQL DSN; set --pg-dsn or OUTBOX_RELAY_PG_DSN, e.g. postgres://user:pass@host:5432/db")
 	}
 	if _, err := pgx.ParseConfig(c.DSN); err != nil {
-		return fmt.Errorf("PostgreSQL DSN %s is malformed: %w", RedactDSN(c.DSN), err)
+		return fmt.Errorf("PostgreSQL DSN is malformed: %w", err)
 	}
 	if err := c.Columns.Validate(); err != nil {
 		return err

@@ -64,6 +64,10 @@ func Setup(ctx context.Context, conn *pgx.Conn, cfg Config, logger *slog.Logger)
 		log.Info("outbox table created", "table", cfg.Table.String())
 	}
 
+	if err := CheckColumns(ctx, conn, cfg.Table, cfg.Columns); err != nil {
+		return err
+	}
+
 	var pubExists, published bool
 	err = conn.QueryRow(ctx, `
 		SELECT EXISTS (SELECT 1 FROM pg_publication WHERE pubname = $1),

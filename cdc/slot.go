@@ -153,3 +153,26 @@ func CreateSlot(ctx context.Context, db querier, name string) (bool, error) {
 	}
 	return true, nil
 }
+
+// CheckColumns verifies that table has every column cols maps, and returns
+// an error wrapping ErrColumns that names those it lacks.
+func CheckColumns(ctx context.Context, db interface {
+	Query(ctx context.Context, sql string, args ...any) (pgx.Rows, error)
+}, table schema.Table, cols schema.Columns) error {
+	rows, err := db.Query(ctx, `
+		SELECT a.attname FROM pg_attribute a
+		JOIN pg_class c ON c.oid = a.attrelid JOIN pg_namespace n ON n.oid = c.relnamespace
+		WHERE n.nspname = $1 AND c.relname = $2 AND a.attnum > 0 AND NOT a.attisdropped
+		ORDER BY a.attnum`, table.Schema, table.Name)
+	if err != nil {
+		return fmt.Errorf("read columns of %s: %w", table, err)
+	}
+	names, err := pgx.CollectRows(rows, pgx.RowTo[string])
+	if err != nil {
+		return fmt.Errorf("read columns of %s: %w", table, err)
+	}
+	if _, err := cols.Bind(table.String(), names); err != nil {
+		return fmt.Errorf("%w: %w", ErrColumns, err)
+	}
+	return nil
+}

@@ -130,6 +130,9 @@ func (s *Stream) connect(ctx context.Context) (*pgconn.PgConn, error) {
 	if err := CheckServer(ctx, db, s.cfg.Table, s.cfg.Publication); err != nil {
 		return nil, err
 	}
+	if err := CheckColumns(ctx, db, s.cfg.Table, s.cfg.Columns); err != nil {
+		return nil, err
+	}
 	created, err := CreateSlot(ctx, db, s.cfg.Slot)
 	if err != nil {
 		return nil, err

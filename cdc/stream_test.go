@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -340,5 +341,21 @@ func TestRunReportsMissingSetup(t *testing.T) {
 				t.Errorf("Run() = %v, want %v", err, tt.want)
 			}
 		})
+	}
+}
+
+func TestRunReportsColumnMappingAtStart(t *testing.T) {
+	cfg := cdc.Config{DSN: pgtest.NewDatabase(t), Slot: "mapping_test"}
+	setupDB(t, cfg)
+	cfg.Columns = schema.DefaultColumns
+	cfg.Columns.AggregateID = "nope"
+	st, err := cdc.New(cfg, nil, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(t.Context(), 15*time.Second)
+	defer cancel()
+	if err := st.Run(ctx, nil); !errors.Is(err, cdc.ErrColumns) || !strings.Contains(err.Error(), "nope") {
+		t.Errorf("Run() = %v, want an error wrapping ErrColumns naming the column", err)
 	}
 }

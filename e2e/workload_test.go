@@ -28,6 +28,12 @@ import (
 // a%Writers only, each writer commits its transactions one after another,
 // and every row's payload carries its aggregate's sequence number, which
 // advances only when the row's transaction commits.
+//
+// A test that injects faults runs it as TestSurvivesKill9 does: start a
+// relay and a collector, w.start(ctx, dsn, &l), do harm while the writers
+// run, wait for them, then l.drain(t, c, timeout, settle).assert(t,
+// allowDuplicates). The drain reads every record from the start of the
+// topics, so the collector may be created at any time before it.
 type workload struct {
 	// Writers is the number of goroutines, each with its own connection.
 	// Zero means 8.
@@ -137,7 +143,8 @@ func (w *workload) writer(ctx context.Context, dsn string, i int, l *ledger) err
 	for written < quota || bigPending {
 		n := 1 + rng.IntN(w.MaxTxnRows)
 		rollback := rng.Float64() < w.RollbackRatio
-		if bigPending && written >= quota/2 {
+		big := bigPending && written >= quota/2
+		if big {
 			n, rollback, bigPending = w.BigTxnRows, false, false
 		}
 		txnNo++
@@ -182,7 +189,9 @@ func (w *workload) writer(ctx context.Context, dsn string, i int, l *ledger) err
 				next[a] += k
 			}
 			l.committed(i, msgs)
-			written += n
+			if !big {
+				written += n
+			}
 		}
 		if w.Pause > 0 {
 			select {
@@ -291,6 +300,16 @@ func (c *collector) add(recs []*kgo.Record) {
 	}
 }
 
+// deliveries returns how many ids arrived once, twice, and so on.
+func (c *collector) deliveries() map[int]int {
+	h := make(map[int]int)
+	for _, n := range c.ids {
+		h[n]++
+	}
+	return h
+}
+
+// header returns the value of r's first header named key, or "".
 func header(r *kgo.Record, key string) string {
 	for _, h := range r.Headers {
 		if h.Key == key {
@@ -423,9 +442,9 @@ func (l *ledger) check(recs []*kgo.Record) *report {
 	}
 	first := make(map[string]*kgo.Record, len(l.rows))
 	positions := make(map[string]schema.Position, len(l.rows))
-	lastSeq := make(map[string]int)         // per aggregate, the greatest seq first-delivered
-	lastPos := make(map[placement]string)   // per partition, the last first-delivered position
-	home := make(map[string]placement)      // per aggregate, where its records went
+	lastSeq := make(map[string]int)       // per aggregate, the greatest seq first-delivered
+	lastPos := make(map[placement]string) // per partition, the last first-delivered position
+	home := make(map[string]placement)    // per aggregate, where its records went
 	for _, rec := range recs {
 		id := header(rec, "id")
 		if l.rolled[id] {
@@ -443,6 +462,9 @@ func (l *ledger) check(recs []*kgo.Record) *report {
 		if err != nil {
 			r.Mismatches++
 			p.add("position header", "row %s: %v", id, err)
+		} else if text := header(rec, "position"); text != pos.String() {
+			r.Mismatches++
+			p.add("position header", "row %s: position %q is not in canonical form %q", id, text, pos.String())
 		}
 		if msg := compare(rec, row.msg); msg != "" {
 			r.Mismatches++

@@ -12,6 +12,7 @@ type metrics struct {
 	transactions   prometheus.Counter
 	flushedLSN     prometheus.Gauge
 	latency        prometheus.Histogram
+	replayed       prometheus.Counter
 }
 
 func newMetrics(reg prometheus.Registerer, cfg Config) (*metrics, error) {
@@ -38,6 +39,10 @@ func newMetrics(reg prometheus.Registerer, cfg Config) (*metrics, error) {
 			Buckets: prometheus.ExponentialBuckets(0.0005, 2, 16),
 		}),
 	}
+	m.replayed = prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "outbox_relay_replayed_rows_skipped_total",
+		Help: "Rows sent again by PostgreSQL after a reconnect and read past because they were already published.",
+	})
 	limitEvents := prometheus.NewGauge(prometheus.GaugeOpts{
 		Name: "outbox_relay_inflight_events_limit",
 		Help: "Configured bound on in-flight events.",
@@ -51,7 +56,7 @@ func newMetrics(reg prometheus.Registerer, cfg Config) (*metrics, error) {
 	if reg == nil {
 		return m, nil
 	}
-	for _, c := range []prometheus.Collector{m.inflightEvents, m.inflightBytes, m.transactions, m.flushedLSN, m.latency, limitEvents, limitBytes} {
+	for _, c := range []prometheus.Collector{m.inflightEvents, m.inflightBytes, m.transactions, m.flushedLSN, m.latency, m.replayed, limitEvents, limitBytes} {
 		if err := reg.Register(c); err != nil {
 			return nil, fmt.Errorf("register relay metrics: %w", err)
 		}

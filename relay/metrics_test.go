@@ -129,13 +129,14 @@ func TestMetrics(t *testing.T) {
 
 	// The registry serves them under these names.
 	wantGathered := map[string]sample{
-		"outbox_relay_flushed_lsn":                {"GAUGE", float64(endLSN(0))},
-		"outbox_relay_inflight_bytes":             {"GAUGE", 0},
-		"outbox_relay_inflight_bytes_limit":       {"GAUGE", 1 << 20},
-		"outbox_relay_inflight_events":            {"GAUGE", 0},
-		"outbox_relay_inflight_events_limit":      {"GAUGE", 7},
-		"outbox_relay_transactions_total":         {"COUNTER", 2},
-		"outbox_relay_end_to_end_latency_seconds": {"HISTOGRAM", 2},
+		"outbox_relay_flushed_lsn":                 {"GAUGE", float64(endLSN(0))},
+		"outbox_relay_inflight_bytes":              {"GAUGE", 0},
+		"outbox_relay_inflight_bytes_limit":        {"GAUGE", 1 << 20},
+		"outbox_relay_inflight_events":             {"GAUGE", 0},
+		"outbox_relay_inflight_events_limit":       {"GAUGE", 7},
+		"outbox_relay_transactions_total":          {"COUNTER", 2},
+		"outbox_relay_end_to_end_latency_seconds":  {"HISTOGRAM", 2},
+		"outbox_relay_replayed_rows_skipped_total": {"COUNTER", 0},
 	}
 	if diff := cmp.Diff(wantGathered, gathered(t, reg)); diff != "" {
 		t.Errorf("gathered metrics (-want +got):\n%s", diff)

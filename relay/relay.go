@@ -61,6 +61,13 @@ type Relay struct {
 	commitLSN  pglogrepl.LSN
 	commitTime time.Time
 	index      uint32
+	// After a reconnect PostgreSQL sends again every transaction after the
+	// confirmed position: those already relayed are read past, and an open
+	// transaction resumes after the rows it had published.
+	open       bool          // Begin without Commit
+	lastCommit pglogrepl.LSN // commit LSN of the newest committed transaction
+	skipping   bool          // the current transaction was relayed before
+	resumeFrom uint32        // rows of the open transaction published before a reconnect
 
 	mu             sync.Mutex
 	wm             watermark
@@ -95,18 +102,61 @@ func New(cfg Config, sink Sink, logger *slog.Logger, reg prometheus.Registerer) 
 	}, nil
 }
 
-// Begin opens the transaction whose commit record is at commitLSN.
+// Begin opens the transaction whose commit record is at commitLSN. A
+// transaction the Relay has seen before, sent again after the stream
+// reconnected, is read past, or resumed after its published rows if it was
+// open.
 func (r *Relay) Begin(commitLSN pglogrepl.LSN, commitTime time.Time) {
-	r.commitLSN, r.commitTime, r.index = commitLSN, commitTime, 0
+	switch {
+	case r.open && commitLSN == r.commitLSN:
+		r.resumeFrom, r.index, r.skipping = r.index, 0, false
+		r.log.Info("resuming transaction after reconnect", "commit_lsn", commitLSN.String(), "published", r.resumeFrom)
+		return
+	case commitLSN <= r.lastCommit || (r.open && commitLSN < r.commitLSN):
+		r.skipping = true
+		return
+	case r.open:
+		// The stream moved past an open transaction without sending it
+		// again: its end can never be confirmed.
+		r.fail(fmt.Errorf("transaction committing at %s was not sent again after a reconnect; the stream went on at %s", r.commitLSN, commitLSN))
+		r.skipping = true
+		return
+	}
+	r.commitLSN, r.commitTime, r.index, r.resumeFrom = commitLSN, commitTime, 0, 0
+	r.open, r.skipping = true, false
 	r.mu.Lock()
 	r.seq = r.wm.begin()
 	r.mu.Unlock()
+}
+
+// fail records err as the Relay's failure unless one is recorded.
+func (r *Relay) fail(err error) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.err == nil {
+		r.err = err
+		close(r.failed)
+	}
 }
 
 // Insert publishes one event of the open transaction, stamping its Position
 // and CommitTime. It does not wait for room: callers wait on Room first. It
 // returns the Sink's first failure, after which nothing more is published.
 func (r *Relay) Insert(ctx context.Context, ev *schema.Event) error {
+	if r.skipping || r.index < r.resumeFrom {
+		select {
+		case <-r.failed:
+			r.mu.Lock()
+			defer r.mu.Unlock()
+			return r.err
+		default:
+		}
+		if !r.skipping {
+			r.index++
+		}
+		r.m.replayed.Inc()
+		return nil
+	}
 	ev.Position = schema.Position{CommitLSN: r.commitLSN, Index: r.index}
 	ev.CommitTime = r.commitTime
 	r.index++
@@ -167,6 +217,11 @@ func (r *Relay) ack(seq uint64, size int, committed time.Time, err error, id str
 
 // Commit closes the open transaction, whose commit record ends at end.
 func (r *Relay) Commit(end pglogrepl.LSN) {
+	if r.skipping {
+		r.skipping = false
+		return
+	}
+	r.open, r.lastCommit, r.resumeFrom = false, r.commitLSN, 0
 	r.mu.Lock()
 	r.wm.commit(r.seq, end)
 	r.m.flushedLSN.Set(float64(r.wm.flushed))
