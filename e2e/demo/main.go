@@ -80,6 +80,9 @@ func run(args []string) error {
 	out.say("demo", "Kafka-protocol broker (in-process) at %s", brokers)
 
 	metricsAddr := "127.0.0.1:9479"
+	if a := os.Getenv("OUTBOX_RELAY_DEMO_METRICS_ADDR"); a != "" {
+		metricsAddr = a
+	}
 	env := append(os.Environ(),
 		"OUTBOX_RELAY_PG_DSN="+dsn,
 		"OUTBOX_RELAY_KAFKA_BROKERS="+brokers,
