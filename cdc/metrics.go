@@ -7,12 +7,15 @@ import (
 )
 
 type metrics struct {
-	lag       prometheus.Gauge
-	serverWAL prometheus.Gauge
-	received  prometheus.Gauge
-	confirmed prometheus.Gauge
-	rows      prometheus.Counter
-	stalls    prometheus.Counter
+	lag        prometheus.Gauge
+	serverWAL  prometheus.Gauge
+	received   prometheus.Gauge
+	confirmed  prometheus.Gauge
+	rows       prometheus.Counter
+	stalls     prometheus.Counter
+	active     prometheus.Gauge
+	standby    prometheus.Gauge
+	reconnects prometheus.Counter
 }
 
 func newMetrics(reg prometheus.Registerer) (*metrics, error) {
@@ -42,10 +45,23 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			Help: "Times the stream stopped reading because the in-flight bounds were reached.",
 		}),
 	}
+	m.active = prometheus.NewGauge(prometheus.GaugeOpts{
+		Name: "outbox_relay_streaming",
+		Help: "1 while this relay streams from the slot, else 0.",
+	})
+	m.standby = prometheus.NewGauge(prometheus.GaugeOpts{
+		Name: "outbox_relay_standby",
+		Help: "1 while this relay waits for another connection to release the slot, else 0.",
+	})
+	m.reconnects = prometheus.NewCounter(prometheus.CounterOpts{
+		Name:        "outbox_relay_reconnects_total",
+		Help:        "Reconnections after the replication connection was lost.",
+		ConstLabels: prometheus.Labels{"target": "postgres"},
+	})
 	if reg == nil {
 		return m, nil
 	}
-	for _, c := range []prometheus.Collector{m.lag, m.serverWAL, m.received, m.confirmed, m.rows, m.stalls} {
+	for _, c := range []prometheus.Collector{m.lag, m.serverWAL, m.received, m.confirmed, m.rows, m.stalls, m.active, m.standby, m.reconnects} {
 		if err := reg.Register(c); err != nil {
 			return nil, fmt.Errorf("register cdc metrics: %w", err)
 		}

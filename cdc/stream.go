@@ -69,34 +69,80 @@ func New(cfg Config, logger *slog.Logger, reg prometheus.Registerer) (*Stream, e
 // Run streams the slot's transactions to h until ctx ends or an error
 // stops it. Once ctx ends it stops reading, lets h drain (bounded by
 // Config.ShutdownTimeout), confirms h's final position, and returns nil, or
-// the drain's error. While another connection holds the slot it retries with
-// backoff. Any other error is returned; the slot then holds the last
-// confirmed position, from which the next Run resumes.
+// the drain's error.
+//
+// While another connection holds the slot, Run stands by and retries. Once
+// it has streamed, it reconnects after any loss of the connection (a server
+// restart, a terminated walsender, a network fault) with exponential backoff
+// and resumes from the slot's confirmed position. Errors no retry can cure
+// (configuration, a missing table or publication, an invalidated slot, a
+// Handler failure) are returned; so is any error before the first stream,
+// so that a wrong setting fails fast.
 func (s *Stream) Run(ctx context.Context, h Handler) error {
+	b := backoff.NewExponentialBackOff()
+	b.InitialInterval = 250 * time.Millisecond
+	b.MaxInterval = 5 * time.Second
+	streamed := false
+	for {
+		began := time.Now()
+		drained, err := s.session(ctx, h, &streamed)
+		if ctx.Err() != nil {
+			if !drained {
+				// No connection to confirm on: let what is in flight
+				// finish, and let the next run start from the slot.
+				dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), s.cfg.ShutdownTimeout)
+				defer cancel()
+				if err := h.Drain(dctx); err != nil {
+					return fmt.Errorf("shut down with events unacknowledged; they will be sent again: %w", err)
+				}
+				return nil
+			}
+			return err
+		}
+		if !streamed || permanent(err) {
+			return err
+		}
+		if time.Since(began) > time.Minute {
+			b.Reset()
+		}
+		next := b.NextBackOff()
+		s.m.active.Set(0)
+		s.m.reconnects.Inc()
+		s.log.Warn("replication stream lost; reconnecting", "err", err, "retry_at", time.Now().Add(next).Format(time.RFC3339Nano))
+		t := time.NewTimer(next)
+		select {
+		case <-t.C:
+		case <-ctx.Done():
+			t.Stop()
+		}
+	}
+}
+
+// session connects, streams until ctx ends or the connection fails, and on
+// ctx's end drains h and confirms its final position. drained reports that
+// it did so; streamed is set once START_REPLICATION succeeded.
+func (s *Stream) session(ctx context.Context, h Handler, streamed *bool) (drained bool, _ error) {
 	conn, err := s.connect(ctx)
 	if err != nil {
-		if ctx.Err() != nil {
-			return nil
-		}
-		return err
+		return false, err
 	}
 	defer conn.Close(context.WithoutCancel(ctx))
 
 	start, err := s.start(ctx, conn)
 	if err != nil {
-		if ctx.Err() != nil {
-			return nil
-		}
-		return err
+		return false, err
 	}
-	// The slot's confirmed position is where the stream starts; nothing is
-	// in flight, so it is also the first position to confirm.
+	*streamed = true
+	s.m.active.Set(1)
+	defer s.m.active.Set(0)
+	// Nothing before the slot's confirmed position is in flight, so the
+	// position may be confirmed as it is.
 	h.Keepalive(start)
 	s.log.Info("streaming", "lsn", start.String(), "publication", s.cfg.Publication)
 
 	loopErr := s.loop(ctx, conn, h)
 	if ctx.Err() == nil {
-		return loopErr
+		return false, loopErr
 	}
 
 	s.log.Info("draining", "timeout", s.cfg.ShutdownTimeout.String())
@@ -105,16 +151,57 @@ func (s *Stream) Run(ctx context.Context, h Handler) error {
 	drainErr := h.Drain(dctx)
 	final := h.Flushed()
 	if err := conn.Conn().SetDeadline(time.Time{}); err != nil {
-		return fmt.Errorf("clear deadline on replication connection: %w", err)
+		return true, fmt.Errorf("clear deadline on replication connection: %w", err)
 	}
 	if err := s.sendStatus(conn, final, false); err != nil {
-		return fmt.Errorf("confirm final position %s: %w", final, err)
+		return true, fmt.Errorf("confirm final position %s: %w", final, err)
 	}
 	s.log.Info("final position confirmed", "lsn", final.String())
 	if drainErr != nil {
-		return fmt.Errorf("shut down with events unacknowledged; they will be sent again: %w", drainErr)
+		return true, fmt.Errorf("shut down with events unacknowledged; they will be sent again: %w", drainErr)
 	}
-	return nil
+	return true, nil
+}
+
+// permanent reports an error no reconnect can cure.
+func permanent(err error) bool {
+	for _, target := range []error{ErrWALLevel, ErrNoTable, ErrNoPublication, ErrNotPublished, ErrSlotInvalidated, ErrSlotPlugin, ErrColumns, ErrNoSlot} {
+		if errors.Is(err, target) {
+			return true
+		}
+	}
+	var de *decodeError
+	var he *handlerError
+	if errors.As(err, &de) || errors.As(err, &he) {
+		return true
+	}
+	var pgErr *pgconn.PgError
+	if errors.As(err, &pgErr) {
+		switch pgErr.Code {
+		case "28P01", "28000", "42501", "3D000": // bad password or role, no privilege, no database
+			return true
+		}
+	}
+	return false
+}
+
+// handlerError wraps a Handler's failure, which ends the stream for good.
+type handlerError struct{ err error }
+
+func (e *handlerError) Error() string { return e.err.Error() }
+func (e *handlerError) Unwrap() error { return e.err }
+
+// connectConfig parses the DSN, bounding connection attempts by 10 seconds
+// unless the DSN sets connect_timeout.
+func (s *Stream) connectConfig() (*pgx.ConnConfig, error) {
+	cfg, err := pgx.ParseConfig(s.cfg.DSN)
+	if err != nil {
+		return nil, fmt.Errorf("parse PostgreSQL DSN: %w", err)
+	}
+	if cfg.ConnectTimeout == 0 {
+		cfg.ConnectTimeout = 10 * time.Second
+	}
+	return cfg, nil
 }
 
 // connect checks the server, table, publication and slot on a normal
@@ -122,7 +209,11 @@ func (s *Stream) Run(ctx context.Context, h Handler) error {
 // connection.
 func (s *Stream) connect(ctx context.Context) (*pgconn.PgConn, error) {
 	dsn := RedactDSN(s.cfg.DSN)
-	db, err := pgx.Connect(ctx, s.cfg.DSN)
+	ccfg, err := s.connectConfig()
+	if err != nil {
+		return nil, err
+	}
+	db, err := pgx.ConnectConfig(ctx, ccfg)
 	if err != nil {
 		return nil, fmt.Errorf("connect to PostgreSQL at %s: %w", dsn, err)
 	}
@@ -148,10 +239,7 @@ func (s *Stream) connect(ctx context.Context) (*pgconn.PgConn, error) {
 		return nil, err
 	}
 
-	pcfg, err := pgconn.ParseConfig(s.cfg.DSN)
-	if err != nil {
-		return nil, fmt.Errorf("parse PostgreSQL DSN %s: %w", dsn, err)
-	}
+	pcfg := ccfg.Config.Copy()
 	pcfg.RuntimeParams["replication"] = "database"
 	conn, err := pgconn.ConnectConfig(ctx, pcfg)
 	if err != nil {
@@ -191,19 +279,36 @@ func (s *Stream) start(ctx context.Context, conn *pgconn.PgConn) (pglogrepl.LSN,
 		}
 		return struct{}{}, nil
 	}
+	// A standby polls often enough to take over within seconds of the
+	// active relay's end.
 	b := backoff.NewExponentialBackOff()
-	b.InitialInterval = 500 * time.Millisecond
-	b.MaxInterval = 10 * time.Second
+	b.InitialInterval = 250 * time.Millisecond
+	b.MaxInterval = 2 * time.Second
+	standby := false
 	_, err := backoff.Retry(ctx, op,
 		backoff.WithBackOff(b),
 		backoff.WithMaxElapsedTime(0),
 		backoff.WithNotify(func(err error, next time.Duration) {
-			s.log.Warn("slot busy, retrying", "err", err, "retry_in", next)
+			if !standby {
+				standby = true
+				s.m.standby.Set(1)
+				s.log.Info("standing by: slot in use by another connection; retrying until it is free", "err", err)
+				return
+			}
+			s.log.Debug("slot still in use", "err", err, "retry_in", next.String())
 		}))
+	s.m.standby.Set(0)
 	if err != nil {
 		return 0, err
 	}
-	db, err := pgx.Connect(ctx, s.cfg.DSN)
+	if standby {
+		s.log.Info("slot free; taking over")
+	}
+	ccfg, err := s.connectConfig()
+	if err != nil {
+		return 0, err
+	}
+	db, err := pgx.ConnectConfig(ctx, ccfg)
 	if err != nil {
 		return 0, fmt.Errorf("connect to read slot %q: %w", s.cfg.Slot, err)
 	}
@@ -364,7 +469,7 @@ func (s *Stream) handle(ctx context.Context, xld pglogrepl.XLogData, h Handler, 
 		ev.Table = rel.name
 		s.m.rows.Inc()
 		if err := h.Insert(ctx, ev); err != nil {
-			return err
+			return &handlerError{err}
 		}
 	case msgCommit:
 		c, err := decodeCommit(data)
