@@ -23,7 +23,24 @@ type Config struct {
 	// means 16 MiB. The bound is checked before each event, so it may be
 	// passed by one event; an event larger than the bound still flows.
 	MaxInflightBytes int
+	// PoisonPolicy says what becomes of an event the Sink can never
+	// deliver. Zero means PolicyDLQ.
+	PoisonPolicy Policy
 }
+
+// Policy is a poison-row policy.
+type Policy string
+
+const (
+	// PolicyDLQ sets a poison event aside in the dead-letter topic, counts
+	// and logs it, and goes on. Later events of the same aggregate then
+	// pass it: consumers see them without it.
+	PolicyDLQ Policy = "dlq"
+	// PolicyHalt stops the relay at a poison event. Nothing after it is
+	// confirmed, so PostgreSQL sends it again at every start until the
+	// policy changes or the slot is moved past it.
+	PolicyHalt Policy = "halt"
+)
 
 func (c *Config) setDefaults() {
 	if c.MaxInflightEvents == 0 {
@@ -31,6 +48,9 @@ func (c *Config) setDefaults() {
 	}
 	if c.MaxInflightBytes == 0 {
 		c.MaxInflightBytes = 16 << 20
+	}
+	if c.PoisonPolicy == "" {
+		c.PoisonPolicy = PolicyDLQ
 	}
 }
 
@@ -41,6 +61,11 @@ func (c Config) Validate() error {
 	}
 	if c.MaxInflightBytes < 0 {
 		return fmt.Errorf("max in-flight bytes is %d; use a positive number, or 0 for the default", c.MaxInflightBytes)
+	}
+	switch c.PoisonPolicy {
+	case "", PolicyDLQ, PolicyHalt:
+	default:
+		return fmt.Errorf("poison policy %q is unknown; use %q or %q", c.PoisonPolicy, PolicyDLQ, PolicyHalt)
 	}
 	return nil
 }
@@ -175,16 +200,52 @@ func (r *Relay) Insert(ctx context.Context, ev *schema.Event) error {
 	r.m.inflightEvents.Inc()
 	r.m.inflightBytes.Add(float64(size))
 
-	seq, id, pos, committed := r.seq, ev.ID, ev.Position, r.commitTime
 	// The sink's delivery must outlive a cancelled stream: shutdown drains
 	// what is in flight instead of abandoning it.
-	r.sink.Publish(context.WithoutCancel(ctx), ev, func(err error) {
-		r.ack(seq, size, committed, err, id, pos)
-	})
+	ctx = context.WithoutCancel(ctx)
+	p := pending{seq: r.seq, size: size, ev: *ev}
+	r.sink.Publish(ctx, ev, func(err error) { r.ack(ctx, &p, err) })
 	return nil
 }
 
-func (r *Relay) ack(seq uint64, size int, committed time.Time, err error, id string, pos schema.Position) {
+// pending is an event between Publish and its acknowledgement.
+type pending struct {
+	seq  uint64
+	size int
+	ev   schema.Event // a copy: the stream reuses its Event
+}
+
+// ack takes the Sink's verdict on p. Under PolicyDLQ a poison event goes to
+// the dead-letter topic, and counts as acknowledged once it is there.
+func (r *Relay) ack(ctx context.Context, p *pending, err error) {
+	if err != nil && r.cfg.PoisonPolicy == PolicyDLQ {
+		if dl, ok := r.sink.(DeadLetterer); ok {
+			if reason, poison := dl.Poison(err); poison {
+				r.log.Error("poison event set aside in the dead-letter topic; later events of its aggregate pass it",
+					"event_id", p.ev.ID, "aggregate_id", p.ev.AggregateID, "commit_lsn", p.ev.Position.CommitLSN.String(), "reason", reason, "err", err)
+				dl.DeadLetter(ctx, &p.ev, reason, err, 1, func(dlErr error) {
+					if dlErr != nil {
+						dlErr = fmt.Errorf("set poison event aside after %w: %w", err, dlErr)
+					}
+					r.settle(p, dlErr)
+				})
+				return
+			}
+		}
+	}
+	if err != nil && r.cfg.PoisonPolicy == PolicyHalt {
+		if dl, ok := r.sink.(DeadLetterer); ok {
+			if reason, poison := dl.Poison(err); poison {
+				err = fmt.Errorf("poison event (%s), policy halt: nothing after it is confirmed; to go on, restart once with --poison-policy=dlq to set it aside in the dead-letter topic: %w", reason, err)
+			}
+		}
+	}
+	r.settle(p, err)
+}
+
+// settle records p as acknowledged, or as the Relay's failure.
+func (r *Relay) settle(p *pending, err error) {
+	seq, size, committed, id, pos := p.seq, p.size, p.ev.CommitTime, p.ev.ID, p.ev.Position
 	r.mu.Lock()
 	wasFull := r.fullLocked()
 	r.inflightEvents--

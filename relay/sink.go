@@ -17,3 +17,14 @@ type Sink interface {
 	// ctx ends.
 	Flush(ctx context.Context) error
 }
+
+// DeadLetterer is a Sink that can set aside events it can never deliver.
+// The Relay uses it under PolicyDLQ; without it every failure halts.
+type DeadLetterer interface {
+	// Poison reports whether err, given to an event's done, means the
+	// event can never be delivered, with a short reason from a closed set.
+	Poison(err error) (reason string, ok bool)
+	// DeadLetter publishes ev with why it failed, calling done once like
+	// Publish. It must not block: the Relay calls it from a done callback.
+	DeadLetter(ctx context.Context, ev *schema.Event, reason string, cause error, attempts int, done func(error))
+}

@@ -58,6 +58,8 @@ func bindRun(fs *flag.FlagSet, c *Config) {
 	fs.BoolVar(&c.Kafka.AllowAutoTopicCreation, "kafka-auto-create-topics", true, "ask the broker to create missing topics (the broker must allow it)")
 	fs.DurationVar(&c.Kafka.Linger, "kafka-linger", 0, "how long the producer waits to fill a batch; 0 sends at once")
 	fs.IntVar(&c.Kafka.MaxMessageBytes, "kafka-max-message-bytes", 1<<20, "largest record batch the producer sends; match the broker's message.max.bytes")
+	fs.StringVar((*string)(&c.Relay.PoisonPolicy), "poison-policy", string(relay.PolicyDLQ), "what to do with an event Kafka can never accept: dlq (set it aside in the dead-letter topic and go on) or halt (stop before it)")
+	fs.StringVar(&c.Kafka.DeadLetterTopic, "dlq-topic", kafka.DefaultDeadLetterTopic, "dead-letter topic for poison events under --poison-policy=dlq")
 	fs.IntVar(&c.Relay.MaxInflightEvents, "max-inflight-events", 10000, "events published and not yet acknowledged before the relay stops reading")
 	fs.IntVar(&c.Relay.MaxInflightBytes, "max-inflight-bytes", 16<<20, "bytes of events published and not yet acknowledged before the relay stops reading")
 	fs.DurationVar(&c.CDC.StatusInterval, "status-interval", time.Second, "how often the confirmed position is sent to PostgreSQL")

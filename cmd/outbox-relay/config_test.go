@@ -95,3 +95,11 @@ func TestHelpExitsZero(t *testing.T) {
 		t.Errorf("run --help: exit %d (%v), want 0", code, err)
 	}
 }
+
+func TestPoisonPolicyFlag(t *testing.T) {
+	var stdout, stderr bytes.Buffer
+	err := run(context.Background(), []string{"run", "--pg-dsn", "postgres://h/db", "--poison-policy", "ignore"}, &stdout, &stderr)
+	if err == nil || !strings.Contains(err.Error(), `poison policy "ignore"`) || exitCode(err) != 2 {
+		t.Errorf("run --poison-policy ignore = %v, want a usage error naming the policy", err)
+	}
+}

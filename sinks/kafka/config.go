@@ -20,6 +20,8 @@ const (
 	// Kafka brokers and topics accept by default (message.max.bytes,
 	// max.message.bytes).
 	DefaultMaxMessageBytes = 1 << 20
+	// DefaultDeadLetterTopic is the topic of undeliverable events.
+	DefaultDeadLetterTopic = "outbox-relay-dlq"
 )
 
 // Limits Validate enforces.
@@ -68,6 +70,10 @@ type Config struct {
 	// Keep it at or below the topics' max.message.bytes. Zero means
 	// DefaultMaxMessageBytes (1 MiB). From 512 bytes to 100 MiB.
 	MaxMessageBytes int
+	// DeadLetterTopic receives the events that can never be delivered, with
+	// headers saying why (see Sink.DeadLetter). Zero means
+	// DefaultDeadLetterTopic, "outbox-relay-dlq".
+	DeadLetterTopic string
 }
 
 // withDefaults returns c with its zero fields replaced by their defaults.
@@ -80,6 +86,9 @@ func (c Config) withDefaults() Config {
 	}
 	if c.MaxMessageBytes == 0 {
 		c.MaxMessageBytes = DefaultMaxMessageBytes
+	}
+	if c.DeadLetterTopic == "" {
+		c.DeadLetterTopic = DefaultDeadLetterTopic
 	}
 	return c
 }
@@ -102,6 +111,9 @@ func (c Config) Validate() error {
 	}
 	if _, err := parseTopicTemplate(c.Topic); err != nil {
 		errs = append(errs, fmt.Errorf("kafka: %w", err))
+	}
+	if !legalTopic(c.DeadLetterTopic) {
+		errs = append(errs, fmt.Errorf("kafka: dead-letter topic %q is not a legal topic name; use 1 to %d characters of a-z A-Z 0-9 . _ -", c.DeadLetterTopic, maxTopicLen))
 	}
 	if c.Linger < 0 || c.Linger > maxLinger {
 		errs = append(errs, fmt.Errorf("kafka: linger %s is out of range; use 0 (no wait) up to %s", c.Linger, maxLinger))
@@ -132,6 +144,10 @@ func (c Config) opts() []kgo.Opt {
 		kgo.ProducerBatchMaxBytes(int32(c.MaxMessageBytes)),
 		// Set even at zero: franz-go's own default linger is 10ms.
 		kgo.ProducerLinger(c.Linger),
+		// A failed produce waits for a metadata refresh before its retry;
+		// franz-go spaces refreshes at least 5s apart by default, which
+		// would stretch every broker hiccup to 5s.
+		kgo.MetadataMinAge(500 * time.Millisecond),
 		// No kgo.MaxProduceRequestsInflightPerBroker: with idempotence
 		// franz-go rejects any value but 1 and sizes it itself, one
 		// request per broker until the first response shows produce v4+,

@@ -13,6 +13,7 @@ type metrics struct {
 	published      *prometheus.CounterVec
 	publishedBytes *prometheus.CounterVec
 	duration       prometheus.Histogram
+	deadLettered   *prometheus.CounterVec
 }
 
 // newMetrics creates the Sink's series and registers them with reg. It fails
@@ -39,6 +40,14 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			Buckets: prometheus.ExponentialBuckets(0.001, 2, 16),
 		}),
 	}
+	m.deadLettered = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Namespace: "outbox_relay",
+		Name:      "dlq_events_total",
+		Help:      "Events set aside in the dead-letter topic, by reason.",
+	}, []string{"reason"})
+	for _, r := range []string{ReasonAggregateID, ReasonTopic, ReasonHeaders, ReasonSize, ReasonRejected} {
+		m.deadLettered.WithLabelValues(r)
+	}
 	for i, c := range m.collectors() {
 		if err := reg.Register(c); err != nil {
 			for _, done := range m.collectors()[:i] {
@@ -51,7 +60,7 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 }
 
 func (m *metrics) collectors() []prometheus.Collector {
-	return []prometheus.Collector{m.published, m.publishedBytes, m.duration}
+	return []prometheus.Collector{m.published, m.publishedBytes, m.duration, m.deadLettered}
 }
 
 // unregister removes m's series from the registry, so a later Sink can

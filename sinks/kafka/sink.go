@@ -36,6 +36,7 @@ type Sink struct {
 	mapper   *mapper
 	metrics  *metrics
 	inflight inflight
+	dlqTopic string
 }
 
 // New returns a Sink for cfg. It starts the client's background goroutines,
@@ -86,7 +87,8 @@ func New(cfg Config, logger *slog.Logger, reg prometheus.Registerer) (*Sink, err
 		client:  client,
 		brokers: cfg.Brokers,
 		mapper:  &mapper{topics: newTopicCache(tmpl, m), maxBytes: cfg.MaxMessageBytes},
-		metrics: m,
+		metrics:  m,
+		dlqTopic: cfg.DeadLetterTopic,
 	}, nil
 }
 

@@ -1,0 +1,116 @@
+package kafka
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strconv"
+	"time"
+
+	"github.com/twmb/franz-go/pkg/kerr"
+	"github.com/twmb/franz-go/pkg/kgo"
+
+	"github.com/outbox-relay/outbox-relay/schema"
+)
+
+// ReasonRejected: the broker refused the record for good (an invalid
+// record, a policy violation).
+const ReasonRejected = "rejected"
+
+// Headers a dead-lettered record carries besides the event's own
+// HeaderID, HeaderEventType, HeaderAggregateType and HeaderPosition.
+const (
+	// HeaderDLQReason is the poison reason: one of the Reason constants.
+	HeaderDLQReason = "dlq_reason"
+	// HeaderDLQError is the error text.
+	HeaderDLQError = "dlq_error"
+	// HeaderDLQAttempts counts the relay's attempts to publish the event.
+	// The Kafka client's own retries of retriable errors are not counted.
+	HeaderDLQAttempts = "dlq_attempts"
+	// HeaderDLQSourceLSN is the commit LSN of the event's transaction, as
+	// PostgreSQL prints it (0/16B3748).
+	HeaderDLQSourceLSN = "dlq_source_lsn"
+	// HeaderDLQTime is when the event was dead-lettered, RFC 3339 in UTC.
+	HeaderDLQTime = "dlq_time"
+	// HeaderDLQTable is the outbox table the row came from.
+	HeaderDLQTable = "dlq_table"
+	// HeaderDLQHeaders is the row's headers column as it was, JSON text.
+	HeaderDLQHeaders = "dlq_headers"
+	// HeaderDLQPayloadOmitted is "true" when the payload was too large to
+	// carry; the value is then empty and the row must be read from the
+	// outbox table, if it is kept, or from the application.
+	HeaderDLQPayloadOmitted = "dlq_payload_omitted"
+)
+
+// Poison reports whether err, given to an event's done, means the event can
+// never be delivered, and a reason from a closed set: the Reason constants.
+// It covers a *RecordError and the broker's permanent refusals of a record
+// (too large, invalid or unauthorized topic, invalid record). Anything else,
+// such as a closed client, is not poison: it is a reason to stop, and
+// PostgreSQL sends the event again after a restart.
+func (s *Sink) Poison(err error) (reason string, ok bool) {
+	var re *RecordError
+	if errors.As(err, &re) {
+		return re.Reason, true
+	}
+	switch {
+	case errors.Is(err, kerr.MessageTooLarge), errors.Is(err, kerr.RecordListTooLarge):
+		return ReasonSize, true
+	case errors.Is(err, kerr.InvalidTopicException), errors.Is(err, kerr.TopicAuthorizationFailed),
+		errors.Is(err, kerr.UnknownTopicOrPartition):
+		return ReasonTopic, true
+	case errors.Is(err, kerr.InvalidRecord), errors.Is(err, kerr.CorruptMessage),
+		errors.Is(err, kerr.PolicyViolation), errors.Is(err, kerr.InvalidRequiredAcks):
+		return ReasonRejected, true
+	}
+	return "", false
+}
+
+// DeadLetter publishes ev to the dead-letter topic, keyed by its aggregate
+// ID (no key when it has none), with its payload as the value unless reason
+// is ReasonSize, and with the headers HeaderDLQ* saying why. It calls done
+// once, like Publish. It never blocks, so it may be called from another
+// event's done.
+func (s *Sink) DeadLetter(ctx context.Context, ev *schema.Event, reason string, cause error, attempts int, done func(error)) {
+	rec := &kgo.Record{Topic: s.dlqTopic, Value: ev.Payload}
+	if ev.AggregateID != "" {
+		rec.Key = []byte(ev.AggregateID)
+	}
+	if reason == ReasonSize {
+		rec.Value = nil
+	}
+	header := func(k, v string) { rec.Headers = append(rec.Headers, kgo.RecordHeader{Key: k, Value: []byte(v)}) }
+	header(HeaderID, ev.ID)
+	header(HeaderEventType, ev.EventType)
+	header(HeaderAggregateType, ev.AggregateType)
+	header(HeaderPosition, ev.Position.String())
+	header(HeaderDLQReason, reason)
+	header(HeaderDLQError, cause.Error())
+	header(HeaderDLQAttempts, strconv.Itoa(attempts))
+	header(HeaderDLQSourceLSN, ev.Position.CommitLSN.String())
+	header(HeaderDLQTime, time.Now().UTC().Format(time.RFC3339Nano))
+	header(HeaderDLQTable, ev.Table)
+	if ev.Headers != nil {
+		header(HeaderDLQHeaders, string(ev.Headers))
+	}
+	if reason == ReasonSize {
+		header(HeaderDLQPayloadOmitted, "true")
+	}
+
+	s.inflight.add()
+	produce := func() {
+		s.client.Produce(ctx, rec, func(_ *kgo.Record, err error) {
+			if err != nil {
+				err = fmt.Errorf("produce event %s to dead-letter topic %q: %w", ev.ID, s.dlqTopic, err)
+			} else {
+				s.metrics.deadLettered.WithLabelValues(reason).Inc()
+			}
+			done(err)
+			s.inflight.remove()
+		})
+	}
+	// Produce blocks while the client's buffer is full, and the buffer
+	// drains only as done callbacks, which may be our caller, return; so
+	// produce on a goroutine of its own. Close waits for it through inflight.
+	go produce()
+}
