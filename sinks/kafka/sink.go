@@ -84,9 +84,9 @@ func New(cfg Config, logger *slog.Logger, reg prometheus.Registerer) (*Sink, err
 		return nil, fmt.Errorf("create kafka client for brokers %s: %w", strings.Join(cfg.Brokers, ","), err)
 	}
 	return &Sink{
-		client:  client,
-		brokers: cfg.Brokers,
-		mapper:  &mapper{topics: newTopicCache(tmpl, m), maxBytes: cfg.MaxMessageBytes},
+		client:   client,
+		brokers:  cfg.Brokers,
+		mapper:   &mapper{topics: newTopicCache(tmpl, m), maxBytes: cfg.MaxMessageBytes},
 		metrics:  m,
 		dlqTopic: cfg.DeadLetterTopic,
 	}, nil
