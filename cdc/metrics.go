@@ -1,6 +1,7 @@
 package cdc
 
 import (
+	"errors"
 	"fmt"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -16,13 +17,14 @@ type metrics struct {
 	active     prometheus.Gauge
 	standby    prometheus.Gauge
 	reconnects prometheus.Counter
+	errors     prometheus.Counter
 }
 
 func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 	m := &metrics{
 		lag: prometheus.NewGauge(prometheus.GaugeOpts{
-			Name: "outbox_relay_replication_lag_bytes",
-			Help: "Server WAL end minus the position the relay has confirmed.",
+			Name: "outbox_relay_receive_lag_bytes",
+			Help: "Server WAL end minus the end of the newest transaction received, at the last keepalive.",
 		}),
 		serverWAL: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "outbox_relay_server_wal_lsn",
@@ -58,6 +60,11 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		Help:        "Reconnections after the replication connection was lost.",
 		ConstLabels: prometheus.Labels{"target": "postgres"},
 	})
+	errs, err := errorsCounter(reg)
+	if err != nil {
+		return nil, err
+	}
+	m.errors = errs.WithLabelValues("replication")
 	if reg == nil {
 		return m, nil
 	}
@@ -67,4 +74,26 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		}
 	}
 	return m, nil
+}
+
+// errorsCounter returns outbox_relay_errors_total, registering it with reg
+// unless another package of the relay already did: the series is shared.
+func errorsCounter(reg prometheus.Registerer) (*prometheus.CounterVec, error) {
+	c := prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "outbox_relay_errors_total",
+		Help: "Errors by kind: replication, slot_poll, publish, dead_letter.",
+	}, []string{"kind"})
+	if reg == nil {
+		return c, nil
+	}
+	if err := reg.Register(c); err != nil {
+		var are prometheus.AlreadyRegisteredError
+		if errors.As(err, &are) {
+			if existing, ok := are.ExistingCollector.(*prometheus.CounterVec); ok {
+				return existing, nil
+			}
+		}
+		return nil, fmt.Errorf("register outbox_relay_errors_total: %w", err)
+	}
+	return c, nil
 }

@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"net"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/cenkalti/backoff/v5"
@@ -44,9 +45,11 @@ type Handler interface {
 
 // Stream reads the outbox table's inserts from a replication slot.
 type Stream struct {
-	cfg Config
-	log *slog.Logger
-	m   *metrics
+	cfg   Config
+	log   *slog.Logger
+	m     *metrics
+	state atomic.Int32 // a State
+	beat  atomic.Int64 // unix nanoseconds of the loop's last round
 }
 
 // New returns a Stream for cfg; it connects nothing until Run. A nil logger
@@ -79,6 +82,7 @@ func New(cfg Config, logger *slog.Logger, reg prometheus.Registerer) (*Stream, e
 // Handler failure) are returned; so is any error before the first stream,
 // so that a wrong setting fails fast.
 func (s *Stream) Run(ctx context.Context, h Handler) error {
+	defer s.setState(StateStopped)
 	b := backoff.NewExponentialBackOff()
 	b.InitialInterval = 250 * time.Millisecond
 	b.MaxInterval = 5 * time.Second
@@ -99,6 +103,7 @@ func (s *Stream) Run(ctx context.Context, h Handler) error {
 			}
 			return err
 		}
+		s.m.errors.Inc()
 		if !streamed || permanent(err) {
 			return err
 		}
@@ -107,6 +112,7 @@ func (s *Stream) Run(ctx context.Context, h Handler) error {
 		}
 		next := b.NextBackOff()
 		s.m.active.Set(0)
+		s.setState(StateReconnecting)
 		s.m.reconnects.Inc()
 		s.log.Warn("replication stream lost; reconnecting", "err", err, "retry_at", time.Now().Add(next).Format(time.RFC3339Nano))
 		t := time.NewTimer(next)
@@ -122,6 +128,7 @@ func (s *Stream) Run(ctx context.Context, h Handler) error {
 // ctx's end drains h and confirms its final position. drained reports that
 // it did so; streamed is set once START_REPLICATION succeeded.
 func (s *Stream) session(ctx context.Context, h Handler, streamed *bool) (drained bool, _ error) {
+	s.setState(StateConnecting)
 	conn, err := s.connect(ctx)
 	if err != nil {
 		return false, err
@@ -133,6 +140,7 @@ func (s *Stream) session(ctx context.Context, h Handler, streamed *bool) (draine
 		return false, err
 	}
 	*streamed = true
+	s.setState(StateStreaming)
 	s.m.active.Set(1)
 	defer s.m.active.Set(0)
 	// Nothing before the slot's confirmed position is in flight, so the
@@ -291,6 +299,7 @@ func (s *Stream) start(ctx context.Context, conn *pgconn.PgConn) (pglogrepl.LSN,
 		backoff.WithNotify(func(err error, next time.Duration) {
 			if !standby {
 				standby = true
+				s.setState(StateStandby)
 				s.m.standby.Set(1)
 				s.log.Info("standing by: slot in use by another connection; retrying until it is free", "err", err)
 				return
@@ -336,13 +345,15 @@ func (s *Stream) loop(ctx context.Context, conn *pgconn.PgConn, h Handler) error
 		ev         schema.Event
 		inTxn      bool
 		nextStatus = time.Now().Add(s.cfg.StatusInterval)
-		deadline   time.Time // the read deadline last set
-		finishBy   time.Time // set once ctx ends inside a transaction
+		deadline   time.Time     // the read deadline last set
+		finishBy   time.Time     // set once ctx ends inside a transaction
+		received   pglogrepl.LSN // the server has sent everything before it
 		wait       = time.NewTimer(time.Hour)
 	)
 	defer wait.Stop()
 	for {
 		now := time.Now()
+		s.beat.Store(now.UnixNano())
 		if ctx.Err() != nil {
 			switch {
 			case !inTxn:
@@ -410,9 +421,12 @@ func (s *Stream) loop(ctx context.Context, conn *pgconn.PgConn, h Handler) error
 				s.m.serverWAL.Set(float64(ka.ServerWALEnd))
 				if !inTxn {
 					h.Keepalive(ka.ServerWALEnd)
+					// Everything before the server's WAL end has been sent.
+					received = ka.ServerWALEnd
+					s.m.received.Set(float64(received))
 				}
+				s.m.lag.Set(float64(lsnDiff(ka.ServerWALEnd, received)))
 				flushed := h.Flushed()
-				s.m.lag.Set(float64(lsnDiff(ka.ServerWALEnd, flushed)))
 				if ka.ReplyRequested {
 					if err := s.sendStatus(conn, flushed, false); err != nil {
 						return err
@@ -425,7 +439,7 @@ func (s *Stream) loop(ctx context.Context, conn *pgconn.PgConn, h Handler) error
 					return fmt.Errorf("parse XLogData: %w", err)
 				}
 				s.m.serverWAL.Set(float64(xld.ServerWALEnd))
-				if err := s.handle(ctx, xld, h, &rels, &ev, &inTxn); err != nil {
+				if err := s.handle(ctx, xld, h, &rels, &ev, &inTxn, &received); err != nil {
 					return err
 				}
 			}
@@ -438,7 +452,7 @@ func (s *Stream) loop(ctx context.Context, conn *pgconn.PgConn, h Handler) error
 }
 
 // handle acts on one pgoutput message.
-func (s *Stream) handle(ctx context.Context, xld pglogrepl.XLogData, h Handler, rels *relations, ev *schema.Event, inTxn *bool) error {
+func (s *Stream) handle(ctx context.Context, xld pglogrepl.XLogData, h Handler, rels *relations, ev *schema.Event, inTxn *bool, received *pglogrepl.LSN) error {
 	data := xld.WALData
 	if len(data) == 0 {
 		return nil
@@ -478,6 +492,7 @@ func (s *Stream) handle(ctx context.Context, xld pglogrepl.XLogData, h Handler, 
 		}
 		*inTxn = false
 		h.Commit(c.EndLSN)
+		*received = c.EndLSN
 		s.m.received.Set(float64(c.EndLSN))
 	case msgRelation:
 		r, err := decodeRelation(data)

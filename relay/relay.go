@@ -113,18 +113,31 @@ func New(cfg Config, sink Sink, logger *slog.Logger, reg prometheus.Registerer) 
 	if logger == nil {
 		logger = slog.New(slog.DiscardHandler)
 	}
-	m, err := newMetrics(reg, cfg)
-	if err != nil {
-		return nil, err
-	}
-	return &Relay{
+	r := &Relay{
 		cfg:     cfg,
 		sink:    sink,
 		log:     logger.With("component", "relay"),
-		m:       m,
 		failed:  make(chan struct{}),
 		changed: make(chan struct{}, 1),
-	}, nil
+	}
+	m, err := newMetrics(reg, cfg, r.lagSeconds)
+	if err != nil {
+		return nil, err
+	}
+	r.m = m
+	return r, nil
+}
+
+// lagSeconds is how long ago the oldest transaction not yet confirmed
+// committed; zero when every transaction is.
+func (r *Relay) lagSeconds() float64 {
+	r.mu.Lock()
+	t := r.wm.oldest()
+	r.mu.Unlock()
+	if t.IsZero() {
+		return 0
+	}
+	return max(0, time.Since(t).Seconds())
 }
 
 // Begin opens the transaction whose commit record is at commitLSN. A
@@ -151,6 +164,7 @@ func (r *Relay) Begin(commitLSN pglogrepl.LSN, commitTime time.Time) {
 	r.open, r.skipping = true, false
 	r.mu.Lock()
 	r.seq = r.wm.begin()
+	r.wm.stamp(r.seq, commitTime)
 	r.mu.Unlock()
 }
 
@@ -225,6 +239,7 @@ func (r *Relay) ack(ctx context.Context, p *pending, err error) {
 					"event_id", p.ev.ID, "aggregate_id", p.ev.AggregateID, "commit_lsn", p.ev.Position.CommitLSN.String(), "reason", reason, "err", err)
 				dl.DeadLetter(ctx, &p.ev, reason, err, 1, func(dlErr error) {
 					if dlErr != nil {
+						r.m.deadLetterErrors.Inc()
 						dlErr = fmt.Errorf("set poison event aside after %w: %w", err, dlErr)
 					}
 					r.settle(p, dlErr)
@@ -255,6 +270,9 @@ func (r *Relay) settle(p *pending, err error) {
 	} else if r.err == nil {
 		r.err = fmt.Errorf("publish event %s at position %s: %w", id, pos, err)
 		close(r.failed)
+	}
+	if err != nil {
+		r.m.publishErrors.Inc()
 	}
 	signal := (wasFull && !r.fullLocked()) || r.inflightEvents == 0
 	if err == nil {

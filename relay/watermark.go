@@ -1,6 +1,10 @@
 package relay
 
-import "github.com/jackc/pglogrepl"
+import (
+	"time"
+
+	"github.com/jackc/pglogrepl"
+)
 
 // watermark tracks transactions in commit order and the newest end LSN below
 // which every event is acknowledged. It is not safe for concurrent use; the
@@ -19,6 +23,7 @@ type watermark struct {
 }
 
 type txn struct {
+	time      time.Time     // commit time, for the lag in seconds
 	end       pglogrepl.LSN // zero until committed
 	pending   int           // events published and not yet acknowledged
 	committed bool
@@ -29,6 +34,18 @@ func (w *watermark) begin() uint64 {
 	w.txns = append(w.txns, txn{})
 	w.open = true
 	return w.headSeq + uint64(len(w.txns)-w.head-1)
+}
+
+// stamp records the commit time of transaction seq.
+func (w *watermark) stamp(seq uint64, t time.Time) { w.at(seq).time = t }
+
+// oldest returns the commit time of the oldest transaction not yet flushed,
+// or the zero time when there is none.
+func (w *watermark) oldest() time.Time {
+	if w.head < len(w.txns) {
+		return w.txns[w.head].time
+	}
+	return time.Time{}
 }
 
 // add counts one more unacknowledged event in the open transaction.

@@ -24,6 +24,7 @@ type Config struct {
 	Kafka       kafka.Config
 	Relay       relay.Config
 	MetricsAddr string
+	Pprof       bool
 	LogFormat   string
 	LogLevel    string
 
@@ -64,7 +65,8 @@ func bindRun(fs *flag.FlagSet, c *Config) {
 	fs.IntVar(&c.Relay.MaxInflightBytes, "max-inflight-bytes", 16<<20, "bytes of events published and not yet acknowledged before the relay stops reading")
 	fs.DurationVar(&c.CDC.StatusInterval, "status-interval", time.Second, "how often the confirmed position is sent to PostgreSQL")
 	fs.DurationVar(&c.CDC.ShutdownTimeout, "shutdown-timeout", 30*time.Second, "on SIGTERM, how long to wait for in-flight events before exiting")
-	fs.StringVar(&c.MetricsAddr, "metrics-addr", ":9479", "address serving /metrics and /healthz; empty disables")
+	fs.StringVar(&c.MetricsAddr, "metrics-addr", ":9479", "address serving /metrics, /healthz and /readyz; empty disables")
+	fs.BoolVar(&c.Pprof, "pprof", false, "also serve Go profiles under /debug/pprof/ on the metrics address")
 }
 
 // finish parses the raw flag values and validates every part.

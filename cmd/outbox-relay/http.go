@@ -7,19 +7,27 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/http/pprof"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 )
 
-// serveHTTP serves /metrics and /healthz on addr until ctx ends.
-func serveHTTP(ctx context.Context, addr string, reg *prometheus.Registry, logger *slog.Logger) error {
+// serveHTTP serves /metrics, /healthz, /readyz and, with pprof, the
+// profiles under /debug/pprof/ on addr until ctx ends.
+func serveHTTP(ctx context.Context, addr string, reg *prometheus.Registry, h *health, withPprof bool, logger *slog.Logger) error {
 	mux := http.NewServeMux()
 	mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg}))
-	mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) {
-		fmt.Fprintln(w, "ok")
-	})
+	mux.Handle("/healthz", probe(h.live))
+	mux.Handle("/readyz", probe(h.ready))
+	if withPprof {
+		mux.HandleFunc("/debug/pprof/", pprof.Index)
+		mux.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
+		mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+		mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
+		mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
+	}
 	ln, err := net.Listen("tcp", addr)
 	if err != nil {
 		return fmt.Errorf("listen for metrics on %s: %w; set --metrics-addr to a free address, or empty to disable", addr, err)

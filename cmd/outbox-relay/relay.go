@@ -55,11 +55,19 @@ func relayUntilDone(ctx context.Context, cfg Config, stderr io.Writer) error {
 		return err
 	}
 
+	monitor, err := cdc.NewMonitor(cfg.CDC, healthInterval, logger, reg)
+	if err != nil {
+		return err
+	}
+	h := &health{stream: stream, monitor: monitor, ping: sink.Ping}
+
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error { return stream.Run(gctx, core) })
 	g.Go(func() error { return core.Run(gctx) })
+	g.Go(func() error { return monitor.Run(gctx) })
+	g.Go(func() error { return h.run(gctx) })
 	if cfg.MetricsAddr != "" {
-		g.Go(func() error { return serveHTTP(gctx, cfg.MetricsAddr, reg, logger) })
+		g.Go(func() error { return serveHTTP(gctx, cfg.MetricsAddr, reg, h, cfg.Pprof, logger) })
 	}
 	if err := g.Wait(); err != nil {
 		return fmt.Errorf("relay stopped: %w", err)
