@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"strings"
 	"text/tabwriter"
 
 	"github.com/jackc/pgx/v5"
@@ -21,16 +22,18 @@ func (e statusError) Unwrap() error { return e.err }
 
 // slotStatus is what status prints.
 type slotStatus struct {
-	Slot           string `json:"slot"`
-	Plugin         string `json:"plugin"`
-	Active         bool   `json:"active"`
-	ActivePID      int32  `json:"active_pid,omitempty"`
-	ConfirmedFlush string `json:"confirmed_flush_lsn"`
-	RestartLSN     string `json:"restart_lsn"`
-	CurrentLSN     string `json:"current_wal_lsn"`
-	WALStatus      string `json:"wal_status"`
-	LagBytes       int64  `json:"lag_bytes"`
-	RetainedBytes  int64  `json:"retained_wal_bytes"`
+	Slot           string   `json:"slot"`
+	Plugin         string   `json:"plugin"`
+	Active         bool     `json:"active"`
+	ActivePID      int32    `json:"active_pid,omitempty"`
+	ConfirmedFlush string   `json:"confirmed_flush_lsn"`
+	RestartLSN     string   `json:"restart_lsn"`
+	CurrentLSN     string   `json:"current_wal_lsn"`
+	WALStatus      string   `json:"wal_status"`
+	LagBytes       int64    `json:"lag_bytes"`
+	RetainedBytes  int64    `json:"retained_wal_bytes"`
+	Publication    string   `json:"publication"`
+	Tables         []string `json:"publication_tables"`
 }
 
 // status prints the slot's position and lag.
@@ -47,7 +50,16 @@ func status(ctx context.Context, cfg Config, asJSON bool, stdout io.Writer) erro
 	if err != nil {
 		return err
 	}
+	rows, err := conn.Query(ctx, `SELECT schemaname || '.' || tablename FROM pg_publication_tables WHERE pubname = $1 ORDER BY 1`, cfg.CDC.Publication)
+	if err != nil {
+		return fmt.Errorf("read publication %q: %w", cfg.CDC.Publication, err)
+	}
+	tables, err := pgx.CollectRows(rows, pgx.RowTo[string])
+	if err != nil {
+		return fmt.Errorf("read publication %q: %w", cfg.CDC.Publication, err)
+	}
 	st := slotStatus{
+		Publication: cfg.CDC.Publication, Tables: tables,
 		Slot: s.Name, Plugin: s.Plugin, Active: s.Active, ActivePID: s.ActivePID,
 		ConfirmedFlush: s.ConfirmedFlush.String(), RestartLSN: s.RestartLSN.String(), CurrentLSN: s.CurrentLSN.String(),
 		WALStatus: s.WALStatus, LagBytes: s.LagBytes(), RetainedBytes: s.RetainedBytes(),
@@ -72,6 +84,8 @@ func status(ctx context.Context, cfg Config, asJSON bool, stdout io.Writer) erro
 		fmt.Fprintf(tw, "wal status\t%s\n", st.WALStatus)
 		fmt.Fprintf(tw, "lag bytes\t%d\n", st.LagBytes)
 		fmt.Fprintf(tw, "retained wal bytes\t%d\n", st.RetainedBytes)
+		fmt.Fprintf(tw, "publication\t%s\n", st.Publication)
+		fmt.Fprintf(tw, "publication tables\t%s\n", strings.Join(st.Tables, ", "))
 		if err := tw.Flush(); err != nil {
 			return fmt.Errorf("write status: %w", err)
 		}
