@@ -24,6 +24,7 @@ demo: build
 # test: every test, unit, integration and end-to-end, against a real
 # PostgreSQL started privately (or OUTBOX_RELAY_TEST_PG_DSN). Nothing is skipped.
 test: build vet
+	deploy/check.sh
 	OUTBOX_RELAY_BIN=$(CURDIR)/$(BIN) $(GO) test -race -count=1 -timeout 20m ./...
 
 # test-short: the unit tests only, no database.
