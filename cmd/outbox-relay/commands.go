@@ -43,9 +43,14 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	statusFS.BoolVar(&asJSON, "json", false, "print JSON instead of a table")
 
 	var root *ffcli.Command
+	var probeAddr, probePath string
+	probeFS := newFS("healthcheck")
+	probeFS.StringVar(&probeAddr, "metrics-addr", ":9479", "the relay's metrics address")
+	probeFS.StringVar(&probePath, "path", "/healthz", "endpoint to check: /healthz or /readyz")
+
 	root = &ffcli.Command{
 		Name:       "outbox-relay",
-		ShortUsage: "outbox-relay <setup|run|status|version> [flags]",
+		ShortUsage: "outbox-relay <setup|run|status|healthcheck|version> [flags]",
 		ShortHelp:  "Publish committed outbox rows from PostgreSQL to Kafka.",
 		LongHelp:   "Every flag is also an environment variable: --pg-dsn is OUTBOX_RELAY_PG_DSN. A flag beats the environment.",
 		FlagSet:    newFS(""),
@@ -87,6 +92,16 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 						return err
 					}
 					return status(ctx, statusCfg, asJSON, stdout)
+				},
+			},
+			{
+				Name:       "healthcheck",
+				ShortUsage: "outbox-relay healthcheck [--path /readyz]",
+				ShortHelp:  "Exit 0 if the local relay's /healthz (or --path) answers 200; for container health checks.",
+				FlagSet:    probeFS,
+				Options:    opts,
+				Exec: func(ctx context.Context, _ []string) error {
+					return healthcheck(ctx, probeAddr, probePath, stdout)
 				},
 			},
 			{

@@ -5,6 +5,9 @@ import (
 	"context"
 	"errors"
 	"flag"
+	"fmt"
+	"net/http"
+	"net/http/httptest"
 	"strings"
 	"testing"
 )
@@ -101,5 +104,29 @@ func TestPoisonPolicyFlag(t *testing.T) {
 	err := run(context.Background(), []string{"run", "--pg-dsn", "postgres://h/db", "--poison-policy", "ignore"}, &stdout, &stderr)
 	if err == nil || !strings.Contains(err.Error(), `poison policy "ignore"`) || exitCode(err) != 2 {
 		t.Errorf("run --poison-policy ignore = %v, want a usage error naming the policy", err)
+	}
+}
+
+func TestHealthcheck(t *testing.T) {
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/readyz" {
+			w.WriteHeader(http.StatusServiceUnavailable)
+			fmt.Fprintln(w, "PostgreSQL does not answer")
+			return
+		}
+		fmt.Fprintln(w, "ok")
+	}))
+	defer srv.Close()
+	addr := strings.TrimPrefix(srv.URL, "http://")
+	var stdout, stderr bytes.Buffer
+	if err := run(context.Background(), []string{"healthcheck", "--metrics-addr", addr}, &stdout, &stderr); err != nil {
+		t.Errorf("healthcheck of a healthy relay = %v", err)
+	}
+	err := run(context.Background(), []string{"healthcheck", "--metrics-addr", addr, "--path", "/readyz"}, &stdout, &stderr)
+	if err == nil || !strings.Contains(err.Error(), "PostgreSQL does not answer") || exitCode(err) != 1 {
+		t.Errorf("healthcheck of an unready relay = %v, want exit 1 with the reason", err)
+	}
+	if err := run(context.Background(), []string{"healthcheck", "--metrics-addr", "127.0.0.1:1"}, &stdout, &stderr); err == nil {
+		t.Error("healthcheck with nothing listening = nil, want an error")
 	}
 }
