@@ -26,7 +26,9 @@ type Handler interface {
 	// Begin opens a transaction whose commit record is at commitLSN.
 	Begin(commitLSN pglogrepl.LSN, commitTime time.Time)
 	// Insert takes one outbox row of the open transaction. The Handler may
-	// keep ev's strings and slices, not ev. An error stops the stream.
+	// keep ev's strings and slices, not ev. ctx is never cancelled: the
+	// events it carries outlive the stream, which drains them at shutdown.
+	// An error stops the stream.
 	Insert(ctx context.Context, ev *schema.Event) error
 	// Commit closes the open transaction; end is the position to confirm
 	// once its events are acknowledged.
@@ -341,6 +343,8 @@ func (s *Stream) loop(ctx context.Context, conn *pgconn.PgConn, h Handler) error
 	defer stop()
 
 	rels := relations{table: s.cfg.Table, columns: s.cfg.Columns}
+	// Events outlive the stream: shutdown drains them instead of cancelling.
+	pubCtx := context.WithoutCancel(ctx)
 	var (
 		ev         schema.Event
 		inTxn      bool
@@ -439,7 +443,7 @@ func (s *Stream) loop(ctx context.Context, conn *pgconn.PgConn, h Handler) error
 					return fmt.Errorf("parse XLogData: %w", err)
 				}
 				s.m.serverWAL.Set(float64(xld.ServerWALEnd))
-				if err := s.handle(ctx, xld, h, &rels, &ev, &inTxn, &received); err != nil {
+				if err := s.handle(pubCtx, xld, h, &rels, &ev, &inTxn, &received); err != nil {
 					return err
 				}
 			}

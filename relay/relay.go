@@ -216,7 +216,9 @@ func (r *Relay) Insert(ctx context.Context, ev *schema.Event) error {
 
 	// The sink's delivery must outlive a cancelled stream: shutdown drains
 	// what is in flight instead of abandoning it.
-	ctx = context.WithoutCancel(ctx)
+	if ctx.Done() != nil {
+		ctx = context.WithoutCancel(ctx)
+	}
 	p := pending{seq: r.seq, size: size, ev: *ev}
 	r.sink.Publish(ctx, ev, func(err error) { r.ack(ctx, &p, err) })
 	return nil
