@@ -1,7 +1,6 @@
 package cdc
 
 import (
-	"errors"
 	"fmt"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -60,15 +59,11 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		Help:        "Reconnections after the replication connection was lost.",
 		ConstLabels: prometheus.Labels{"target": "postgres"},
 	})
-	errs, err := errorsCounter(reg)
-	if err != nil {
-		return nil, err
-	}
-	m.errors = errs.WithLabelValues("replication")
+	m.errors = errorsCounter("replication")
 	if reg == nil {
 		return m, nil
 	}
-	for _, c := range []prometheus.Collector{m.lag, m.serverWAL, m.received, m.confirmed, m.rows, m.stalls, m.active, m.standby, m.reconnects} {
+	for _, c := range []prometheus.Collector{m.lag, m.serverWAL, m.received, m.confirmed, m.rows, m.stalls, m.active, m.standby, m.reconnects, m.errors} {
 		if err := reg.Register(c); err != nil {
 			return nil, fmt.Errorf("register cdc metrics: %w", err)
 		}
@@ -76,24 +71,13 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 	return m, nil
 }
 
-// errorsCounter returns outbox_relay_errors_total, registering it with reg
-// unless another package of the relay already did: the series is shared.
-func errorsCounter(reg prometheus.Registerer) (*prometheus.CounterVec, error) {
-	c := prometheus.NewCounterVec(prometheus.CounterOpts{
-		Name: "outbox_relay_errors_total",
-		Help: "Errors by kind: replication, slot_poll, publish, dead_letter.",
-	}, []string{"kind"})
-	if reg == nil {
-		return c, nil
-	}
-	if err := reg.Register(c); err != nil {
-		var are prometheus.AlreadyRegisteredError
-		if errors.As(err, &are) {
-			if existing, ok := are.ExistingCollector.(*prometheus.CounterVec); ok {
-				return existing, nil
-			}
-		}
-		return nil, fmt.Errorf("register outbox_relay_errors_total: %w", err)
-	}
-	return c, nil
+// errorsCounter returns the outbox_relay_errors_total series of one kind.
+// Several packages count errors under this name, each its own kinds, so the
+// help text must be the same everywhere.
+func errorsCounter(kind string) prometheus.Counter {
+	return prometheus.NewCounter(prometheus.CounterOpts{
+		Name:        "outbox_relay_errors_total",
+		Help:        "Errors by kind: replication, slot_poll, publish, dead_letter.",
+		ConstLabels: prometheus.Labels{"kind": kind},
+	})
 }

@@ -145,15 +145,11 @@ func newMonitorMetrics(reg prometheus.Registerer) (*monitorMetrics, error) {
 			Help: "1 while a connection, this relay's or another's, streams from the slot.",
 		}),
 	}
-	errs, err := errorsCounter(reg)
-	if err != nil {
-		return nil, err
-	}
-	m.errors = errs.WithLabelValues("slot_poll")
+	m.errors = errorsCounter("slot_poll")
 	if reg == nil {
 		return m, nil
 	}
-	for _, c := range []prometheus.Collector{m.lag, m.retained, m.safe, m.active} {
+	for _, c := range []prometheus.Collector{m.lag, m.retained, m.safe, m.active, m.errors} {
 		if err := reg.Register(c); err != nil {
 			return nil, fmt.Errorf("register monitor metrics: %w", err)
 		}

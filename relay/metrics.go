@@ -1,7 +1,6 @@
 package relay
 
 import (
-	"errors"
 	"fmt"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -58,18 +57,14 @@ func newMetrics(reg prometheus.Registerer, cfg Config, lagSeconds func() float64
 		Name: "outbox_relay_replication_lag_seconds",
 		Help: "Time since the commit of the oldest transaction whose events are not all acknowledged; 0 when none is.",
 	}, lagSeconds)
-	errs, err := errorsCounter(reg)
-	if err != nil {
-		return nil, err
-	}
-	m.publishErrors = errs.WithLabelValues("publish")
-	m.deadLetterErrors = errs.WithLabelValues("dead_letter")
+	m.publishErrors = errorsCounter("publish")
+	m.deadLetterErrors = errorsCounter("dead_letter")
 	limitEvents.Set(float64(cfg.MaxInflightEvents))
 	limitBytes.Set(float64(cfg.MaxInflightBytes))
 	if reg == nil {
 		return m, nil
 	}
-	for _, c := range []prometheus.Collector{m.inflightEvents, m.inflightBytes, m.transactions, m.flushedLSN, m.latency, m.replayed, lag, limitEvents, limitBytes} {
+	for _, c := range []prometheus.Collector{m.inflightEvents, m.inflightBytes, m.transactions, m.flushedLSN, m.latency, m.replayed, lag, limitEvents, limitBytes, m.publishErrors, m.deadLetterErrors} {
 		if err := reg.Register(c); err != nil {
 			return nil, fmt.Errorf("register relay metrics: %w", err)
 		}
@@ -77,24 +72,13 @@ func newMetrics(reg prometheus.Registerer, cfg Config, lagSeconds func() float64
 	return m, nil
 }
 
-// errorsCounter returns outbox_relay_errors_total, registering it with reg
-// unless another package of the relay already did: the series is shared.
-func errorsCounter(reg prometheus.Registerer) (*prometheus.CounterVec, error) {
-	c := prometheus.NewCounterVec(prometheus.CounterOpts{
-		Name: "outbox_relay_errors_total",
-		Help: "Errors by kind: replication, slot_poll, publish, dead_letter.",
-	}, []string{"kind"})
-	if reg == nil {
-		return c, nil
-	}
-	if err := reg.Register(c); err != nil {
-		var are prometheus.AlreadyRegisteredError
-		if errors.As(err, &are) {
-			if existing, ok := are.ExistingCollector.(*prometheus.CounterVec); ok {
-				return existing, nil
-			}
-		}
-		return nil, fmt.Errorf("register outbox_relay_errors_total: %w", err)
-	}
-	return c, nil
+// errorsCounter returns the outbox_relay_errors_total series of one kind.
+// Several packages count errors under this name, each its own kinds, so the
+// help text must be the same everywhere.
+func errorsCounter(kind string) prometheus.Counter {
+	return prometheus.NewCounter(prometheus.CounterOpts{
+		Name:        "outbox_relay_errors_total",
+		Help:        "Errors by kind: replication, slot_poll, publish, dead_letter.",
+		ConstLabels: prometheus.Labels{"kind": kind},
+	})
 }
