@@ -42,6 +42,11 @@ type SQLExecer interface {
 type Outbox struct {
 	Table   Table
 	Columns Columns
+	// Trace returns the W3C trace context current in ctx. Insert writes a
+	// valid one into the headers of each message that has no traceparent
+	// header of its own (see HeaderTraceparent), when the table has a
+	// headers column. Nil means TraceFromContext.
+	Trace func(ctx context.Context) (traceparent, tracestate string)
 }
 
 // Insert writes msgs to the default outbox table through db, which should be
@@ -62,7 +67,7 @@ const maxRowsPerStatement = 1000
 // Insert writes msgs into o's table through db, in order, with as few
 // statements as the parameter limit allows.
 func (o Outbox) Insert(ctx context.Context, db Execer, msgs ...Message) error {
-	return o.insert(msgs, func(q string, args []any) error {
+	return o.insert(o.traced(ctx, msgs), func(q string, args []any) error {
 		_, err := db.Exec(ctx, q, args...)
 		return err
 	})
@@ -70,7 +75,7 @@ func (o Outbox) Insert(ctx context.Context, db Execer, msgs ...Message) error {
 
 // InsertSQL is Insert for database/sql.
 func (o Outbox) InsertSQL(ctx context.Context, db SQLExecer, msgs ...Message) error {
-	return o.insert(msgs, func(q string, args []any) error {
+	return o.insert(o.traced(ctx, msgs), func(q string, args []any) error {
 		_, err := db.ExecContext(ctx, q, args...)
 		return err
 	})
