@@ -31,11 +31,16 @@ type Config struct {
 	// Raw flag values parsed by finish.
 	table   string
 	brokers string
+	// Files holding secrets, read by finish (see secrets.go).
+	dsnFile          string
+	saslPasswordFile string
+	saslTokenFile    string
 }
 
 // bindDatabase binds the flags every subcommand needs to reach the outbox.
 func bindDatabase(fs *flag.FlagSet, c *Config) {
 	fs.StringVar(&c.CDC.DSN, "pg-dsn", "", "PostgreSQL connection string (URL or key=value); the replication connection is derived from it")
+	fs.StringVar(&c.dsnFile, "pg-dsn-file", "", "file holding the PostgreSQL connection string, instead of --pg-dsn; read at start-up, trailing newlines ignored")
 	fs.StringVar(&c.table, "table", schema.DefaultTable.String(), "outbox table, schema.name")
 	fs.StringVar(&c.CDC.Publication, "publication", "outbox_relay", "publication of the outbox table")
 	fs.StringVar(&c.CDC.Slot, "slot", "outbox_relay", "logical replication slot")
@@ -67,10 +72,32 @@ func bindRun(fs *flag.FlagSet, c *Config) {
 	fs.DurationVar(&c.CDC.ShutdownTimeout, "shutdown-timeout", 30*time.Second, "on SIGTERM, how long to wait for in-flight events before exiting")
 	fs.StringVar(&c.MetricsAddr, "metrics-addr", ":9479", "address serving /metrics, /healthz and /readyz; empty disables")
 	fs.BoolVar(&c.Pprof, "pprof", false, "also serve Go profiles under /debug/pprof/ on the metrics address")
+	bindKafkaSecurity(fs, c)
 }
 
-// finish parses the raw flag values and validates every part.
+// bindKafkaSecurity binds the flags of the brokers' TLS and SASL.
+func bindKafkaSecurity(fs *flag.FlagSet, c *Config) {
+	t, s := &c.Kafka.TLS, &c.Kafka.SASL
+	fs.BoolVar(&t.Enable, "kafka-tls", false, "connect to the brokers with TLS")
+	fs.StringVar(&t.CAFile, "kafka-tls-ca-file", "", "PEM file of the CAs that sign the brokers' certificates; empty trusts the system's")
+	fs.StringVar(&t.CertFile, "kafka-tls-cert-file", "", "PEM client certificate for brokers that require one (mutual TLS)")
+	fs.StringVar(&t.KeyFile, "kafka-tls-key-file", "", "PEM private key of --kafka-tls-cert-file")
+	fs.StringVar(&t.ServerName, "kafka-tls-server-name", "", "host name the brokers' certificates must hold; empty means each broker's host")
+	fs.BoolVar(&t.InsecureSkipVerify, "kafka-tls-insecure-skip-verify", false, "accept any broker certificate (tests only: anyone on the path can read and change the traffic)")
+	fs.StringVar(&s.Mechanism, "kafka-sasl-mechanism", "", "SASL mechanism: PLAIN, SCRAM-SHA-256, SCRAM-SHA-512 or OAUTHBEARER; empty for none")
+	fs.StringVar(&s.Username, "kafka-sasl-username", "", "SASL username (PLAIN, SCRAM)")
+	fs.StringVar(&s.Password, "kafka-sasl-password", "", "SASL password (PLAIN, SCRAM); prefer --kafka-sasl-password-file")
+	fs.StringVar(&c.saslPasswordFile, "kafka-sasl-password-file", "", "file holding the SASL password, instead of --kafka-sasl-password; read at start-up, trailing newlines ignored")
+	fs.StringVar(&s.Token, "kafka-sasl-token", "", "OAUTHBEARER token; prefer --kafka-sasl-token-file")
+	fs.StringVar(&c.saslTokenFile, "kafka-sasl-token-file", "", "file holding the OAUTHBEARER token, instead of --kafka-sasl-token; read at start-up, trailing newlines ignored")
+}
+
+// finish reads the secret files, parses the raw flag values and validates
+// every part.
 func (c *Config) finish() error {
+	if err := c.readSecrets(); err != nil {
+		return usageError{err}
+	}
 	t, err := schema.ParseTable(c.table)
 	if err != nil {
 		return usageError{fmt.Errorf("--table: %w", err)}

@@ -3,6 +3,7 @@ package kafka
 import (
 	"errors"
 	"fmt"
+	"log/slog"
 	"strings"
 	"time"
 
@@ -74,6 +75,23 @@ type Config struct {
 	// headers saying why (see Sink.DeadLetter). Zero means
 	// DefaultDeadLetterTopic, "outbox-relay-dlq".
 	DeadLetterTopic string
+	// TLS encrypts the broker connections and may present a client
+	// certificate. Zero means plaintext.
+	TLS TLSConfig
+	// SASL authenticates the client to the brokers. Zero means no
+	// authentication.
+	SASL SASLConfig
+}
+
+// LogValue describes c for logs without the SASL password or token.
+func (c Config) LogValue() slog.Value {
+	return slog.GroupValue(
+		slog.Any("brokers", c.Brokers),
+		slog.String("topic", c.Topic),
+		slog.String("client_id", c.ClientID),
+		slog.Any("tls", c.TLS),
+		slog.Any("sasl", c.SASL),
+	)
 }
 
 // withDefaults returns c with its zero fields replaced by their defaults.
@@ -94,7 +112,8 @@ func (c Config) withDefaults() Config {
 }
 
 // Validate reports every field of c that New would reject, each with what
-// to change. It does not contact the brokers; see Sink.Ping.
+// to change. It reads the TLS files, and its errors name any it cannot
+// read or parse, but it does not contact the brokers; see Sink.Ping.
 func (c Config) Validate() error {
 	c = c.withDefaults()
 	var errs []error
@@ -122,6 +141,8 @@ func (c Config) Validate() error {
 		errs = append(errs, fmt.Errorf("kafka: max message bytes %d is out of range; use %d to %d, at most the topics' max.message.bytes, or 0 for %d",
 			c.MaxMessageBytes, minMessageBytes, maxMessageBytes, DefaultMaxMessageBytes))
 	}
+	errs = append(errs, c.TLS.validate()...)
+	errs = append(errs, c.SASL.validate()...)
 	return errors.Join(errs...)
 }
 
@@ -158,5 +179,5 @@ func (c Config) opts() []kgo.Opt {
 	if c.AllowAutoTopicCreation {
 		opts = append(opts, kgo.AllowAutoTopicCreation())
 	}
-	return opts
+	return append(opts, c.securityOpts()...)
 }
