@@ -8,6 +8,9 @@ import (
 
 var kvPassword = regexp.MustCompile(`(?i)(password\s*=\s*)('(?:[^'\\]|\\.)*'|\S+)`)
 
+// secretParams are DSN parameters whose values are secrets.
+var secretParams = []string{"password", "sslpassword"}
+
 // RedactDSN returns dsn with any password replaced by "xxxxx", for logs and
 // error messages.
 func RedactDSN(dsn string) string {
@@ -20,9 +23,11 @@ func RedactDSN(dsn string) string {
 			u.User = url.UserPassword(u.User.Username(), "xxxxx")
 		}
 		q := u.Query()
-		if q.Has("password") {
-			q.Set("password", "xxxxx")
-			u.RawQuery = q.Encode()
+		for _, p := range secretParams {
+			if q.Has(p) {
+				q.Set(p, "xxxxx")
+				u.RawQuery = q.Encode()
+			}
 		}
 		return u.String()
 	}

@@ -22,7 +22,7 @@ const brokerCheckTimeout = 10 * time.Second
 // the metrics server, until ctx ends or one of them fails.
 func relayUntilDone(ctx context.Context, cfg Config, stderr io.Writer) error {
 	logger := cfg.logger(stderr)
-	logger.Info("starting", "version", version, "commit", commit, "cdc", cfg.CDC, "brokers", cfg.Kafka.Brokers, "topic", cfg.Kafka.Topic)
+	logger.Info("starting", "version", version, "commit", commit, "cdc", cfg.CDC, "kafka", cfg.Kafka)
 
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(

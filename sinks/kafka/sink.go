@@ -2,6 +2,8 @@ package kafka
 
 import (
 	"context"
+	"crypto/tls"
+	"errors"
 	"fmt"
 	"log/slog"
 	"strings"
@@ -9,6 +11,7 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kgo"
 	"github.com/twmb/franz-go/plugin/kprom"
 	"github.com/twmb/franz-go/plugin/kslog"
@@ -150,7 +153,19 @@ func (s *Sink) Flush(ctx context.Context) error {
 // Give ctx a deadline: franz-go gives up on a broker that drops packets or
 // never answers only after about 10s. The error names the seed brokers.
 func (s *Sink) Ping(ctx context.Context) error {
-	if err := s.client.Ping(ctx); err != nil {
+	err := s.client.Ping(ctx)
+	var certErr *tls.CertificateVerificationError
+	switch {
+	case err == nil:
+		return nil
+	case errors.Is(err, kerr.SaslAuthenticationFailed):
+		return fmt.Errorf("kafka brokers %s rejected the SASL credentials; check the mechanism, username, password or token: %w",
+			strings.Join(s.brokers, ","), err)
+	case errors.As(err, &certErr):
+		return fmt.Errorf("kafka brokers %s presented a certificate this relay does not trust; set the CA file, or the TLS server name: %w",
+			strings.Join(s.brokers, ","), err)
+	}
+	if err != nil {
 		return fmt.Errorf("no kafka broker answered (seed brokers %s); check that they are running and reachable from this host on the listed host:port, and that the addresses they advertise resolve here: %w",
 			strings.Join(s.brokers, ","), err)
 	}
