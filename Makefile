@@ -34,10 +34,26 @@ test-short:
 vet:
 	$(GO) vet ./...
 
-bench:
-	$(GO) test -run '^$$' -bench . -benchmem ./...
+# bench: the end-to-end benchmark of the relay binary (e2e/bench: a private
+# PostgreSQL, the broker of e2e/broker in its own process, workloads W1-W4
+# three times each, about 15 minutes), then the Go micro-benchmarks; the
+# results replace the lower part of BENCHMARKS.md. A quick look:
+# make bench BENCH_FLAGS='--scale 0.05 --runs 1'
+bench: build
+	$(GO) build -o bin/bench-broker ./e2e/broker
+	$(GO) run ./e2e/bench --relay $(BIN) --broker-bin bin/bench-broker --markdown BENCHMARKS.md $(BENCH_FLAGS)
+	$(GO) test -run '^$$' -bench . -benchmem ./cdc/ ./relay/ ./sinks/kafka/ > bin/bench-micro.txt
+	printf '\n### Go micro-benchmarks\n\n`go test -bench . -benchmem` of ./cdc/, ./relay/ and ./sinks/kafka/, tests skipped:\n\n```\n' >> BENCHMARKS.md
+	cat bin/bench-micro.txt >> BENCHMARKS.md
+	printf '```\n' >> BENCHMARKS.md
 
 clean:
 	rm -rf bin
 
 FORCE:
+
+# image: the container image from deploy/Dockerfile, built with the same
+# go build line as the build target. Needs a Docker engine.
+.PHONY: image
+image:
+	docker build -f deploy/Dockerfile --build-arg VERSION=$(VERSION) --build-arg COMMIT=$(COMMIT) -t outbox-relay:$(VERSION) .
