@@ -1,6 +1,7 @@
 package cdc
 
 import (
+	"fmt"
 	"net/url"
 	"regexp"
 	"strings"
@@ -32,4 +33,11 @@ func RedactDSN(dsn string) string {
 		return u.String()
 	}
 	return kvPassword.ReplaceAllString(dsn, "${1}xxxxx")
+}
+
+// ConnectError wraps a failure to connect to the server at dsn with what to
+// check; the DSN in it is redacted.
+func ConnectError(dsn string, err error) error {
+	return fmt.Errorf("connect to PostgreSQL at %s: %w; check that the server is running and reachable from this host, and the DSN's host, port, user, password and database",
+		RedactDSN(dsn), err)
 }

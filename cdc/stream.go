@@ -225,7 +225,7 @@ func (s *Stream) connect(ctx context.Context) (*pgconn.PgConn, error) {
 	}
 	db, err := pgx.ConnectConfig(ctx, ccfg)
 	if err != nil {
-		return nil, fmt.Errorf("connect to PostgreSQL at %s: %w", dsn, err)
+		return nil, ConnectError(s.cfg.DSN, err)
 	}
 	defer db.Close(context.WithoutCancel(ctx))
 	if err := CheckServer(ctx, db, s.cfg.Table, s.cfg.Publication); err != nil {

@@ -270,7 +270,7 @@ func (r *Relay) settle(p *pending, err error) {
 	if err == nil {
 		r.wm.ack(seq)
 	} else if r.err == nil {
-		r.err = fmt.Errorf("publish event %s at position %s: %w", id, pos, err)
+		r.err = fmt.Errorf("publish event %s (row %d of the transaction committed at %s): %w", id, pos.Index, pos.CommitLSN, err)
 		close(r.failed)
 	}
 	if err != nil {

@@ -27,7 +27,7 @@ func setup(ctx context.Context, cfg Config, dryRun bool, stdout, stderr io.Write
 	}
 	conn, err := pgx.Connect(ctx, cfg.CDC.DSN)
 	if err != nil {
-		return fmt.Errorf("connect to PostgreSQL at %s: %w", cdc.RedactDSN(cfg.CDC.DSN), err)
+		return cdc.ConnectError(cfg.CDC.DSN, err)
 	}
 	defer conn.Close(context.WithoutCancel(ctx))
 	if err := cdc.Setup(ctx, conn, cfg.CDC, cfg.logger(stderr)); err != nil {

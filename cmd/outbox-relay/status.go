@@ -40,7 +40,7 @@ type slotStatus struct {
 func status(ctx context.Context, cfg Config, asJSON bool, stdout io.Writer) error {
 	conn, err := pgx.Connect(ctx, cfg.CDC.DSN)
 	if err != nil {
-		return fmt.Errorf("connect to PostgreSQL at %s: %w", cdc.RedactDSN(cfg.CDC.DSN), err)
+		return cdc.ConnectError(cfg.CDC.DSN, err)
 	}
 	defer conn.Close(context.WithoutCancel(ctx))
 	s, err := cdc.ReadSlot(ctx, conn, cfg.CDC.Slot)
