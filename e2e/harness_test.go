@@ -57,14 +57,22 @@ type env struct {
 	broker  *kfake.Cluster
 	brokers string
 	slot    string
+	bin     string // the relay binary; empty means relayBin
 }
 
 const partitions = 6
 
 func newEnv(t *testing.T) *env {
 	t.Helper()
-	dsn := pgtest.NewDatabase(t)
-	broker, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.AllowAutoTopicCreation(), kfake.DefaultNumPartitions(partitions))
+	return newEnvOn(t, pgtest.NewDatabase(t))
+}
+
+// newEnvOn is newEnv on the database at dsn, which it sets up, with brokerOpts
+// added to the broker's options.
+func newEnvOn(t *testing.T, dsn string, brokerOpts ...kfake.Opt) *env {
+	t.Helper()
+	opts := append([]kfake.Opt{kfake.NumBrokers(1), kfake.AllowAutoTopicCreation(), kfake.DefaultNumPartitions(partitions)}, brokerOpts...)
+	broker, err := kfake.NewCluster(opts...)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -79,7 +87,11 @@ func newEnv(t *testing.T) *env {
 
 // command returns the binary run with e's settings in its environment.
 func (e *env) command(ctx context.Context, args ...string) *exec.Cmd {
-	cmd := exec.CommandContext(ctx, relayBin, args...)
+	bin := e.bin
+	if bin == "" {
+		bin = relayBin
+	}
+	cmd := exec.CommandContext(ctx, bin, args...)
 	cmd.Env = append(os.Environ(),
 		"OUTBOX_RELAY_PG_DSN="+e.dsn,
 		"OUTBOX_RELAY_KAFKA_BROKERS="+e.brokers,
@@ -100,6 +112,7 @@ type proc struct {
 	logs    []string
 	metrics string // address of /metrics once logged
 	ready   chan struct{}
+	started time.Time
 }
 
 // start runs `outbox-relay run`, logging its output through t.
@@ -114,7 +127,7 @@ func (e *env) start(extraEnv ...string) *proc {
 	if err := cmd.Start(); err != nil {
 		e.t.Fatal(err)
 	}
-	p := &proc{t: e.t, cmd: cmd, done: make(chan struct{}), ready: make(chan struct{})}
+	p := &proc{t: e.t, cmd: cmd, done: make(chan struct{}), ready: make(chan struct{}), started: time.Now()}
 	go p.read(stderr)
 	e.t.Cleanup(func() { p.kill() })
 	return p

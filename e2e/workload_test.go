@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"maps"
 	"math/rand/v2"
@@ -64,6 +65,21 @@ type workload struct {
 	Pause time.Duration
 	// Seed makes the workload reproducible; zero picks one at random.
 	Seed uint64
+	// Reconnect makes a writer whose transaction fails reconnect and go
+	// on, as an application rides out a database restart, instead of
+	// ending the workload. A transaction that failed before its commit
+	// counts as rolled back; one whose Commit returned an error counts as
+	// in doubt: it need not arrive, and may. A writer gives up when it
+	// cannot commit for a minute.
+	Reconnect bool
+	// Poison, if set, is asked once per small transaction for a row Kafka
+	// can never accept, given one of the transaction's aggregates and
+	// whether the transaction will be rolled back; a non-nil row is
+	// inserted at a random place among the transaction's rows, by plain
+	// SQL so that schema.Insert's checks do not refuse it. The ledger keeps
+	// poison rows apart: they must not reach the outbox topics, and they
+	// hold their place in their transaction's positions.
+	Poison func(rng *rand.Rand, typ, aggregateID string, rollback bool) *schema.Message
 }
 
 func (w *workload) defaults() {
@@ -126,7 +142,8 @@ func (w *workload) writer(ctx context.Context, dsn string, i int, l *ledger) err
 	if err != nil {
 		return fmt.Errorf("writer %d: connect: %w", i, err)
 	}
-	defer conn.Close(context.WithoutCancel(ctx))
+	defer func() { conn.Close(context.WithoutCancel(ctx)) }()
+	lastCommit := time.Now()
 
 	rng := rand.New(rand.NewPCG(w.Seed, uint64(i)))
 	var aggs []int
@@ -179,8 +196,33 @@ func (w *workload) writer(ctx context.Context, dsn string, i int, l *ledger) err
 			}
 			aggOf[j] = a
 		}
-		if err := w.transact(ctx, conn, msgs, rollback); err != nil {
-			return fmt.Errorf("writer %d, transaction %d of %d rows: %w", i, txnNo, n, err)
+		var poison []bool
+		if w.Poison != nil && !big {
+			typ, id := w.aggregateID(aggOf[rng.IntN(n)])
+			if pm := w.Poison(rng, typ, id, rollback); pm != nil {
+				k := rng.IntN(n + 1)
+				msgs = slices.Insert(msgs, k, *pm)
+				poison = make([]bool, len(msgs))
+				poison[k] = true
+			}
+		}
+		if err := w.transact(ctx, conn, msgs, poison, rollback); err != nil {
+			var ce *commitError
+			switch {
+			case !w.Reconnect || ctx.Err() != nil:
+				return fmt.Errorf("writer %d, transaction %d of %d rows: %w", i, txnNo, n, err)
+			case time.Since(lastCommit) > time.Minute:
+				return fmt.Errorf("writer %d: no commit for %s; last error, transaction %d: %w", i, time.Since(lastCommit).Round(time.Second), txnNo, err)
+			case errors.As(err, &ce):
+				l.inDoubt(msgs)
+			default:
+				l.rolledBack(msgs)
+			}
+			if conn, err = w.reconnect(ctx, dsn, conn); err != nil {
+				return fmt.Errorf("writer %d: %w", i, err)
+			}
+			l.reconnected()
+			continue
 		}
 		if rollback {
 			l.rolledBack(msgs)
@@ -188,7 +230,8 @@ func (w *workload) writer(ctx context.Context, dsn string, i int, l *ledger) err
 			for a, k := range pending {
 				next[a] += k
 			}
-			l.committed(i, msgs)
+			l.commit(i, msgs, poison)
+			lastCommit = time.Now()
 			if !big {
 				written += n
 			}
@@ -204,19 +247,93 @@ func (w *workload) writer(ctx context.Context, dsn string, i int, l *ledger) err
 	return nil
 }
 
-func (w *workload) transact(ctx context.Context, conn *pgx.Conn, msgs []schema.Message, rollback bool) error {
+// commitError reports a transaction whose Commit failed: the writer cannot
+// tell whether it committed.
+type commitError struct{ err error }
+
+func (e *commitError) Error() string { return "commit: " + e.err.Error() }
+func (e *commitError) Unwrap() error { return e.err }
+
+// transact writes msgs in one transaction; the rows poison marks go in by
+// plain SQL.
+func (w *workload) transact(ctx context.Context, conn *pgx.Conn, msgs []schema.Message, poison []bool, rollback bool) error {
 	tx, err := conn.Begin(ctx)
 	if err != nil {
 		return fmt.Errorf("begin: %w", err)
 	}
-	if err := schema.Insert(ctx, tx, msgs...); err != nil {
-		_ = tx.Rollback(context.WithoutCancel(ctx))
-		return err
+	for len(msgs) > 0 {
+		n := 0
+		for n < len(msgs) && (poison == nil || !poison[n]) {
+			n++
+		}
+		if n > 0 {
+			err = schema.Insert(ctx, tx, msgs[:n]...)
+		} else {
+			err = insertRaw(ctx, tx, msgs[0])
+			n = 1
+		}
+		if err != nil {
+			_ = tx.Rollback(context.WithoutCancel(ctx))
+			return err
+		}
+		msgs = msgs[n:]
+		if poison != nil {
+			poison = poison[n:]
+		}
 	}
 	if rollback {
 		return tx.Rollback(ctx)
 	}
-	return tx.Commit(ctx)
+	if err := tx.Commit(ctx); err != nil {
+		return &commitError{err}
+	}
+	return nil
+}
+
+// insertRaw inserts m into the default outbox table as it is: no ID is
+// generated and nothing is checked.
+func insertRaw(ctx context.Context, db schema.Execer, m schema.Message) error {
+	var headers any
+	if m.Headers != nil {
+		b, err := json.Marshal(m.Headers)
+		if err != nil {
+			return err
+		}
+		headers = string(b)
+	}
+	_, err := db.Exec(ctx, `INSERT INTO outbox (id, aggregate_type, aggregate_id, event_type, payload, headers)
+		VALUES ($1, $2, $3, $4, $5::jsonb, $6::jsonb)`,
+		m.ID, m.AggregateType, m.AggregateID, m.EventType, string(m.Payload), headers)
+	if err != nil {
+		return fmt.Errorf("insert row %s by plain SQL: %w", m.ID, err)
+	}
+	return nil
+}
+
+// reconnect closes conn and connects again, retrying until ctx ends or a
+// minute passes.
+func (w *workload) reconnect(ctx context.Context, dsn string, conn *pgx.Conn) (*pgx.Conn, error) {
+	cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), time.Second)
+	conn.Close(cctx)
+	cancel()
+	deadline := time.Now().Add(time.Minute)
+	wait := 50 * time.Millisecond
+	for {
+		cctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		c, err := pgx.Connect(cctx, dsn)
+		cancel()
+		if err == nil {
+			return c, nil
+		}
+		if ctx.Err() != nil || time.Now().After(deadline) {
+			return nil, fmt.Errorf("reconnect: %w", err)
+		}
+		select {
+		case <-time.After(wait):
+		case <-ctx.Done():
+		}
+		wait = min(2*wait, time.Second)
+	}
 }
 
 // ledger records what the workload wrote: every committed row, the rows of
@@ -226,9 +343,12 @@ type ledger struct {
 	mu         sync.Mutex
 	rows       map[string]*row   // committed rows by ID
 	rolled     map[string]bool   // IDs of rolled-back rows
+	doubt      map[string]bool   // IDs of rows whose Commit failed
+	poison     map[string]*row   // committed poison rows by ID
 	aggregates map[string][]*row // committed rows per aggregate ID, in commit order
 	txns       [][]*row          // committed transactions, rows in insertion order
 	writerTxns [][]int           // per writer, indices into txns in commit order
+	reconnects int               // writers' reconnections (Reconnect)
 }
 
 // row is one committed outbox row.
@@ -247,23 +367,65 @@ func (l *ledger) init(w *workload) {
 	}
 	l.rows = make(map[string]*row)
 	l.rolled = make(map[string]bool)
+	l.doubt = make(map[string]bool)
+	l.poison = make(map[string]*row)
 	l.aggregates = make(map[string][]*row)
 	l.writerTxns = make([][]int, w.Writers)
 }
 
 func (l *ledger) committed(writer int, msgs []schema.Message) {
+	l.commit(writer, msgs, nil)
+}
+
+// commit records a committed transaction; the rows poison marks are
+// poison rows, which hold their index but are not expected to arrive.
+func (l *ledger) commit(writer int, msgs []schema.Message, poison []bool) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	t := len(l.txns)
 	rs := make([]*row, len(msgs))
 	for j, m := range msgs {
-		r := &row{msg: m, seq: len(l.aggregates[m.AggregateID]), txn: t, index: j}
-		l.rows[m.ID] = r
-		l.aggregates[m.AggregateID] = append(l.aggregates[m.AggregateID], r)
+		r := &row{msg: m, seq: -1, txn: t, index: j}
+		if poison != nil && poison[j] {
+			l.poison[m.ID] = r
+		} else {
+			r.seq = len(l.aggregates[m.AggregateID])
+			l.rows[m.ID] = r
+			l.aggregates[m.AggregateID] = append(l.aggregates[m.AggregateID], r)
+		}
 		rs[j] = r
 	}
 	l.txns = append(l.txns, rs)
 	l.writerTxns[writer] = append(l.writerTxns[writer], t)
+}
+
+// inDoubt records the rows of a transaction whose Commit failed.
+func (l *ledger) inDoubt(msgs []schema.Message) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	for _, m := range msgs {
+		l.doubt[m.ID] = true
+	}
+}
+
+func (l *ledger) reconnected() {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.reconnects++
+}
+
+// faults returns the numbers of rows in doubt and of writer reconnections.
+func (l *ledger) faults() (inDoubt, reconnects int) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return len(l.doubt), l.reconnects
+}
+
+// poisonRows returns the committed poison rows.
+func (l *ledger) poisonRows() []*row {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return slices.Collect(maps.Values(l.poison))
 }
 
 func (l *ledger) rolledBack(msgs []schema.Message) {
@@ -380,6 +542,9 @@ type report struct {
 	OutOfOrder     int // first deliveries of an aggregate behind one committed later
 	RolledBackSeen int // records of rolled-back rows
 	Unknown        int // records with a missing or unknown id header
+	// InDoubt counts records of rows whose Commit failed (see
+	// workload.Reconnect): they may arrive or not, and are not checked.
+	InDoubt int
 	// PositionDisorder counts first deliveries whose position header is not
 	// greater than the previous first delivery's on the same partition,
 	// and rows whose positions contradict the commit order the writers saw.
@@ -392,8 +557,8 @@ type report struct {
 }
 
 func (r *report) String() string {
-	return fmt.Sprintf("records=%d rows=%d duplicates=%d missing=%d out_of_order=%d rolled_back_seen=%d unknown=%d position_disorder=%d mismatches=%d",
-		r.Records, r.Rows, r.Duplicates, r.Missing, r.OutOfOrder, r.RolledBackSeen, r.Unknown, r.PositionDisorder, r.Mismatches)
+	return fmt.Sprintf("records=%d rows=%d duplicates=%d missing=%d out_of_order=%d rolled_back_seen=%d unknown=%d in_doubt=%d position_disorder=%d mismatches=%d",
+		r.Records, r.Rows, r.Duplicates, r.Missing, r.OutOfOrder, r.RolledBackSeen, r.Unknown, r.InDoubt, r.PositionDisorder, r.Mismatches)
 }
 
 // ok reports whether nothing is wrong; duplicates are wrong only when
@@ -450,6 +615,16 @@ func (l *ledger) check(recs []*kgo.Record) *report {
 		if l.rolled[id] {
 			r.RolledBackSeen++
 			p.add("rolled back", "row %s of a rolled-back transaction arrived at %s/%d@%d", id, rec.Topic, rec.Partition, rec.Offset)
+			continue
+		}
+		if l.doubt[id] {
+			r.InDoubt++
+			continue
+		}
+		if pr := l.poison[id]; pr != nil {
+			r.Mismatches++
+			p.add("poison", "poison row %s (aggregate type %q, aggregate id %q, %d payload bytes) arrived at %s/%d@%d",
+				id, pr.msg.AggregateType, pr.msg.AggregateID, len(pr.msg.Payload), rec.Topic, rec.Partition, rec.Offset)
 			continue
 		}
 		row := l.rows[id]
