@@ -19,6 +19,7 @@ import (
 	"os"
 	"os/exec"
 	"os/signal"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -279,9 +280,9 @@ func showLag(ctx context.Context, addr string, out *printer) error {
 			out.say("metrics", "not yet: %v", err)
 			continue
 		}
-		out.say("metrics", "replication_lag_bytes=%s published=%s inflight=%s transactions=%s",
-			m["outbox_relay_replication_lag_bytes"], m["outbox_relay_events_published_total"],
-			m["outbox_relay_inflight_events"], m["outbox_relay_transactions_total"])
+		out.say("metrics", "replication_lag_bytes=%s replication_lag_seconds=%s published=%s inflight=%s transactions=%s dlq=%s",
+			m["outbox_relay_replication_lag_bytes"], m["outbox_relay_replication_lag_seconds"], m["outbox_relay_events_published_total"],
+			m["outbox_relay_inflight_events"], m["outbox_relay_transactions_total"], m["outbox_relay_dlq_events_total"])
 	}
 }
 
@@ -320,7 +321,7 @@ func scrape(ctx context.Context, url string) (map[string]string, error) {
 	}
 	m := map[string]string{}
 	for k, v := range sums {
-		m[k] = fmt.Sprintf("%.0f", v)
+		m[k] = strconv.FormatFloat(v, 'f', -1, 64)
 	}
 	return m, sc.Err()
 }
