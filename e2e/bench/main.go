@@ -1,0 +1,230 @@
+// Command bench measures the outbox-relay binary end to end: rows per
+// second from a PostgreSQL backlog to Kafka acknowledgements, beside
+// pg_recvlogical draining the same backlog (the ceiling PostgreSQL's logical
+// decoding sets), CPU and peak memory of the relay process, and
+// commit-to-acknowledgement latency under a steady load.
+//
+// It runs against the PostgreSQL server --pg-dsn names (a superuser, or a
+// role that may create databases and replication slots, on a server with
+// wal_level=logical), or without it a private one it starts and removes
+// (cdc/pgtest); and against the Kafka brokers --brokers names, or without
+// it the kfake broker of e2e/broker, started in a process of its own for
+// every run so that its CPU and memory are apart from the relay's. Each run
+// uses a fresh database, slot and broker.
+//
+// Workloads (--workloads), row counts multiplied by --scale:
+//
+//	W1  200,000 transactions of 1 row, payload ~200 bytes, 1,000 aggregates
+//	W2  2,000,000 rows in transactions of 100 rows
+//	W3  5,000 single-row transactions per second for 60 s with the relay
+//	    running: commit-to-acknowledgement latency and lag
+//	W4  100,000 rows of 8 KB incompressible payloads (TOASTed), 10 per transaction
+//
+// W1, W2 and W4 insert the backlog with the relay stopped (not timed), copy
+// the slot and time pg_recvlogical draining the copy, then time the relay
+// from its start until Kafka acknowledged the last row and the slot's
+// confirmed_flush_lsn reached the WAL position after the backlog. W3 reads
+// the latency quantiles from the relay's end-to-end histogram and, with
+// --w3-consume, measures every row from its commit to a consumer here.
+//
+// The relay runs with its defaults and OUTBOX_RELAY_LOG_LEVEL=warn;
+// --relay-env measures another setting. --profile DIR adds a run of
+// --profile-workload with the relay's /debug/pprof on, saving a 20 s CPU
+// profile and the allocation profile, with go tool pprof -top of each.
+// --markdown FILE rewrites FILE below its results marker.
+//
+//	go run ./e2e/bench --relay bin/outbox-relay --scale 0.05 --runs 1
+//	make bench    # full scale, 3 runs, results in BENCHMARKS.md
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"time"
+)
+
+func main() {
+	if err := run(os.Args[1:]); err != nil {
+		fmt.Fprintln(os.Stderr, "bench:", err)
+		os.Exit(1)
+	}
+}
+
+// options are the command's flags.
+type options struct {
+	pgDSN         string
+	pgBinDir      string
+	brokers       string
+	brokerBin     string
+	partitions    int
+	relayBin      string
+	workloads     []string
+	scale         float64
+	runs          int
+	insertClients int
+	w3Rate        float64
+	w3Duration    time.Duration
+	w3Writers     int
+	w3Consume     bool
+	w3Trace       string
+	markdown      string
+	profileDir    string
+	profileW      string
+	runTimeout    time.Duration
+	relayEnv      []string
+}
+
+func parseFlags(args []string) (options, error) {
+	var o options
+	fs := flag.NewFlagSet("bench", flag.ContinueOnError)
+	fs.StringVar(&o.pgDSN, "pg-dsn", "", "PostgreSQL server to benchmark against (a role that may create databases and slots); empty starts a private one")
+	fs.StringVar(&o.pgBinDir, "pg-bindir", "", "directory holding pg_recvlogical; empty means the newest /usr/lib/postgresql/*/bin, else PATH")
+	fs.StringVar(&o.brokers, "brokers", "", "Kafka bootstrap brokers, comma-separated; empty starts e2e/broker (kfake) in its own process for every run")
+	fs.StringVar(&o.brokerBin, "broker-bin", "", "built e2e/broker program; empty builds it")
+	fs.IntVar(&o.partitions, "partitions", 10, "partitions of the topic when the broker is started here")
+	fs.StringVar(&o.relayBin, "relay", "bin/outbox-relay", "outbox-relay binary to measure")
+	workloads := fs.String("workloads", "W1,W2,W3,W4", "workloads to run, comma-separated")
+	fs.Float64Var(&o.scale, "scale", 1, "multiplies row counts (and W3's duration); 0.05 makes a quick run")
+	fs.IntVar(&o.runs, "runs", 3, "runs of each workload; the table shows medians")
+	fs.IntVar(&o.insertClients, "insert-clients", 2, "connections inserting the backlog in parallel")
+	fs.Float64Var(&o.w3Rate, "w3-rate", 5000, "W3: transactions per second")
+	fs.DurationVar(&o.w3Duration, "w3-duration", time.Minute, "W3: duration at full scale (multiplied by --scale, at least 5s)")
+	fs.IntVar(&o.w3Writers, "w3-writers", 4, "W3: connections writing")
+	fs.BoolVar(&o.w3Consume, "w3-consume", true, "W3: also consume the records and measure commit to consumer receipt")
+	fs.StringVar(&o.w3Trace, "w3-trace", "", "W3: write each measured row's commit time and consumer latency to this CSV file (the last run's)")
+	fs.StringVar(&o.markdown, "markdown", "", "write the results into this Markdown file, keeping its text above the results marker")
+	fs.StringVar(&o.profileDir, "profile", "", "after the runs, run a backlog workload once more with --pprof and save CPU (20s) and allocation profiles in this directory")
+	fs.StringVar(&o.profileW, "profile-workload", "W2", "workload of the --profile run: W1, W2 or W4")
+	fs.DurationVar(&o.runTimeout, "run-timeout", 15*time.Minute, "longest one run may take")
+	fs.Func("relay-env", "OUTBOX_RELAY_NAME=value for the relay, to measure a setting other than its default; repeatable", func(kv string) error {
+		if !strings.HasPrefix(kv, "OUTBOX_RELAY_") || !strings.Contains(kv, "=") {
+			return fmt.Errorf("want OUTBOX_RELAY_NAME=value, not %q", kv)
+		}
+		o.relayEnv = append(o.relayEnv, kv)
+		return nil
+	})
+	if err := fs.Parse(args); err != nil {
+		return o, err
+	}
+	if fs.NArg() > 0 {
+		return o, fmt.Errorf("unexpected arguments %q", fs.Args())
+	}
+	o.profileW = strings.ToUpper(o.profileW)
+	for _, w := range strings.Split(*workloads, ",") {
+		w = strings.ToUpper(strings.TrimSpace(w))
+		if w == "" {
+			continue
+		}
+		if _, ok := workloadByName[w]; !ok {
+			return o, fmt.Errorf("--workloads: unknown workload %q; use W1, W2, W3 or W4", w)
+		}
+		o.workloads = append(o.workloads, w)
+	}
+	switch {
+	case len(o.workloads) == 0:
+		return o, errors.New("--workloads names none; use W1, W2, W3 or W4")
+	case o.scale <= 0:
+		return o, fmt.Errorf("--scale is %g; use a positive number", o.scale)
+	case o.runs < 1:
+		return o, fmt.Errorf("--runs is %d; use 1 or more", o.runs)
+	case o.insertClients < 1 || o.w3Writers < 1:
+		return o, errors.New("--insert-clients and --w3-writers must be 1 or more")
+	case o.profileW != "W1" && o.profileW != "W2" && o.profileW != "W4":
+		return o, fmt.Errorf("--profile-workload is %q; use W1, W2 or W4", o.profileW)
+	case o.w3Rate <= 0:
+		return o, fmt.Errorf("--w3-rate is %g; use a positive number", o.w3Rate)
+	}
+	return o, nil
+}
+
+func run(args []string) error {
+	o, err := parseFlags(args)
+	if err != nil {
+		return err
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+
+	relayBin, err := filepath.Abs(o.relayBin)
+	if err != nil {
+		return err
+	}
+	if _, err := os.Stat(relayBin); err != nil {
+		return fmt.Errorf("relay binary: %w; build it with make build or pass --relay", err)
+	}
+	tmp, err := os.MkdirTemp("", "outbox-relay-bench-")
+	if err != nil {
+		return err
+	}
+	defer os.RemoveAll(tmp)
+
+	b := &bench{o: o, relayBin: relayBin, tmp: tmp, started: time.Now()}
+	if o.brokers == "" {
+		if b.brokerBin, err = brokerBinary(ctx, o.brokerBin, tmp); err != nil {
+			return err
+		}
+	}
+	b.logf("starting PostgreSQL")
+	srv, err := openServer(ctx, o.pgDSN, o.pgBinDir)
+	if err != nil {
+		return err
+	}
+	defer srv.close()
+	b.srv = srv
+	if b.machine, err = describeMachine(ctx, srv, relayBin); err != nil {
+		return err
+	}
+	b.logf("%s; PostgreSQL %s; relay %s", b.machine.CPU, b.machine.PostgreSQL, b.machine.Relay)
+
+	var results []result
+	for _, name := range o.workloads {
+		w := workloadByName[name].scaled(o)
+		for i := 1; i <= o.runs; i++ {
+			r, err := b.runOnce(ctx, w, i, nil)
+			if err != nil {
+				return fmt.Errorf("%s run %d: %w", w.name, i, err)
+			}
+			b.logf("%s run %d: %s", w.name, i, r.oneLine())
+			results = append(results, r)
+		}
+	}
+	var prof *profileRun
+	if o.profileDir != "" {
+		if prof, err = b.profile(ctx); err != nil {
+			return fmt.Errorf("profile run: %w", err)
+		}
+	}
+
+	rep := report{machine: b.machine, opts: o, results: results, profile: prof, took: time.Since(b.started)}
+	fmt.Println()
+	fmt.Print(rep.text())
+	if o.markdown != "" {
+		if err := rep.writeMarkdown(o.markdown); err != nil {
+			return err
+		}
+		b.logf("results written to %s", o.markdown)
+	}
+	return nil
+}
+
+// bench holds what every run shares.
+type bench struct {
+	o         options
+	srv       *server
+	relayBin  string
+	brokerBin string
+	tmp       string
+	machine   machine
+	started   time.Time
+}
+
+func (b *bench) logf(format string, args ...any) {
+	fmt.Fprintf(os.Stderr, "%s %s\n", time.Since(b.started).Truncate(time.Second), fmt.Sprintf(format, args...))
+}

@@ -1,0 +1,413 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"os"
+	"os/exec"
+	"strings"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"golang.org/x/sync/errgroup"
+)
+
+// result is one run of one workload. Durations are seconds; a negative
+// figure was not measured.
+type result struct {
+	workload string
+	run      int
+	rows     int64
+	bytes    int64 // payload bytes: the Kafka record values
+
+	insert     float64 // loading the backlog, relay stopped
+	relay      float64 // relay start to the slot confirmed past the backlog
+	ack        float64 // relay start to Kafka's acknowledgement of the last row
+	ceiling    float64 // pg_recvlogical draining a copy of the slot
+	relayCPU   float64 // CPU seconds of the relay process
+	relayRSS   int64   // peak resident set of the relay process, bytes
+	brokerCPU  float64 // CPU seconds of the broker process; -1 for external brokers
+	senderCPU  float64 // CPU seconds of the walsender feeding the relay; -1 if unknown
+	ceilingCPU float64 // CPU seconds of pg_recvlogical
+	ceilingWS  float64 // CPU seconds of the walsender feeding pg_recvlogical; -1 if unknown
+	decode     float64 // pg_logical_slot_peek_binary_changes decoding a copy of the slot in SQL
+	published  float64 // the relay's outbox_relay_events_published_total at the end
+	busy       float64 // share of the machine's CPU busy while the relay was timed; -1 if unknown
+	ceilBusy   float64 // the same while pg_recvlogical was
+
+	// W3 only.
+	rate     float64                    // transactions per second achieved by the writers
+	hist     map[float64]bucketQuantile // commit to acknowledgement
+	produce  map[float64]bucketQuantile // produce call to acknowledgement
+	consumed map[float64]float64        // quantile -> seconds, commit return to consumer receipt; nil if not measured
+	consumeN int64                      // rows the consumer received
+	lagP50   float64                    // bytes
+	lagMax   float64
+	buckets  []float64 // the latency histogram's bounds
+	cores    cores     // CPU used while the measured rows were written
+	// One-second windows of commits (consumer-measured), and those whose
+	// p99 was at most 5 ms.
+	seconds, goodSeconds int
+}
+
+func (r result) oneLine() string {
+	if r.hist != nil {
+		s := fmt.Sprintf("%.0f tx/s; relay histogram p50 %s p99 %s p999 %s", r.rate,
+			fmtBucket(r.hist[0.5]), fmtBucket(r.hist[0.99]), fmtBucket(r.hist[0.999]))
+		if r.consumed != nil {
+			s += fmt.Sprintf("; consumer p50 %s p99 %s p999 %s, p99 ≤ 5ms in %d of %d seconds", ms(r.consumed[0.5]), ms(r.consumed[0.99]), ms(r.consumed[0.999]), r.goodSeconds, r.seconds)
+		}
+		s += fmt.Sprintf("; produce to ack p50 %s p99 %s", fmtBucket(r.produce[0.5]), fmtBucket(r.produce[0.99]))
+		return s + fmt.Sprintf("; lag p50 %.0f B max %.0f B; CPU %.2fs/100k rows; RSS %.1f MB; machine %.0f%% busy; cores: relay %.2f broker %.2f PostgreSQL %.2f bench %.2f",
+			r.lagP50, r.lagMax, r.cpuPer100k(), float64(r.relayRSS)/1e6, r.busy*100, r.cores.relay, r.cores.broker, r.cores.postgres, r.cores.bench)
+	}
+	s := fmt.Sprintf("%d rows inserted in %.1fs; relay %.2fs (%.0f rows/s, acked at %.2fs)", r.rows, r.insert, r.relay, r.rowsPerSec(), r.ack)
+	if r.ceiling > 0 {
+		s += fmt.Sprintf(", pg_recvlogical %.2fs (%.0f rows/s), ratio %.2f", r.ceiling, float64(r.rows)/r.ceiling, r.ratio())
+	}
+	s += fmt.Sprintf("; CPU %.2fs/100k rows; RSS %.1f MB; machine %.0f%% busy", r.cpuPer100k(), float64(r.relayRSS)/1e6, r.busy*100)
+	if r.ceilBusy >= 0 {
+		s += fmt.Sprintf(" (%.0f%% under pg_recvlogical)", r.ceilBusy*100)
+	}
+	return s
+}
+
+func (r result) rowsPerSec() float64 { return float64(r.rows) / r.relay }
+func (r result) mbPerSec() float64   { return float64(r.bytes) / r.relay / 1e6 }
+func (r result) ratio() float64 {
+	if r.ceiling <= 0 {
+		return -1
+	}
+	return r.ceiling / r.relay
+}
+func (r result) ackRatio() float64 {
+	if r.ceiling <= 0 || r.ack <= 0 {
+		return -1
+	}
+	return r.ceiling / r.ack
+}
+func (r result) cpuPer100k() float64 { return r.relayCPU / float64(r.rows) * 1e5 }
+
+// runOnce runs w once in a fresh database, with a fresh broker. prof, if
+// set, makes it a profiling run.
+func (b *bench) runOnce(ctx context.Context, w workload, run int, prof *profileRun) (result, error) {
+	ctx, cancel := context.WithTimeout(ctx, b.o.runTimeout)
+	defer cancel()
+	db := fmt.Sprintf("%s%s_%d", databasePrefix, strings.ToLower(w.name), run)
+	if prof != nil {
+		db = databasePrefix + "profile"
+	}
+	if err := b.srv.freshDatabase(ctx, db); err != nil {
+		return result{}, err
+	}
+	defer func() {
+		dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), time.Minute)
+		defer cancel()
+		if err := b.srv.dropDatabase(dctx, db); err != nil {
+			b.logf("drop database %s: %v", db, err)
+		}
+	}()
+	dsn := b.srv.dsnFor(db)
+	setup := exec.CommandContext(ctx, b.relayBin, "setup")
+	setup.Env = b.relayEnv(dsn, "localhost:9092", "", false)
+	if out, err := setup.CombinedOutput(); err != nil {
+		return result{}, fmt.Errorf("outbox-relay setup: %w\n%s", err, out)
+	}
+	if w.latency {
+		return b.latencyRun(ctx, w, run, db)
+	}
+	return b.backlogRun(ctx, w, run, db, prof)
+}
+
+// relayEnv is the relay's environment: ours without OUTBOX_RELAY_*
+// settings, so that it runs with its defaults, then --relay-env, then the
+// benchmark's own, which win.
+func (b *bench) relayEnv(dsn, brokers, metricsAddr string, pprof bool) []string {
+	var env []string
+	for _, kv := range os.Environ() {
+		if !strings.HasPrefix(kv, "OUTBOX_RELAY_") {
+			env = append(env, kv)
+		}
+	}
+	env = append(env, b.o.relayEnv...)
+	env = append(env,
+		"OUTBOX_RELAY_PG_DSN="+dsn,
+		"OUTBOX_RELAY_KAFKA_BROKERS="+brokers,
+		"OUTBOX_RELAY_SLOT="+slotName,
+		"OUTBOX_RELAY_PUBLICATION="+publication,
+		"OUTBOX_RELAY_METRICS_ADDR="+metricsAddr,
+		"OUTBOX_RELAY_LOG_LEVEL=warn",
+		"OUTBOX_RELAY_LOG_FORMAT=json",
+	)
+	if pprof {
+		env = append(env, "OUTBOX_RELAY_PPROF=true")
+	}
+	return env
+}
+
+// startBroker starts a fresh broker, unless --brokers names one; then the
+// process is nil.
+func (b *bench) startBroker(ctx context.Context) (*process, string, error) {
+	if b.o.brokers != "" {
+		return nil, b.o.brokers, nil
+	}
+	return startBroker(ctx, b.brokerBin, b.o.partitions)
+}
+
+// aggregateType is the rows' aggregate type, hence the topic
+// outbox.{aggregate_type}. An external broker keeps what earlier runs
+// wrote, so each run gets a topic of its own there.
+func (b *bench) aggregateType(w workload, run int) string {
+	if b.o.brokers == "" {
+		return "bench"
+	}
+	return fmt.Sprintf("bench_%s_%s_%d", b.started.Format("20060102T150405"), strings.ToLower(w.name), run)
+}
+
+// backlogRun loads the backlog, measures pg_recvlogical on a copy of the
+// slot, then the relay.
+func (b *bench) backlogRun(ctx context.Context, w workload, run int, db string, prof *profileRun) (result, error) {
+	r := result{workload: w.name, run: run, brokerCPU: -1, senderCPU: -1, ceilingWS: -1, ceiling: -1, ceilingCPU: -1, busy: -1, ceilBusy: -1, decode: -1}
+	b.logf("%s run %d: inserting %d rows, %d per transaction, %d connections", w.name, run, w.rows, w.perTxn, b.o.insertClients)
+	took, err := loadBacklog(ctx, b.srv, db, w, b.o.insertClients, b.aggregateType(w, run))
+	if err != nil {
+		return r, err
+	}
+	r.insert = took.Seconds()
+	conn, err := b.srv.connect(ctx, db)
+	if err != nil {
+		return r, err
+	}
+	defer conn.Close(context.WithoutCancel(ctx))
+	// The backlog ends here: WAL written later (the checkpoint below, the
+	// server's own records) is passed by the relay only once a keepalive
+	// reports it, which takes a status interval more.
+	var end string
+	if err := conn.QueryRow(ctx, "SELECT pg_current_wal_lsn()::text").Scan(&end); err != nil {
+		return r, err
+	}
+	if err := conn.QueryRow(ctx, `SELECT count(*), coalesce(sum(octet_length(payload::text)), 0) FROM outbox`).Scan(&r.rows, &r.bytes); err != nil {
+		return r, fmt.Errorf("count the backlog: %w", err)
+	}
+	// Neither measurement below should meet a checkpoint of the backlog.
+	if _, err := conn.Exec(ctx, "CHECKPOINT"); err != nil {
+		b.logf("CHECKPOINT: %v (going on)", err)
+	}
+	b.logf("%s run %d: %d rows (%.1f MB of payload) inserted in %.1fs; backlog ends at %s", w.name, run, r.rows, float64(r.bytes)/1e6, r.insert, end)
+
+	if w.hasCeiling && prof == nil {
+		if err := b.ceiling(ctx, conn, db, end, &r); err != nil {
+			return r, err
+		}
+		b.logf("%s run %d: pg_recvlogical drained the copy in %.2fs (%.0f rows/s)", w.name, run, r.ceiling, float64(r.rows)/r.ceiling)
+		if err := b.decode(ctx, conn, end, &r); err != nil {
+			return r, err
+		}
+		b.logf("%s run %d: pg_logical_slot_peek_binary_changes decoded a copy in %.2fs (%.0f rows/s)", w.name, run, r.decode, float64(r.rows)/r.decode)
+	}
+
+	broker, brokers, err := b.startBroker(ctx)
+	if err != nil {
+		return r, err
+	}
+	if broker != nil {
+		defer broker.stop(10 * time.Second)
+	}
+	metricsAddr, err := freeAddr()
+	if err != nil {
+		return r, err
+	}
+	cmd := exec.Command(b.relayBin, "run")
+	cmd.Env = b.relayEnv(b.srv.dsnFor(db), brokers, metricsAddr, prof != nil)
+	began, machine := time.Now(), machineCPU()
+	relay, err := start("relay", cmd)
+	if err != nil {
+		return r, err
+	}
+	defer relay.kill()
+	var profiling errgroup.Group
+	if prof != nil {
+		profiling.Go(func() error { return prof.captureCPU(ctx, metricsAddr) })
+	}
+	f, err := b.awaitConfirmed(ctx, conn, relay, "http://"+metricsAddr+"/metrics", r.rows, end)
+	if err != nil {
+		return r, err
+	}
+	r.relay = f.confirm.Sub(began).Seconds()
+	r.ack = f.ack.Sub(began).Seconds()
+	r.busy = machine.busySince()
+	if err := profiling.Wait(); err != nil {
+		return r, err
+	}
+	if prof != nil {
+		if err := prof.captureAllocs(ctx, metricsAddr); err != nil {
+			return r, err
+		}
+	}
+	if err := b.measureProcesses(ctx, &r, relay, broker, f.senderPID, metricsAddr); err != nil {
+		return r, err
+	}
+	if err := relay.stop(time.Minute); err != nil {
+		b.logf("%v", err)
+	}
+	return r, nil
+}
+
+// measureProcesses reads the CPU time and peak memory of the relay, the
+// broker and the walsender, and the relay's published count.
+func (b *bench) measureProcesses(ctx context.Context, r *result, relay, broker *process, senderPID int, metricsAddr string) error {
+	var err error
+	if r.relayCPU, err = cpuSeconds(relay.pid()); err != nil {
+		return fmt.Errorf("relay CPU: %w", err)
+	}
+	if r.relayRSS, err = peakRSS(relay.pid()); err != nil {
+		return fmt.Errorf("relay RSS: %w", err)
+	}
+	if broker != nil {
+		if r.brokerCPU, err = cpuSeconds(broker.pid()); err != nil {
+			return fmt.Errorf("broker CPU: %w", err)
+		}
+	}
+	if senderPID != 0 && b.srv.local() {
+		if s, err := cpuSeconds(senderPID); err == nil {
+			r.senderCPU = s
+		}
+	}
+	m, err := scrapeMetrics(ctx, "http://"+metricsAddr+"/metrics")
+	if err != nil {
+		return fmt.Errorf("read the relay's metrics: %w", err)
+	}
+	r.published = m.sums[metricPublished]
+	return nil
+}
+
+// finish is when a relay was done with a backlog.
+type finish struct {
+	ack, confirm time.Time
+	senderPID    int // the walsender streaming to the relay
+}
+
+// awaitConfirmed polls the slot every 25 ms until its confirmed position
+// reaches end, and the relay's published count every 50 ms until it
+// reaches rows (rows < 0: not watched), noting when each happened.
+func (b *bench) awaitConfirmed(ctx context.Context, conn *pgx.Conn, relay *process, metricsURL string, rows int64, end string) (finish, error) {
+	var f finish
+	t := time.NewTicker(25 * time.Millisecond)
+	defer t.Stop()
+	for tick := 0; ; tick++ {
+		select {
+		case <-relay.done:
+			return f, relay.exitError()
+		case <-ctx.Done():
+			return f, fmt.Errorf("waiting for the slot to be confirmed past %s: %w; relay log:\n%s", end, ctx.Err(), relay.log.String())
+		case <-t.C:
+		}
+		now := time.Now()
+		if f.ack.IsZero() && rows >= 0 && tick%2 == 0 {
+			if m, err := scrapeMetrics(ctx, metricsURL); err == nil && m.sums[metricPublished] >= float64(rows) {
+				f.ack = now
+			}
+		}
+		st, err := readSlot(ctx, conn, slotName, end)
+		if err != nil {
+			return f, err
+		}
+		if st.activePID != 0 {
+			f.senderPID = st.activePID
+		}
+		if st.confirmedPast {
+			f.confirm = time.Now()
+			if f.ack.IsZero() {
+				f.ack = f.confirm
+			}
+			return f, nil
+		}
+	}
+}
+
+// ceiling copies the slot and times pg_recvlogical draining the copy to end.
+func (b *bench) ceiling(ctx context.Context, conn *pgx.Conn, db, end string, r *result) error {
+	if _, err := conn.Exec(ctx, `SELECT pg_copy_logical_replication_slot($1, $2)`, slotName, ceilingSlot); err != nil {
+		return fmt.Errorf("copy slot %s to %s: %w", slotName, ceilingSlot, err)
+	}
+	defer func() {
+		if err := dropSlots(context.WithoutCancel(ctx), conn, `slot_name = $1`, ceilingSlot); err != nil {
+			b.logf("%v", err)
+		}
+	}()
+	var out bytes.Buffer
+	cmd := b.srv.command(ctx, "pg_recvlogical", "-d", b.srv.dsnFor(db), "-S", ceilingSlot,
+		"--start", "--no-loop", "-f", "/dev/null", "-E", end,
+		"-o", "proto_version=1", "-o", "publication_names="+publication)
+	cmd.Stdout, cmd.Stderr = &out, &out
+
+	// The walsender ends with pg_recvlogical: keep its last CPU reading.
+	var ws cpuWatch
+	wctx, stopWatch := context.WithCancel(ctx)
+	var watch errgroup.Group
+	if b.srv.local() {
+		wconn, err := b.srv.connect(ctx, db)
+		if err != nil {
+			stopWatch()
+			return err
+		}
+		defer wconn.Close(context.WithoutCancel(ctx))
+		watch.Go(func() error {
+			t := time.NewTicker(10 * time.Millisecond)
+			defer t.Stop()
+			pid := 0
+			for {
+				select {
+				case <-wctx.Done():
+					return nil
+				case <-t.C:
+				}
+				if pid == 0 {
+					if st, err := readSlot(wctx, wconn, ceilingSlot, end); err == nil {
+						pid = st.activePID
+					}
+				}
+				ws.observe(pid)
+			}
+		})
+	}
+	began, machine := time.Now(), machineCPU()
+	err := cmd.Run()
+	took := time.Since(began)
+	r.ceilBusy = machine.busySince()
+	stopWatch()
+	_ = watch.Wait()
+	if err != nil {
+		return fmt.Errorf("pg_recvlogical: %w\n%s", err, out.String())
+	}
+	r.ceiling = took.Seconds()
+	r.ceilingWS = ws.seconds()
+	if u := cmd.ProcessState; u != nil {
+		r.ceilingCPU = (u.UserTime() + u.SystemTime()).Seconds()
+	}
+	return nil
+}
+
+// decode times pg_logical_slot_peek_binary_changes decoding a copy of the
+// slot to end inside a backend, with pgoutput and the same options: logical
+// decoding with no walsender, network or client.
+func (b *bench) decode(ctx context.Context, conn *pgx.Conn, end string, r *result) error {
+	if _, err := conn.Exec(ctx, `SELECT pg_copy_logical_replication_slot($1, $2)`, slotName, ceilingSlot); err != nil {
+		return fmt.Errorf("copy slot %s to %s: %w", slotName, ceilingSlot, err)
+	}
+	defer func() {
+		if err := dropSlots(context.WithoutCancel(ctx), conn, `slot_name = $1`, ceilingSlot); err != nil {
+			b.logf("%v", err)
+		}
+	}()
+	began := time.Now()
+	var n int64
+	err := conn.QueryRow(ctx, `SELECT count(*) FROM pg_logical_slot_peek_binary_changes($1, $2::pg_lsn, NULL,
+		'proto_version', '1', 'publication_names', $3)`, ceilingSlot, end, publication).Scan(&n)
+	if err != nil {
+		return fmt.Errorf("decode slot %s in SQL: %w", ceilingSlot, err)
+	}
+	r.decode = time.Since(began).Seconds()
+	return nil
+}
