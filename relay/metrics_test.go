@@ -157,7 +157,7 @@ func TestMetricsDefaultLimits(t *testing.T) {
 	_, reg := newTestRelay(t, Config{}, (&held{}).sink())
 	got := gathered(t, reg)
 	for name, want := range map[string]sample{
-		"outbox_relay_inflight_events_limit": {"GAUGE", 10000},
+		"outbox_relay_inflight_events_limit": {"GAUGE", 5000},
 		"outbox_relay_inflight_bytes_limit":  {"GAUGE", 16 << 20},
 	} {
 		if got[name] != want {

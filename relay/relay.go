@@ -17,7 +17,7 @@ import (
 // Config bounds the work a Relay keeps in flight.
 type Config struct {
 	// MaxInflightEvents bounds events handed to the Sink and not yet
-	// acknowledged. Zero means 10000.
+	// acknowledged. Zero means 5000.
 	MaxInflightEvents int
 	// MaxInflightBytes bounds the approximate bytes of those events. Zero
 	// means 16 MiB. The bound is checked before each event, so it may be
@@ -44,7 +44,7 @@ const (
 
 func (c *Config) setDefaults() {
 	if c.MaxInflightEvents == 0 {
-		c.MaxInflightEvents = 10000
+		c.MaxInflightEvents = 5000
 	}
 	if c.MaxInflightBytes == 0 {
 		c.MaxInflightBytes = 16 << 20

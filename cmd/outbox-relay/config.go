@@ -66,7 +66,7 @@ func bindRun(fs *flag.FlagSet, c *Config) {
 	fs.IntVar(&c.Kafka.MaxMessageBytes, "kafka-max-message-bytes", 1<<20, "largest record batch the producer sends; match the broker's message.max.bytes")
 	fs.StringVar((*string)(&c.Relay.PoisonPolicy), "poison-policy", string(relay.PolicyDLQ), "what to do with an event Kafka can never accept: dlq (set it aside in the dead-letter topic and go on) or halt (stop before it)")
 	fs.StringVar(&c.Kafka.DeadLetterTopic, "dlq-topic", kafka.DefaultDeadLetterTopic, "dead-letter topic for poison events under --poison-policy=dlq")
-	fs.IntVar(&c.Relay.MaxInflightEvents, "max-inflight-events", 10000, "events published and not yet acknowledged before the relay stops reading")
+	fs.IntVar(&c.Relay.MaxInflightEvents, "max-inflight-events", 5000, "events published and not yet acknowledged before the relay stops reading")
 	fs.IntVar(&c.Relay.MaxInflightBytes, "max-inflight-bytes", 16<<20, "bytes of events published and not yet acknowledged before the relay stops reading")
 	fs.DurationVar(&c.CDC.StatusInterval, "status-interval", time.Second, "longest time between two confirmations of the position to PostgreSQL; a position that advances is confirmed within 100ms")
 	fs.DurationVar(&c.CDC.ShutdownTimeout, "shutdown-timeout", 30*time.Second, "on SIGTERM, how long to wait for in-flight events before exiting")
