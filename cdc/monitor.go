@@ -102,17 +102,9 @@ func (mo *Monitor) read(ctx context.Context, conn **pgx.Conn) error {
 	if err != nil {
 		return err
 	}
-	var safe *int64
-	if err := (*conn).QueryRow(ctx, `SELECT safe_wal_size FROM pg_replication_slots WHERE slot_name = $1`, mo.cfg.Slot).Scan(&safe); err != nil {
-		return fmt.Errorf("read safe_wal_size of slot %q: %w", mo.cfg.Slot, err)
-	}
 	mo.m.lag.Set(float64(s.LagBytes()))
 	mo.m.retained.Set(float64(s.RetainedBytes()))
-	if safe == nil {
-		mo.m.safe.Set(-1)
-	} else {
-		mo.m.safe.Set(float64(*safe))
-	}
+	mo.m.safe.Set(float64(s.SafeWALBytes))
 	active := 0.0
 	if s.Active {
 		active = 1

@@ -39,12 +39,8 @@ func Setup(ctx context.Context, conn *pgx.Conn, cfg Config, logger *slog.Logger)
 		logger = slog.New(slog.DiscardHandler)
 	}
 	log := logger.With("component", "setup")
-	var level string
-	if err := conn.QueryRow(ctx, "SELECT current_setting('wal_level')").Scan(&level); err != nil {
-		return fmt.Errorf("read wal_level: %w", err)
-	}
-	if level != "logical" {
-		return fmt.Errorf("wal_level is %q: %w; set wal_level = logical (ALTER SYSTEM SET wal_level = logical, or in postgresql.conf) and restart PostgreSQL", level, ErrWALLevel)
+	if err := checkWALLevel(ctx, conn); err != nil {
+		return err
 	}
 
 	exists, err := tableExists(ctx, conn, cfg.Table)
@@ -68,13 +64,9 @@ func Setup(ctx context.Context, conn *pgx.Conn, cfg Config, logger *slog.Logger)
 		return err
 	}
 
-	var pubExists, published bool
-	err = conn.QueryRow(ctx, `
-		SELECT EXISTS (SELECT 1 FROM pg_publication WHERE pubname = $1),
-		       EXISTS (SELECT 1 FROM pg_publication_tables WHERE pubname = $1 AND schemaname = $2 AND tablename = $3)`,
-		cfg.Publication, cfg.Table.Schema, cfg.Table.Name).Scan(&pubExists, &published)
+	pubExists, published, err := readPublication(ctx, conn, cfg.Publication, cfg.Table)
 	if err != nil {
-		return fmt.Errorf("read publication %q: %w", cfg.Publication, err)
+		return err
 	}
 	switch {
 	case !pubExists:

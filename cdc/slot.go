@@ -27,6 +27,10 @@ type Slot struct {
 	WALStatus string
 	// CurrentLSN is pg_current_wal_lsn() when the slot was read.
 	CurrentLSN pglogrepl.LSN
+	// SafeWALBytes is the WAL that can still be written before the slot
+	// risks invalidation (safe_wal_size); -1 when max_slot_wal_keep_size is
+	// unlimited or the slot is lost.
+	SafeWALBytes int64
 }
 
 // LagBytes is the WAL written since the slot's confirmed position.
@@ -56,9 +60,9 @@ func ReadSlot(ctx context.Context, db querier, name string) (Slot, error) {
 	var walStatus *string
 	err := db.QueryRow(ctx, `
 		SELECT slot_name, coalesce(plugin, ''), active, active_pid,
-		       confirmed_flush_lsn, restart_lsn, wal_status, pg_current_wal_lsn()
+		       confirmed_flush_lsn, restart_lsn, wal_status, pg_current_wal_lsn(), coalesce(safe_wal_size, -1)
 		FROM pg_replication_slots WHERE slot_name = $1 AND database = current_database()`, name).
-		Scan(&s.Name, &s.Plugin, &s.Active, &pid, &confirmed, &restart, &walStatus, &s.CurrentLSN)
+		Scan(&s.Name, &s.Plugin, &s.Active, &pid, &confirmed, &restart, &walStatus, &s.CurrentLSN, &s.SafeWALBytes)
 	if errors.Is(err, pgx.ErrNoRows) {
 		return Slot{}, fmt.Errorf("slot %q in this database: %w; run `outbox-relay setup`", name, ErrNoSlot)
 	}
@@ -98,25 +102,17 @@ func (s Slot) Usable() error {
 // publication exists and includes the table. Errors wrap ErrWALLevel,
 // ErrNoTable, ErrNoPublication or ErrNotPublished.
 func CheckServer(ctx context.Context, db querier, table schema.Table, publication string) error {
-	var level string
-	if err := db.QueryRow(ctx, "SELECT current_setting('wal_level')").Scan(&level); err != nil {
-		return fmt.Errorf("read wal_level: %w", err)
-	}
-	if level != "logical" {
-		return fmt.Errorf("wal_level is %q: %w; set wal_level = logical (ALTER SYSTEM SET wal_level = logical, or in postgresql.conf) and restart PostgreSQL", level, ErrWALLevel)
+	if err := checkWALLevel(ctx, db); err != nil {
+		return err
 	}
 	if ok, err := tableExists(ctx, db, table); err != nil {
 		return err
 	} else if !ok {
 		return fmt.Errorf("table %s: %w; run `outbox-relay setup` or set --table", table, ErrNoTable)
 	}
-	var exists, published bool
-	err := db.QueryRow(ctx, `
-		SELECT EXISTS (SELECT 1 FROM pg_publication WHERE pubname = $1),
-		       EXISTS (SELECT 1 FROM pg_publication_tables WHERE pubname = $1 AND schemaname = $2 AND tablename = $3)`,
-		publication, table.Schema, table.Name).Scan(&exists, &published)
+	exists, published, err := readPublication(ctx, db, publication, table)
 	if err != nil {
-		return fmt.Errorf("read publication %q: %w", publication, err)
+		return err
 	}
 	if !exists {
 		return fmt.Errorf("publication %q: %w; run `outbox-relay setup` (as the table's owner)", publication, ErrNoPublication)
@@ -126,6 +122,32 @@ func CheckServer(ctx context.Context, db querier, table schema.Table, publicatio
 			publication, table, ErrNotPublished, publication, table)
 	}
 	return nil
+}
+
+// checkWALLevel returns an error wrapping ErrWALLevel unless the server
+// decodes logically.
+func checkWALLevel(ctx context.Context, db querier) error {
+	var level string
+	if err := db.QueryRow(ctx, "SELECT current_setting('wal_level')").Scan(&level); err != nil {
+		return fmt.Errorf("read wal_level: %w", err)
+	}
+	if level != "logical" {
+		return fmt.Errorf("wal_level is %q: %w; set wal_level = logical (ALTER SYSTEM SET wal_level = logical, or in postgresql.conf) and restart PostgreSQL", level, ErrWALLevel)
+	}
+	return nil
+}
+
+// readPublication reports whether the publication exists and whether it
+// includes table.
+func readPublication(ctx context.Context, db querier, publication string, table schema.Table) (exists, published bool, _ error) {
+	err := db.QueryRow(ctx, `
+		SELECT EXISTS (SELECT 1 FROM pg_publication WHERE pubname = $1),
+		       EXISTS (SELECT 1 FROM pg_publication_tables WHERE pubname = $1 AND schemaname = $2 AND tablename = $3)`,
+		publication, table.Schema, table.Name).Scan(&exists, &published)
+	if err != nil {
+		return false, false, fmt.Errorf("read publication %q: %w", publication, err)
+	}
+	return exists, published, nil
 }
 
 func tableExists(ctx context.Context, db querier, t schema.Table) (bool, error) {

@@ -36,8 +36,8 @@ func newMetrics(reg prometheus.Registerer, cfg Config, lagSeconds func() float64
 			Help: "Position up to which every event is acknowledged, as a WAL byte offset.",
 		}),
 		latency: prometheus.NewHistogram(prometheus.HistogramOpts{
-			Name:    "outbox_relay_end_to_end_latency_seconds",
-			Help:    "Time from a transaction's commit to the sink's acknowledgement of each of its events.",
+			Name: "outbox_relay_end_to_end_latency_seconds",
+			Help: "Time from a transaction's commit to the sink's acknowledgement of each of its events.",
 			// Fine below 50 ms, with bounds at 5 and 25 ms so that p99 and
 			// p999 targets can be read off exactly.
 			Buckets: []float64{0.0005, 0.001, 0.002, 0.003, 0.005, 0.0075, 0.01, 0.015, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30},

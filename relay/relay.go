@@ -89,7 +89,6 @@ type Relay struct {
 	// After a reconnect PostgreSQL sends again every transaction after the
 	// confirmed position: those already relayed are read past, and an open
 	// transaction resumes after the rows it had published.
-	open       bool          // Begin without Commit
 	lastCommit pglogrepl.LSN // commit LSN of the newest committed transaction
 	skipping   bool          // the current transaction was relayed before
 	resumeFrom uint32        // rows of the open transaction published before a reconnect
@@ -145,27 +144,30 @@ func (r *Relay) lagSeconds() float64 {
 // reconnected, is read past, or resumed after its published rows if it was
 // open.
 func (r *Relay) Begin(commitLSN pglogrepl.LSN, commitTime time.Time) {
+	r.mu.Lock()
+	open := r.wm.open // a transaction began and did not commit
+	if !open && commitLSN > r.lastCommit {
+		r.seq = r.wm.begin()
+		r.wm.stamp(r.seq, commitTime)
+		r.mu.Unlock()
+		r.commitLSN, r.commitTime, r.index, r.resumeFrom, r.skipping = commitLSN, commitTime, 0, 0, false
+		return
+	}
+	r.mu.Unlock()
 	switch {
-	case r.open && commitLSN == r.commitLSN:
+	case open && commitLSN == r.commitLSN:
 		r.resumeFrom, r.index, r.skipping = r.index, 0, false
 		r.log.Info("resuming transaction after reconnect", "commit_lsn", commitLSN.String(), "published", r.resumeFrom)
 		return
-	case commitLSN <= r.lastCommit || (r.open && commitLSN < r.commitLSN):
+	case commitLSN <= r.lastCommit || (open && commitLSN < r.commitLSN):
 		r.skipping = true
 		return
-	case r.open:
+	case open:
 		// The stream moved past an open transaction without sending it
 		// again: its end can never be confirmed.
 		r.fail(fmt.Errorf("transaction committing at %s was not sent again after a reconnect; the stream went on at %s", r.commitLSN, commitLSN))
 		r.skipping = true
-		return
 	}
-	r.commitLSN, r.commitTime, r.index, r.resumeFrom = commitLSN, commitTime, 0, 0
-	r.open, r.skipping = true, false
-	r.mu.Lock()
-	r.seq = r.wm.begin()
-	r.wm.stamp(r.seq, commitTime)
-	r.mu.Unlock()
 }
 
 // fail records err as the Relay's failure unless one is recorded.
@@ -302,7 +304,7 @@ func (r *Relay) Commit(end pglogrepl.LSN) {
 		r.skipping = false
 		return
 	}
-	r.open, r.lastCommit, r.resumeFrom = false, r.commitLSN, 0
+	r.lastCommit, r.resumeFrom = r.commitLSN, 0
 	r.mu.Lock()
 	r.wm.commit(r.seq, end)
 	r.m.flushedLSN.Set(float64(r.wm.flushed))
