@@ -292,6 +292,30 @@ func (e *env) catchUp(t *testing.T, since time.Time, timeout time.Duration) time
 	}
 }
 
+// finishSameProcess checks the broker's contents and that p, started as
+// pid, ran through the fault without a restart, then stops it.
+func (r *faultRun) finishSameProcess(p *proc, pid int) {
+	r.t.Helper()
+	r.check()
+	if p.cmd.Process.Pid != pid || !p.running() {
+		r.t.Errorf("relay pid %d is not running at the end: %v", pid, p.err)
+	}
+	if !r.t.Failed() {
+		r.stop(p)
+	}
+}
+
+// waitTxnOf waits up to a minute for the writers to commit a transaction of
+// n rows.
+func (r *faultRun) waitTxnOf(n int) {
+	r.t.Helper()
+	for deadline := time.Now().Add(time.Minute); !r.l.hasTxnOf(n); time.Sleep(5 * time.Millisecond) {
+		if time.Now().After(deadline) || !r.stillWriting() {
+			r.t.Fatalf("no transaction of %d rows committed", n)
+		}
+	}
+}
+
 // ms rounds d for logs.
 func ms(d time.Duration) time.Duration { return d.Round(time.Millisecond) }
 
@@ -393,13 +417,7 @@ func TestFaultBrokerRejectsProduce(t *testing.T) {
 		t.Errorf("the writers finished before the fault ended; the fault must hit them mid-stream")
 	}
 	t.Logf("recovery: the slot confirmed the WAL written until the fault ended %s after it ended", ms(e.catchUp(t, ended, 2*time.Minute)))
-	r.check()
-	if p.cmd.Process.Pid != pid || !p.running() {
-		t.Errorf("relay pid %d is not running at the end: %v", pid, p.err)
-	}
-	if !t.Failed() {
-		r.stop(p)
-	}
+	r.finishSameProcess(p, pid)
 }
 
 // TestFaultBrokerUnreachable cuts the relay off the broker twice for ten
@@ -446,13 +464,7 @@ func TestFaultBrokerUnreachable(t *testing.T) {
 		t.Logf("recovery: the slot confirmed the WAL written until the %s cut ended %s after it ended",
 			cut.name, ms(e.catchUp(t, ended, 2*time.Minute)))
 	}
-	r.check()
-	if p.cmd.Process.Pid != pid || !p.running() {
-		t.Errorf("relay pid %d is not running at the end: %v", pid, p.err)
-	}
-	if !t.Failed() {
-		r.stop(p)
-	}
+	r.finishSameProcess(p, pid)
 }
 
 // TestFaultPostgresRestart crashes the relay's own PostgreSQL twice
@@ -481,11 +493,7 @@ func TestFaultPostgresRestart(t *testing.T) {
 	pid := p.cmd.Process.Pid
 	r.startWriters(&workload{Rows: 4000, RollbackRatio: 0.1, HeaderRatio: 0.1, BigTxnRows: big, Pause: 80 * time.Millisecond, Reconnect: true})
 
-	for deadline := time.Now().Add(time.Minute); !r.l.hasTxnOf(big); time.Sleep(5 * time.Millisecond) {
-		if time.Now().After(deadline) || !r.stillWriting() {
-			t.Fatalf("no transaction of %d rows committed", big)
-		}
-	}
+	r.waitTxnOf(big)
 	for i, why := range []string{fmt.Sprintf("right after a %d-row transaction committed", big), "mid-stream"} {
 		if i > 0 {
 			time.Sleep(4 * time.Second)
@@ -508,13 +516,7 @@ func TestFaultPostgresRestart(t *testing.T) {
 			i+1, why, ms(ended.Sub(began)), ms(toStream), ms(e.catchUp(t, ended, 2*time.Minute)))
 	}
 	t.Logf("the relay resumed an open transaction after a reconnect %d times", p.logged("resuming transaction after reconnect"))
-	r.check()
-	if p.cmd.Process.Pid != pid || !p.running() {
-		t.Errorf("relay pid %d is not running at the end: %v", pid, p.err)
-	}
-	if !t.Failed() {
-		r.stop(p)
-	}
+	r.finishSameProcess(p, pid)
 }
 
 // TestFaultWalsenderTerminated terminates the walsender serving the relay
@@ -557,11 +559,7 @@ func TestFaultWalsenderTerminated(t *testing.T) {
 		t.Logf("walsender pid %d terminated (#%d, %s); recovery: the relay streams again %s after it, and its slot confirmed the WAL written until then %s after it",
 			walsender, i, why, ms(toStream), ms(e.catchUp(t, ended, 2*time.Minute)))
 	}
-	for deadline := time.Now().Add(time.Minute); !r.l.hasTxnOf(big); time.Sleep(5 * time.Millisecond) {
-		if time.Now().After(deadline) || !r.stillWriting() {
-			t.Fatalf("no transaction of %d rows committed", big)
-		}
-	}
+	r.waitTxnOf(big)
 	for i := 1; i <= 3; i++ {
 		terminate(i, fmt.Sprintf("right after a %d-row transaction committed", big))
 	}
@@ -570,13 +568,7 @@ func TestFaultWalsenderTerminated(t *testing.T) {
 		terminate(i, "mid-stream")
 	}
 	t.Logf("the relay resumed an open transaction after a reconnect %d times", p.logged("resuming transaction after reconnect"))
-	r.check()
-	if p.cmd.Process.Pid != pid || !p.running() {
-		t.Errorf("relay pid %d is not running at the end: %v", pid, p.err)
-	}
-	if !t.Failed() {
-		r.stop(p)
-	}
+	r.finishSameProcess(p, pid)
 }
 
 // hasTxnOf reports whether a transaction of at least n rows committed.

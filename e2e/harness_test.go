@@ -118,7 +118,14 @@ type proc struct {
 // start runs `outbox-relay run`, logging its output through t.
 func (e *env) start(extraEnv ...string) *proc {
 	e.t.Helper()
-	cmd := e.command(context.Background(), "run")
+	return e.startRun(nil, extraEnv...)
+}
+
+// startRun starts `outbox-relay run args...` with extraEnv added to e's
+// environment; the process is killed when the test ends.
+func (e *env) startRun(args []string, extraEnv ...string) *proc {
+	e.t.Helper()
+	cmd := e.command(context.Background(), append([]string{"run"}, args...)...)
 	cmd.Env = append(cmd.Env, extraEnv...)
 	stderr, err := cmd.StderrPipe()
 	if err != nil {

@@ -60,25 +60,6 @@ func withPassword(t *testing.T, dsn, pass string) string {
 	return u.String()
 }
 
-// startRun starts `outbox-relay run args...` with extraEnv added to e's
-// environment, as start does.
-func (e *env) startRun(args []string, extraEnv ...string) *proc {
-	e.t.Helper()
-	cmd := e.command(context.Background(), append([]string{"run"}, args...)...)
-	cmd.Env = append(cmd.Env, extraEnv...)
-	stderr, err := cmd.StderrPipe()
-	if err != nil {
-		e.t.Fatal(err)
-	}
-	if err := cmd.Start(); err != nil {
-		e.t.Fatal(err)
-	}
-	p := &proc{t: e.t, cmd: cmd, done: make(chan struct{}), ready: make(chan struct{}), started: time.Now()}
-	go p.read(stderr)
-	e.t.Cleanup(func() { p.kill() })
-	return p
-}
-
 // consumerWith is e.consumer with opts added, for brokers that require TLS
 // or SASL.
 func (e *env) consumerWith(opts ...kgo.Opt) *consumer {

@@ -116,6 +116,20 @@ func (a *acks) errors() []error {
 	return slices.Clone(a.errs)
 }
 
+// publishKeyed publishes perKey events for each of keys aggregates,
+// interleaved, and returns each aggregate's event IDs in publish order.
+func publishKeyed(ctx context.Context, s *kafka.Sink, a *acks, keys, perKey int) map[string][]string {
+	want := make(map[string][]string)
+	for seq := range perKey {
+		for k := range keys {
+			ev := event("order", "o-"+strconv.Itoa(k), seq)
+			want[ev.AggregateID] = append(want[ev.AggregateID], ev.ID)
+			s.Publish(ctx, ev, a.done(ev))
+		}
+	}
+	return want
+}
+
 // consume reads n records from topics with an independent client. It also
 // returns the sum of the partitions' high watermarks: more than n means the
 // topics hold records that were not expected, such as duplicates.
@@ -349,14 +363,7 @@ func TestPublishOrder(t *testing.T) {
 	ctx := testContext(t)
 
 	a := newAcks(t)
-	want := make(map[string][]string)
-	for seq := range perKey {
-		for k := range keys {
-			ev := event("order", "o-"+strconv.Itoa(k), seq)
-			want[ev.AggregateID] = append(want[ev.AggregateID], ev.ID)
-			s.Publish(ctx, ev, a.done(ev))
-		}
-	}
+	want := publishKeyed(ctx, s, a, keys, perKey)
 	if err := s.Flush(ctx); err != nil {
 		t.Fatalf("Flush: %v", err)
 	}
@@ -548,14 +555,7 @@ func TestRetriableProduceError(t *testing.T) {
 	s := newSink(t, c, kafka.Config{}, nil)
 	ctx := testContext(t)
 	a := newAcks(t)
-	want := make(map[string][]string)
-	for seq := range perKey {
-		for k := range keys {
-			ev := event("order", "o-"+strconv.Itoa(k), seq)
-			want[ev.AggregateID] = append(want[ev.AggregateID], ev.ID)
-			s.Publish(ctx, ev, a.done(ev))
-		}
-	}
+	want := publishKeyed(ctx, s, a, keys, perKey)
 	if err := s.Flush(ctx); err != nil {
 		t.Fatalf("Flush: %v", err)
 	}
