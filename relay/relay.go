@@ -236,28 +236,38 @@ type pending struct {
 // ack takes the Sink's verdict on p. Under PolicyDLQ a poison event goes to
 // the dead-letter topic, and counts as acknowledged once it is there.
 func (r *Relay) ack(ctx context.Context, p *pending, err error) {
-	if err != nil && r.cfg.PoisonPolicy == PolicyDLQ {
-		if dl, ok := r.sink.(DeadLetterer); ok {
-			if reason, poison := dl.Poison(err); poison {
-				r.log.Error("poison event set aside in the dead-letter topic; later events of its aggregate pass it",
-					"event_id", p.ev.ID, "aggregate_id", p.ev.AggregateID, "commit_lsn", p.ev.Position.CommitLSN.String(), "reason", reason, "err", err)
-				dl.DeadLetter(ctx, &p.ev, reason, err, 1, func(dlErr error) {
-					if dlErr != nil {
-						r.m.deadLetterErrors.Inc()
-						dlErr = fmt.Errorf("set poison event aside after %w: %w", err, dlErr)
-					}
-					r.settle(p, dlErr)
-				})
-				return
-			}
-		}
+	if err == nil {
+		r.settle(p, nil)
+		return
 	}
-	if err != nil && r.cfg.PoisonPolicy == PolicyHalt {
-		if dl, ok := r.sink.(DeadLetterer); ok {
-			if reason, poison := dl.Poison(err); poison {
-				err = fmt.Errorf("poison event (%s), policy halt: nothing after it is confirmed; to go on, restart once with --poison-policy=dlq to set it aside in the dead-letter topic: %w", reason, err)
+	r.sinkFailed(ctx, p, err)
+}
+
+// sinkFailed routes an event the Sink failed: a poison event goes to the
+// dead-letter topic under PolicyDLQ, or stops the relay under PolicyHalt
+// with the way out in the error; any other failure stops the relay. Kept
+// apart from ack so that the acknowledged path allocates no closure.
+func (r *Relay) sinkFailed(ctx context.Context, p *pending, err error) {
+	dl, ok := r.sink.(DeadLetterer)
+	var reason string
+	poison := false
+	if ok {
+		reason, poison = dl.Poison(err)
+	}
+	switch {
+	case poison && r.cfg.PoisonPolicy == PolicyDLQ:
+		r.log.Error("poison event set aside in the dead-letter topic; later events of its aggregate pass it",
+			"event_id", p.ev.ID, "aggregate_id", p.ev.AggregateID, "commit_lsn", p.ev.Position.CommitLSN.String(), "reason", reason, "err", err)
+		dl.DeadLetter(ctx, &p.ev, reason, err, 1, func(dlErr error) {
+			if dlErr != nil {
+				r.m.deadLetterErrors.Inc()
+				dlErr = fmt.Errorf("set poison event aside after %w: %w", err, dlErr)
 			}
-		}
+			r.settle(p, dlErr)
+		})
+		return
+	case poison:
+		err = fmt.Errorf("poison event (%s), policy halt: nothing after it is confirmed; to go on, restart once with --poison-policy=dlq to set it aside in the dead-letter topic: %w", reason, err)
 	}
 	r.settle(p, err)
 }
