@@ -76,10 +76,11 @@ func (c Config) Validate() error {
 // Drain and Run are safe from any goroutine; Sink acknowledgements may
 // arrive on any goroutine.
 type Relay struct {
-	cfg  Config
-	sink Sink
-	log  *slog.Logger
-	m    *metrics
+	cfg    Config
+	sink   Sink
+	halter Halter // sink as a Halter, or nil
+	log    *slog.Logger
+	m      *metrics
 
 	// Owned by the stream's goroutine.
 	seq        uint64
@@ -119,6 +120,7 @@ func New(cfg Config, sink Sink, logger *slog.Logger, reg prometheus.Registerer) 
 		failed:  make(chan struct{}),
 		changed: make(chan struct{}, 1),
 	}
+	r.halter, _ = sink.(Halter)
 	m, err := newMetrics(reg, cfg, r.lagSeconds)
 	if err != nil {
 		return nil, err
@@ -173,10 +175,21 @@ func (r *Relay) Begin(commitLSN pglogrepl.LSN, commitTime time.Time) {
 // fail records err as the Relay's failure unless one is recorded.
 func (r *Relay) fail(err error) {
 	r.mu.Lock()
-	defer r.mu.Unlock()
-	if r.err == nil {
+	first := r.err == nil
+	if first {
 		r.err = err
 		close(r.failed)
+	}
+	r.mu.Unlock()
+	if first {
+		r.halt(err)
+	}
+}
+
+// halt tells a Halter sink to send nothing more, once the Relay has failed.
+func (r *Relay) halt(err error) {
+	if r.halter != nil {
+		r.halter.Halt(err)
 	}
 }
 
@@ -279,11 +292,13 @@ func (r *Relay) settle(p *pending, err error) {
 	wasFull := r.fullLocked()
 	r.inflightEvents--
 	r.inflightBytes -= size
+	halted := false
 	if err == nil {
 		r.wm.ack(seq)
 	} else if r.err == nil {
 		r.err = fmt.Errorf("publish event %s (row %d of the transaction committed at %s): %w", id, pos.Index, pos.CommitLSN, err)
 		close(r.failed)
+		halted = true
 	}
 	if err != nil {
 		r.m.publishErrors.Inc()
@@ -295,6 +310,9 @@ func (r *Relay) settle(p *pending, err error) {
 	}
 	r.mu.Unlock()
 
+	if halted {
+		r.halt(err)
+	}
 	r.m.inflightEvents.Dec()
 	r.m.inflightBytes.Sub(float64(size))
 	if err == nil {

@@ -28,3 +28,14 @@ type DeadLetterer interface {
 	// Publish. It must not block: the Relay calls it from a done callback.
 	DeadLetter(ctx context.Context, ev *schema.Event, reason string, cause error, attempts int, done func(error))
 }
+
+// Halter is a Sink that can stop delivering at once. When the Relay stops on
+// a failed event it calls Halt from within that event's done, before any
+// later done: the Sink then fails every event it has not yet handed to the
+// broker instead of sending it. Without this, later events of the failed
+// event's partition could still land, and a consumer that keeps the greatest
+// position it processed per partition would skip the failed event when
+// PostgreSQL sends it again.
+type Halter interface {
+	Halt(cause error)
+}

@@ -131,6 +131,9 @@ func (c *Config) finishRun() error {
 	if err := c.finish(); err != nil {
 		return err
 	}
+	// The producer's buffer must hold what the relay keeps in flight, or
+	// Publish blocks the stream where a signal cannot reach it.
+	c.Kafka.MaxBufferedRecords = kafka.BufferFor(c.Relay.MaxInflightEvents)
 	if err := c.Kafka.Validate(); err != nil {
 		return usageError{err}
 	}

@@ -23,6 +23,9 @@ const (
 	DefaultMaxMessageBytes = 1 << 20
 	// DefaultDeadLetterTopic is the topic of undeliverable events.
 	DefaultDeadLetterTopic = "outbox-relay-dlq"
+	// DefaultMaxBufferedRecords is the client's record buffer used when
+	// Config.MaxBufferedRecords is zero: franz-go's own default.
+	DefaultMaxBufferedRecords = 50_000
 )
 
 // Limits Validate enforces.
@@ -71,6 +74,12 @@ type Config struct {
 	// Keep it at or below the topics' max.message.bytes. Zero means
 	// DefaultMaxMessageBytes (1 MiB). From 512 bytes to 100 MiB.
 	MaxMessageBytes int
+	// MaxBufferedRecords bounds the records the client holds unacknowledged
+	// (dead letters included); Publish blocks, whatever its context, while
+	// it is reached. Keep the caller's in-flight bound below it, with room
+	// for dead letters: BufferFor gives a value. Zero means
+	// DefaultMaxBufferedRecords.
+	MaxBufferedRecords int
 	// DeadLetterTopic receives the events that can never be delivered, with
 	// headers saying why (see Sink.DeadLetter). Zero means
 	// DefaultDeadLetterTopic, "outbox-relay-dlq".
@@ -108,7 +117,18 @@ func (c Config) withDefaults() Config {
 	if c.DeadLetterTopic == "" {
 		c.DeadLetterTopic = DefaultDeadLetterTopic
 	}
+	if c.MaxBufferedRecords == 0 {
+		c.MaxBufferedRecords = DefaultMaxBufferedRecords
+	}
 	return c
+}
+
+// BufferFor returns the MaxBufferedRecords that lets a caller keep
+// inflight events unacknowledged without Publish ever blocking: room for
+// each event and for a dead letter of each, and never less than the
+// default.
+func BufferFor(inflight int) int {
+	return max(DefaultMaxBufferedRecords, 2*inflight+1)
 }
 
 // Validate reports every field of c that New would reject, each with what
@@ -141,6 +161,9 @@ func (c Config) Validate() error {
 		errs = append(errs, fmt.Errorf("kafka: max message bytes %d is out of range; use %d to %d, at most the topics' max.message.bytes, or 0 for %d",
 			c.MaxMessageBytes, minMessageBytes, maxMessageBytes, DefaultMaxMessageBytes))
 	}
+	if c.MaxBufferedRecords < 0 {
+		errs = append(errs, fmt.Errorf("kafka: max buffered records is %d; use a positive number, or 0 for %d", c.MaxBufferedRecords, DefaultMaxBufferedRecords))
+	}
 	errs = append(errs, c.TLS.validate()...)
 	errs = append(errs, c.SASL.validate()...)
 	return errors.Join(errs...)
@@ -163,6 +186,7 @@ func (c Config) opts() []kgo.Opt {
 		// Java client's default partitioner does.
 		kgo.RecordPartitioner(kgo.StickyKeyPartitioner(nil)),
 		kgo.ProducerBatchMaxBytes(int32(c.MaxMessageBytes)),
+		kgo.MaxBufferedRecords(c.MaxBufferedRecords),
 		// Set even at zero: franz-go's own default linger is 10ms.
 		kgo.ProducerLinger(c.Linger),
 		// A failed produce waits for a metadata refresh before its retry;

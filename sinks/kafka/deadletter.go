@@ -44,10 +44,12 @@ const (
 
 // Poison reports whether err, given to an event's done, means the event can
 // never be delivered, and a reason from a closed set: the Reason constants.
-// It covers a *RecordError and the broker's permanent refusals of a record
-// (too large, invalid or unauthorized topic, invalid record). Anything else,
-// such as a closed client, is not poison: it is a reason to stop, and
-// PostgreSQL sends the event again after a restart.
+// It covers a *RecordError and the broker's permanent refusals of the record
+// itself (too large, invalid, against a policy), which done reports only
+// for a record the Sink sent alone. A refused topic (not authorized,
+// unknown) is not poison: the Sink holds its events and retries. Anything
+// else, such as a closed client, is not poison either: it is a reason to
+// stop, and PostgreSQL sends the event again after a restart.
 func (s *Sink) Poison(err error) (reason string, ok bool) {
 	var re *RecordError
 	if errors.As(err, &re) {
@@ -56,9 +58,6 @@ func (s *Sink) Poison(err error) (reason string, ok bool) {
 	switch {
 	case errors.Is(err, kerr.MessageTooLarge), errors.Is(err, kerr.RecordListTooLarge):
 		return ReasonSize, true
-	case errors.Is(err, kerr.InvalidTopicException), errors.Is(err, kerr.TopicAuthorizationFailed),
-		errors.Is(err, kerr.UnknownTopicOrPartition):
-		return ReasonTopic, true
 	case errors.Is(err, kerr.InvalidRecord), errors.Is(err, kerr.CorruptMessage),
 		errors.Is(err, kerr.PolicyViolation), errors.Is(err, kerr.InvalidRequiredAcks):
 		return ReasonRejected, true
@@ -98,7 +97,11 @@ func (s *Sink) DeadLetter(ctx context.Context, ev *schema.Event, reason string, 
 	}
 
 	s.inflight.add()
-	produce := func() {
+	// Produce blocks while the client's buffer is full, and the buffer
+	// drains only as done callbacks, which may be our caller, return; so
+	// produce on the letters goroutine, which keeps the order of the calls
+	// and so each aggregate's dead letters in order. Close waits for it.
+	s.letters.add(func() {
 		s.client.Produce(ctx, rec, func(_ *kgo.Record, err error) {
 			if err != nil {
 				err = fmt.Errorf("produce event %s to dead-letter topic %q: %w", ev.ID, s.dlqTopic, err)
@@ -108,9 +111,5 @@ func (s *Sink) DeadLetter(ctx context.Context, ev *schema.Event, reason string, 
 			done(err)
 			s.inflight.remove()
 		})
-	}
-	// Produce blocks while the client's buffer is full, and the buffer
-	// drains only as done callbacks, which may be our caller, return; so
-	// produce on a goroutine of its own. Close waits for it through inflight.
-	go produce()
+	})
 }

@@ -29,8 +29,10 @@ func TestPoison(t *testing.T) {
 		{"record error", &kafka.RecordError{Reason: kafka.ReasonHeaders, Err: errors.New("x")}, kafka.ReasonHeaders, true},
 		{"wrapped record error", fmt.Errorf("publish: %w", &kafka.RecordError{Reason: kafka.ReasonTopic, Err: errors.New("x")}), kafka.ReasonTopic, true},
 		{"too large", fmt.Errorf("produce: %w", kerr.MessageTooLarge), kafka.ReasonSize, true},
-		{"unknown topic", kerr.UnknownTopicOrPartition, kafka.ReasonTopic, true},
-		{"unauthorized topic", kerr.TopicAuthorizationFailed, kafka.ReasonTopic, true},
+		// A refused topic is an outage the Sink holds through, never poison.
+		{"unknown topic", kerr.UnknownTopicOrPartition, "", false},
+		{"unauthorized topic", kerr.TopicAuthorizationFailed, "", false},
+		{"policy violation", kerr.PolicyViolation, kafka.ReasonRejected, true},
 		{"invalid record", kerr.InvalidRecord, kafka.ReasonRejected, true},
 		{"retriable", kerr.NotLeaderForPartition, "", false},
 		{"other", errors.New("client closed"), "", false},

@@ -11,6 +11,9 @@
 // An event that can never become a legal record (no aggregate ID, a topic name
 // Kafka rejects, headers that are not a JSON object, a record larger than
 // Config.MaxMessageBytes) fails at once with a *RecordError and is not
-// produced; callers hand it to their poison-row policy. Every other failure
-// means the producer could not deliver and is not the event's fault.
+// produced; callers hand it to their poison-row policy. A batch the broker
+// refuses for good is sent again one record at a time, so that only a record
+// refused on its own is reported as the broker's refusal of it (also poison);
+// a topic the broker refuses is held and retried. Every other failure means
+// the producer could not deliver and is not the event's fault.
 package kafka

@@ -14,11 +14,15 @@ type metrics struct {
 	publishedBytes *prometheus.CounterVec
 	duration       prometheus.Histogram
 	deadLettered   *prometheus.CounterVec
+	resentAlone    prometheus.Counter
+	topicRefusals  *prometheus.CounterVec
+	held           prometheus.GaugeFunc
 }
 
-// newMetrics creates the Sink's series and registers them with reg. It fails
-// if reg already holds them, as it does while another Sink uses it.
-func newMetrics(reg prometheus.Registerer) (*metrics, error) {
+// newMetrics creates the Sink's series and registers them with reg; held
+// reports, at scrape time, the events waiting to be sent alone. It fails if
+// reg already holds them, as it does while another Sink uses it.
+func newMetrics(reg prometheus.Registerer, held func() int) (*metrics, error) {
 	m := &metrics{
 		reg: reg,
 		published: prometheus.NewCounterVec(prometheus.CounterOpts{
@@ -45,6 +49,24 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		Name:      "dlq_events_total",
 		Help:      "Events set aside in the dead-letter topic, by reason.",
 	}, []string{"reason"})
+	m.resentAlone = prometheus.NewCounter(prometheus.CounterOpts{
+		Namespace: "outbox_relay",
+		Subsystem: "kafka",
+		Name:      "resent_alone_total",
+		Help:      "Produce attempts of single records, after the broker refused a batch or a topic.",
+	})
+	m.topicRefusals = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Namespace: "outbox_relay",
+		Subsystem: "kafka",
+		Name:      "topic_refusals_total",
+		Help:      "Produce attempts the broker refused for the whole topic (not authorized, unknown), by topic; their events are held and retried.",
+	}, []string{"topic"})
+	m.held = prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Namespace: "outbox_relay",
+		Subsystem: "kafka",
+		Name:      "held_events",
+		Help:      "Events waiting to be sent one at a time after a refused batch or topic; new events queue behind them.",
+	}, func() float64 { return float64(held()) })
 	for _, r := range []string{ReasonAggregateID, ReasonTopic, ReasonHeaders, ReasonSize, ReasonRejected} {
 		m.deadLettered.WithLabelValues(r)
 	}
@@ -60,7 +82,7 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 }
 
 func (m *metrics) collectors() []prometheus.Collector {
-	return []prometheus.Collector{m.published, m.publishedBytes, m.duration, m.deadLettered}
+	return []prometheus.Collector{m.published, m.publishedBytes, m.duration, m.deadLettered, m.resentAlone, m.topicRefusals, m.held}
 }
 
 // unregister removes m's series from the registry, so a later Sink can

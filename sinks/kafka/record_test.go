@@ -23,7 +23,7 @@ func newTestMapper(tb testing.TB, template string, maxBytes int) *mapper {
 	if err != nil {
 		tb.Fatalf("parseTopicTemplate(%q): %v", template, err)
 	}
-	m, err := newMetrics(prometheus.NewRegistry())
+	m, err := newMetrics(prometheus.NewRegistry(), func() int { return 0 })
 	if err != nil {
 		tb.Fatal(err)
 	}

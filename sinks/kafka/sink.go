@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -33,13 +34,49 @@ import (
 // without limit, so records of one partition are written in Publish order,
 // once each, however often a request is retried. Delivery is at least
 // once: an event published again after a restart is a new record.
+//
+// A batch the broker refuses for good (too large, invalid, against a
+// policy) fails every record buffered for its partition: the Sink sends
+// those records again one at a time, so that done reports an error only for
+// an event that is itself refused. A topic the broker refuses (not
+// authorized, unknown) holds its events and is retried with backoff: it is
+// an outage, never an event's fault. See isolate.go.
 type Sink struct {
 	client   *kgo.Client
+	alone    *kgo.Client // one record per batch, for records sent alone
 	brokers  []string
 	mapper   *mapper
 	metrics  *metrics
+	log      *slog.Logger
 	inflight inflight
 	dlqTopic string
+	isolate  queue         // records sent alone, then events published meanwhile
+	letters  queue         // dead letters, in the order DeadLetter was called
+	closing  chan struct{} // closed by Close
+	halted   atomic.Pointer[error]
+}
+
+// ErrHalted wraps the error done gets for an event the Sink did not send
+// because Halt was called.
+var ErrHalted = errors.New("kafka sink halted")
+
+// Halt makes the Sink fail, instead of sending, every event it has not yet
+// handed to the client: those Publish gets from now on and those waiting to
+// be sent alone. Records the client already buffers are sent as usual; a
+// partition's records after one the broker refused are among those waiting.
+// The relay calls it when it stops on a failed event; Halt is safe from any
+// goroutine, done callbacks included, and later calls keep the first cause.
+func (s *Sink) Halt(cause error) {
+	err := fmt.Errorf("%w after an earlier event failed: %w", ErrHalted, cause)
+	s.halted.CompareAndSwap(nil, &err)
+}
+
+// haltedErr returns the error of a halted Sink, or nil.
+func (s *Sink) haltedErr() error {
+	if p := s.halted.Load(); p != nil {
+		return *p
+	}
+	return nil
 }
 
 // New returns a Sink for cfg. It starts the client's background goroutines,
@@ -77,7 +114,8 @@ func New(cfg Config, logger *slog.Logger, reg prometheus.Registerer) (*Sink, err
 		opts = append(opts, kgo.WithHooks(kprom.NewMetrics("outbox_relay",
 			kprom.Subsystem("kafka"), kprom.Registerer(reg))))
 	}
-	m, err := newMetrics(metricsReg)
+	s := &Sink{brokers: cfg.Brokers, log: logger, dlqTopic: cfg.DeadLetterTopic, closing: make(chan struct{})}
+	m, err := newMetrics(metricsReg, s.isolate.len)
 	if err != nil {
 		return nil, err
 	}
@@ -86,19 +124,24 @@ func New(cfg Config, logger *slog.Logger, reg prometheus.Registerer) (*Sink, err
 		m.unregister()
 		return nil, fmt.Errorf("create kafka client for brokers %s: %w", strings.Join(cfg.Brokers, ","), err)
 	}
-	return &Sink{
-		client:   client,
-		brokers:  cfg.Brokers,
-		mapper:   &mapper{topics: newTopicCache(tmpl, m), maxBytes: cfg.MaxMessageBytes},
-		metrics:  m,
-		dlqTopic: cfg.DeadLetterTopic,
-	}, nil
+	// With one record buffered at a time, every batch holds one record.
+	alone, err := kgo.NewClient(append(cfg.opts(), kgo.WithLogger(kslog.New(logger)),
+		kgo.MaxBufferedRecords(1), kgo.ClientID(cfg.ClientID+"-alone"))...)
+	if err != nil {
+		client.Close()
+		m.unregister()
+		return nil, fmt.Errorf("create kafka client for brokers %s: %w", strings.Join(cfg.Brokers, ","), err)
+	}
+	s.client, s.alone, s.metrics = client, alone, m
+	s.mapper = &mapper{topics: newTopicCache(tmpl, m), maxBytes: cfg.MaxMessageBytes}
+	return s, nil
 }
 
 // Publish produces ev's record and returns without waiting for Kafka. It
 // calls done exactly once: with nil when all in-sync replicas have the
-// record, or with an error. It blocks only while the client buffers its
-// maximum of 50,000 records, until there is room or ctx ends.
+// record, or with an error. It blocks only while the client buffers
+// Config.MaxBufferedRecords records, until there is room or ctx ends: keep
+// the caller's own in-flight bound below it.
 //
 // An event that cannot become a record (see RecordError) is not produced:
 // done gets the *RecordError before Publish returns, which may be before
@@ -112,6 +155,10 @@ func New(cfg Config, logger *slog.Logger, reg prometheus.Registerer) (*Sink, err
 // partition, to keep order). Pass a context that outlives draining.
 func (s *Sink) Publish(ctx context.Context, ev *schema.Event, done func(error)) {
 	start := time.Now()
+	if err := s.haltedErr(); err != nil {
+		done(fmt.Errorf("event %s not sent: %w", ev.ID, err))
+		return
+	}
 	rec, t, err := s.mapper.record(ev)
 	if err != nil {
 		done(err)
@@ -119,16 +166,27 @@ func (s *Sink) Publish(ctx context.Context, ev *schema.Event, done func(error)) 
 	}
 	id := ev.ID
 	s.inflight.add()
-	s.client.Produce(ctx, rec, func(r *kgo.Record, err error) {
+	finish := func(err error) {
 		if err != nil {
 			err = fmt.Errorf("produce event %s to topic %q: %w", id, t.name, err)
 		} else {
 			t.published.Inc()
-			t.bytes.Add(float64(len(r.Value)))
+			t.bytes.Add(float64(len(rec.Value)))
 			s.metrics.duration.Observe(time.Since(start).Seconds())
 		}
 		done(err)
 		s.inflight.remove()
+	}
+	// While records wait to be sent alone, events queue behind them.
+	if s.isolate.addIfBusy(func() { s.sendAlone(held{ctx, rec, finish}) }) {
+		return
+	}
+	s.client.Produce(ctx, rec, func(_ *kgo.Record, err error) {
+		if err != nil && (batchRefusal(err) || topicRefusal(err)) {
+			s.holdAlone(held{ctx, rec, finish})
+			return
+		}
+		finish(err)
 	})
 }
 
@@ -177,8 +235,12 @@ func (s *Sink) Ping(ctx context.Context) error {
 // kgo.ErrClientClosed, and Close returns once every done has been called;
 // Flush first to deliver them. Publish after Close fails the same way.
 func (s *Sink) Close() {
+	close(s.closing)
 	s.client.Close()
-	_ = s.inflight.wait(context.Background()) // the client failed every record; their done calls are queued
+	s.alone.Close()
+	_ = s.inflight.wait(context.Background()) // the clients failed every record; their done calls are queued
+	s.isolate.wait()
+	s.letters.wait()
 	s.metrics.unregister()
 }
 

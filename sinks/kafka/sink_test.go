@@ -798,3 +798,5 @@ func (b *syncBuffer) String() string {
 	defer b.mu.Unlock()
 	return b.b.String()
 }
+
+var _ relay.Halter = (*kafka.Sink)(nil)

@@ -203,6 +203,9 @@ func (c *topicCache) lookup(ev *schema.Event) (*topic, error) {
 		bytes:     c.metrics.publishedBytes.WithLabelValues(name),
 	}
 	if len(c.topics) < maxCachedTopics {
+		// The event's strings are views into its whole WAL message,
+		// payload included: a cached key must not keep it alive.
+		k.aggregateType, k.eventType = strings.Clone(k.aggregateType), strings.Clone(k.eventType)
 		c.topics[k] = t
 	}
 	return t, nil
