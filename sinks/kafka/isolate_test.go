@@ -3,9 +3,9 @@ package kafka_test
 import (
 	"context"
 	"encoding/base64"
-	"math/rand/v2"
 	"errors"
 	"fmt"
+	"math/rand/v2"
 	"slices"
 	"strconv"
 	"strings"
