@@ -41,7 +41,11 @@ var (
 	relayFlagsOnce sync.Once
 	relayFlags     map[string]string
 	relayFlagsErr  error
-	helpFlag       = regexp.MustCompile(`(?m)^\s+-([a-z0-9-]+)(?:=(\S+)|\s(\S+))?`)
+	// helpFlag matches a flag of the help page: "  --name type  (env NAME)",
+	// then its text, which ends "(default value)" unless the default is
+	// the type's zero value.
+	helpFlag    = regexp.MustCompile(`(?m)^  --([a-z0-9-]+)(?: (\S+))?  \(env ([A-Z0-9_]+)\)\n      (.*)$`)
+	helpDefault = regexp.MustCompile(`\(default (.+)\)$`)
 )
 
 // relaySettings returns the environment variable of every flag of
@@ -58,7 +62,19 @@ func relaySettings(t *testing.T) map[string]string {
 		}
 		relayFlags = map[string]string{}
 		for _, m := range helpFlag.FindAllStringSubmatch(flags, -1) {
-			relayFlags["OUTBOX_RELAY_"+strings.ToUpper(strings.ReplaceAll(m[1], "-", "_"))] = m[2] + m[3]
+			name, typ, env, text := m[1], m[2], m[3], m[4]
+			if want := "OUTBOX_RELAY_" + strings.ToUpper(strings.ReplaceAll(name, "-", "_")); env != want {
+				relayFlagsErr = fmt.Errorf("outbox-relay run -h: --%s reads %s, want %s", name, env, want)
+				return
+			}
+			v := typ
+			if d := helpDefault.FindStringSubmatch(text); d != nil {
+				v = d[1]
+				if u, err := strconv.Unquote(v); err == nil {
+					v = u
+				}
+			}
+			relayFlags[env] = v
 		}
 		for _, must := range []string{"OUTBOX_RELAY_PG_DSN", "OUTBOX_RELAY_KAFKA_BROKERS", "OUTBOX_RELAY_METRICS_ADDR", "OUTBOX_RELAY_SHUTDOWN_TIMEOUT"} {
 			if _, ok := relayFlags[must]; !ok {
