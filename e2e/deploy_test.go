@@ -135,6 +135,23 @@ func shutdownTimeout(t *testing.T, settings map[string]string) time.Duration {
 	return d
 }
 
+// graceMargin is how much longer than the relay's shutdown timeout an
+// orchestrator must wait after SIGTERM before it sends SIGKILL: the whole
+// clean stop (reading to a transaction's end, draining, confirming the final
+// position) fits inside --shutdown-timeout, and the margin covers the
+// process's exit and the orchestrator's own timing.
+const graceMargin = 15 * time.Second
+
+// checkGracePeriod reports a grace period shorter than the shutdown timeout
+// in settings (or the default) plus graceMargin.
+func checkGracePeriod(t *testing.T, where string, grace time.Duration, settings map[string]string) {
+	t.Helper()
+	if st := shutdownTimeout(t, settings); grace < st+graceMargin {
+		t.Errorf("%s: grace period %s, want at least the shutdown timeout %s + %s = %s, so that SIGKILL never cuts a clean stop short",
+			where, grace, st, graceMargin, st+graceMargin)
+	}
+}
+
 // checkRelayAccepts runs `outbox-relay run` with settings, the database and
 // the brokers pointed at a closed port: a setting the relay refuses exits 2
 // before anything is dialled; accepted ones exit 1, unable to reach Kafka.
