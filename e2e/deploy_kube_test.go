@@ -325,9 +325,7 @@ func (o kubeObjects) checkRelayPod(t *testing.T, d *appsv1.Deployment) corev1.Co
 	if spec.TerminationGracePeriodSeconds != nil {
 		grace = time.Duration(*spec.TerminationGracePeriodSeconds) * time.Second
 	}
-	if st := shutdownTimeout(t, settings); grace < st*3/2 {
-		t.Errorf("Deployment %s: terminationGracePeriodSeconds %s, want at least 1.5 × the shutdown timeout %s (reading to the end of a transaction, then draining)", d.Name, grace, st)
-	}
+	checkGracePeriod(t, "Deployment "+d.Name+" terminationGracePeriodSeconds", grace, settings)
 
 	ann := d.Spec.Template.Annotations
 	if ann["prometheus.io/scrape"] != "true" || ann["prometheus.io/port"] != strconv.Itoa(port) || (ann["prometheus.io/path"] != "" && ann["prometheus.io/path"] != "/metrics") {

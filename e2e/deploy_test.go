@@ -41,7 +41,11 @@ var (
 	relayFlagsOnce sync.Once
 	relayFlags     map[string]string
 	relayFlagsErr  error
-	helpFlag       = regexp.MustCompile(`(?m)^\s+-([a-z0-9-]+)(?:=(\S+)|\s(\S+))?`)
+	// helpFlag matches a flag of the help page: "  --name type  (env NAME)",
+	// then its text, which ends "(default value)" unless the default is
+	// the type's zero value.
+	helpFlag    = regexp.MustCompile(`(?m)^  --([a-z0-9-]+)(?: (\S+))?  \(env ([A-Z0-9_]+)\)\n      (.*)$`)
+	helpDefault = regexp.MustCompile(`\(default (.+)\)$`)
 )
 
 // relaySettings returns the environment variable of every flag of
@@ -58,7 +62,19 @@ func relaySettings(t *testing.T) map[string]string {
 		}
 		relayFlags = map[string]string{}
 		for _, m := range helpFlag.FindAllStringSubmatch(flags, -1) {
-			relayFlags["OUTBOX_RELAY_"+strings.ToUpper(strings.ReplaceAll(m[1], "-", "_"))] = m[2] + m[3]
+			name, typ, env, text := m[1], m[2], m[3], m[4]
+			if want := "OUTBOX_RELAY_" + strings.ToUpper(strings.ReplaceAll(name, "-", "_")); env != want {
+				relayFlagsErr = fmt.Errorf("outbox-relay run -h: --%s reads %s, want %s", name, env, want)
+				return
+			}
+			v := typ
+			if d := helpDefault.FindStringSubmatch(text); d != nil {
+				v = d[1]
+				if u, err := strconv.Unquote(v); err == nil {
+					v = u
+				}
+			}
+			relayFlags[env] = v
 		}
 		for _, must := range []string{"OUTBOX_RELAY_PG_DSN", "OUTBOX_RELAY_KAFKA_BROKERS", "OUTBOX_RELAY_METRICS_ADDR", "OUTBOX_RELAY_SHUTDOWN_TIMEOUT"} {
 			if _, ok := relayFlags[must]; !ok {
@@ -117,6 +133,23 @@ func shutdownTimeout(t *testing.T, settings map[string]string) time.Duration {
 		t.Fatalf("OUTBOX_RELAY_SHUTDOWN_TIMEOUT %q: %v", s, err)
 	}
 	return d
+}
+
+// graceMargin is how much longer than the relay's shutdown timeout an
+// orchestrator must wait after SIGTERM before it sends SIGKILL: the whole
+// clean stop (reading to a transaction's end, draining, confirming the final
+// position) fits inside --shutdown-timeout, and the margin covers the
+// process's exit and the orchestrator's own timing.
+const graceMargin = 15 * time.Second
+
+// checkGracePeriod reports a grace period shorter than the shutdown timeout
+// in settings (or the default) plus graceMargin.
+func checkGracePeriod(t *testing.T, where string, grace time.Duration, settings map[string]string) {
+	t.Helper()
+	if st := shutdownTimeout(t, settings); grace < st+graceMargin {
+		t.Errorf("%s: grace period %s, want at least the shutdown timeout %s + %s = %s, so that SIGKILL never cuts a clean stop short",
+			where, grace, st, graceMargin, st+graceMargin)
+	}
 }
 
 // checkRelayAccepts runs `outbox-relay run` with settings, the database and

@@ -54,12 +54,14 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		ShortHelp:  "Publish committed outbox rows from PostgreSQL to Kafka.",
 		LongHelp:   "Every flag is also an environment variable: --pg-dsn is OUTBOX_RELAY_PG_DSN. A flag beats the environment.",
 		FlagSet:    newFS(""),
+		UsageFunc:  usage,
 		Subcommands: []*ffcli.Command{
 			{
 				Name:       "setup",
 				ShortUsage: "outbox-relay setup [flags]",
 				ShortHelp:  "Create the outbox table (if missing), its publication and the replication slot. Idempotent.",
 				FlagSet:    setupFS,
+				UsageFunc:  usage,
 				Options:    opts,
 				Exec: func(ctx context.Context, _ []string) error {
 					if err := setupCfg.finish(); err != nil && !(dryRun && setupCfg.CDC.DSN == "") {
@@ -73,6 +75,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 				ShortUsage: "outbox-relay run [flags]",
 				ShortHelp:  "Relay committed outbox rows to Kafka until SIGTERM or SIGINT.",
 				FlagSet:    runFS,
+				UsageFunc:  usage,
 				Options:    opts,
 				Exec: func(ctx context.Context, _ []string) error {
 					if err := runCfg.finishRun(); err != nil {
@@ -86,6 +89,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 				ShortUsage: "outbox-relay status [--json] [flags]",
 				ShortHelp:  "Show the slot's confirmed position, lag and state; exit 3 when it is missing or invalidated.",
 				FlagSet:    statusFS,
+				UsageFunc:  usage,
 				Options:    opts,
 				Exec: func(ctx context.Context, _ []string) error {
 					if err := statusCfg.finish(); err != nil {
@@ -99,6 +103,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 				ShortUsage: "outbox-relay healthcheck [--path /readyz]",
 				ShortHelp:  "Exit 0 if the local relay's /healthz (or --path) answers 200; for container health checks.",
 				FlagSet:    probeFS,
+				UsageFunc:  usage,
 				Options:    opts,
 				Exec: func(ctx context.Context, _ []string) error {
 					return healthcheck(ctx, probeAddr, probePath, stdout)
@@ -109,6 +114,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 				ShortUsage: "outbox-relay version",
 				ShortHelp:  "Print the version, commit and Go version.",
 				FlagSet:    newFS("version"),
+				UsageFunc:  usage,
 				Exec: func(context.Context, []string) error {
 					fmt.Fprintln(stdout, versionString())
 					return nil
@@ -116,7 +122,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 			},
 		},
 		Exec: func(context.Context, []string) error {
-			fmt.Fprintln(stderr, ffcli.DefaultUsageFunc(root))
+			fmt.Fprintln(stderr, usage(root))
 			return usageError{errors.New("name a subcommand: setup, run, status or version")}
 		},
 	}

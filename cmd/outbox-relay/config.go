@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"strings"
 	"time"
 
@@ -24,9 +25,14 @@ type Config struct {
 	Kafka       kafka.Config
 	Relay       relay.Config
 	MetricsAddr string
-	Pprof       bool
-	LogFormat   string
-	LogLevel    string
+	// PprofAddr is the loopback address serving Go profiles under
+	// /debug/pprof/. Empty means none.
+	PprofAddr string
+	LogFormat string
+	LogLevel  string
+
+	// pprof is the deprecated --pprof: PprofAddr defaultPprofAddr.
+	pprof bool
 
 	// Raw flag values parsed by finish.
 	table   string
@@ -71,7 +77,8 @@ func bindRun(fs *flag.FlagSet, c *Config) {
 	fs.DurationVar(&c.CDC.StatusInterval, "status-interval", time.Second, "longest time between two confirmations of the position to PostgreSQL; a position that advances is confirmed within 100ms")
 	fs.DurationVar(&c.CDC.ShutdownTimeout, "shutdown-timeout", 30*time.Second, "on SIGTERM, how long to wait for in-flight events before exiting")
 	fs.StringVar(&c.MetricsAddr, "metrics-addr", ":9479", "address serving /metrics, /healthz and /readyz; empty disables")
-	fs.BoolVar(&c.Pprof, "pprof", false, "also serve Go profiles under /debug/pprof/ on the metrics address")
+	fs.StringVar(&c.PprofAddr, "pprof-addr", "", "loopback address serving Go profiles under /debug/pprof/, e.g. 127.0.0.1:6060; empty disables")
+	fs.BoolVar(&c.pprof, "pprof", false, "deprecated: use --pprof-addr=127.0.0.1:6060")
 	bindKafkaSecurity(fs, c)
 }
 
@@ -137,7 +144,33 @@ func (c *Config) finishRun() error {
 	if err := c.Kafka.Validate(); err != nil {
 		return usageError{err}
 	}
+	if c.pprof && c.PprofAddr == "" {
+		c.PprofAddr = defaultPprofAddr
+	}
+	if err := checkPprofAddr(c.PprofAddr); err != nil {
+		return usageError{err}
+	}
 	return nil
+}
+
+// defaultPprofAddr is where the deprecated --pprof serves profiles.
+const defaultPprofAddr = "127.0.0.1:6060"
+
+// checkPprofAddr refuses a pprof address that is not loopback: profiles
+// show the process's memory, and anyone who can reach them can read it.
+func checkPprofAddr(addr string) error {
+	if addr == "" {
+		return nil
+	}
+	host, _, err := net.SplitHostPort(addr)
+	if err != nil {
+		return fmt.Errorf("--pprof-addr %q: %w; use host:port, e.g. %s", addr, err, defaultPprofAddr)
+	}
+	if ip := net.ParseIP(host); host == "localhost" || (ip != nil && ip.IsLoopback()) {
+		return nil
+	}
+	return fmt.Errorf("--pprof-addr %q: pprof must listen on a loopback address; use %s, localhost:6060 or [::1]:6060, "+
+		"and reach it from elsewhere through a tunnel (ssh -L, kubectl port-forward)", addr, defaultPprofAddr)
 }
 
 func parseLevel(s string) (slog.Level, error) {

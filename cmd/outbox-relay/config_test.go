@@ -32,6 +32,13 @@ func TestRunRejectsBadConfiguration(t *testing.T) {
 		{"no brokers", []string{"run", "--pg-dsn", "postgres://h/db", "--kafka-brokers", " , "}, nil, "broker"},
 		{"bad log format", []string{"run", "--pg-dsn", "postgres://h/db", "--log-format", "xml"}, nil, "--log-format"},
 		{"negative bound", []string{"run", "--pg-dsn", "postgres://h/db", "--max-inflight-events", "-1"}, nil, "in-flight events"},
+		{"pprof on all interfaces", []string{"run", "--pg-dsn", "postgres://h/db", "--pprof-addr", "0.0.0.0:6060"}, nil, "--pprof-addr \"0.0.0.0:6060\": pprof must listen on a loopback address; use 127.0.0.1:6060"},
+		{"pprof without host", []string{"run", "--pg-dsn", "postgres://h/db", "--pprof-addr", ":6060"}, nil, "loopback"},
+		{"pprof on IPv6 any", []string{"run", "--pg-dsn", "postgres://h/db", "--pprof-addr", "[::]:6060"}, nil, "loopback"},
+		{"pprof on a LAN address", []string{"run", "--pg-dsn", "postgres://h/db", "--pprof-addr", "10.1.2.3:6060"}, nil, "loopback"},
+		{"pprof on a host name", []string{"run", "--pg-dsn", "postgres://h/db", "--pprof-addr", "relay.example.com:6060"}, nil, "loopback"},
+		{"pprof from env", []string{"run", "--pg-dsn", "postgres://h/db"}, map[string]string{"OUTBOX_RELAY_PPROF_ADDR": "0.0.0.0:6060"}, "loopback"},
+		{"pprof without port", []string{"run", "--pg-dsn", "postgres://h/db", "--pprof-addr", "127.0.0.1"}, nil, "--pprof-addr"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -66,6 +73,20 @@ func TestFlagBeatsEnvironment(t *testing.T) {
 	err = run(context.Background(), []string{"run", "--pg-dsn", "postgres://h/db", "--slot", "Bad-From-Flag"}, &stdout, &stderr)
 	if err == nil || !strings.Contains(err.Error(), "Bad-From-Flag") {
 		t.Fatalf("run = %v, want the flag's slot rejected", err)
+	}
+}
+
+func TestPprofAddrAcceptsLoopback(t *testing.T) {
+	for _, addr := range []string{"127.0.0.1:6060", "localhost:6060", "[::1]:6060", "127.0.0.1:0"} {
+		t.Run(addr, func(t *testing.T) {
+			var stdout, stderr bytes.Buffer
+			// An accepted address lets validation reach the next problem:
+			// the brokers.
+			err := run(context.Background(), []string{"run", "--pg-dsn", "postgres://h/db", "--pprof-addr", addr, "--kafka-brokers", " , "}, &stdout, &stderr)
+			if err == nil || !strings.Contains(err.Error(), "broker") {
+				t.Errorf("run --pprof-addr %s = %v, want it accepted and the broker error", addr, err)
+			}
+		})
 	}
 }
 

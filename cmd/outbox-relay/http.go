@@ -14,40 +14,51 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 )
 
-// serveHTTP serves /metrics, /healthz, /readyz and, with pprof, the
-// profiles under /debug/pprof/ on addr until ctx ends.
-func serveHTTP(ctx context.Context, addr string, reg *prometheus.Registry, h *health, withPprof bool, logger *slog.Logger) error {
+// metricsHandler serves /metrics, /healthz and /readyz, and nothing else:
+// the metrics address usually listens on every interface.
+func metricsHandler(reg *prometheus.Registry, h *health) http.Handler {
 	mux := http.NewServeMux()
 	mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg}))
 	mux.Handle("/healthz", probe(h.live))
 	mux.Handle("/readyz", probe(h.ready))
-	if withPprof {
-		mux.HandleFunc("/debug/pprof/", pprof.Index)
-		mux.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
-		mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
-		mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
-		mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
-	}
+	return mux
+}
+
+// pprofHandler serves the Go profiles under /debug/pprof/, except
+// /debug/pprof/cmdline: the command line may hold secrets.
+func pprofHandler() http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("/debug/pprof/", pprof.Index)
+	mux.HandleFunc("/debug/pprof/cmdline", http.NotFound)
+	mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+	mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
+	mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
+	return mux
+}
+
+// serveHTTP serves handler on addr until ctx ends. what names the server in
+// logs and errors ("metrics", "pprof"), flag the flag that sets addr.
+func serveHTTP(ctx context.Context, what, flag, addr string, handler http.Handler, logger *slog.Logger) error {
 	ln, err := net.Listen("tcp", addr)
 	if err != nil {
-		return fmt.Errorf("listen for metrics on %s: %w; set --metrics-addr to a free address, or empty to disable", addr, err)
+		return fmt.Errorf("listen for %s on %s: %w; set --%s to a free address, or empty to disable", what, addr, err, flag)
 	}
-	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
-	logger.Info("serving metrics", "addr", ln.Addr().String())
+	srv := &http.Server{Handler: handler, ReadHeaderTimeout: 10 * time.Second}
+	logger.Info("serving "+what, "addr", ln.Addr().String())
 	errc := make(chan error, 1)
 	go func() { errc <- srv.Serve(ln) }()
 	select {
 	case err := <-errc:
-		return fmt.Errorf("serve metrics on %s: %w", addr, err)
+		return fmt.Errorf("serve %s on %s: %w", what, addr, err)
 	case <-ctx.Done():
 	}
 	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
 	defer cancel()
 	if err := srv.Shutdown(sctx); err != nil {
-		return fmt.Errorf("shut down metrics server: %w", err)
+		return fmt.Errorf("shut down %s server: %w", what, err)
 	}
 	if err := <-errc; !errors.Is(err, http.ErrServerClosed) {
-		return fmt.Errorf("serve metrics on %s: %w", addr, err)
+		return fmt.Errorf("serve %s on %s: %w", what, addr, err)
 	}
 	return nil
 }

@@ -23,6 +23,9 @@ const brokerCheckTimeout = 10 * time.Second
 func relayUntilDone(ctx context.Context, cfg Config, stderr io.Writer) error {
 	logger := cfg.logger(stderr)
 	logger.Info("starting", "version", version, "commit", commit, "cdc", cfg.CDC, "kafka", cfg.Kafka)
+	if cfg.pprof {
+		logger.Warn("--pprof is deprecated; use --pprof-addr="+defaultPprofAddr, "addr", cfg.PprofAddr)
+	}
 
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(
@@ -67,7 +70,12 @@ func relayUntilDone(ctx context.Context, cfg Config, stderr io.Writer) error {
 	g.Go(func() error { return monitor.Run(gctx) })
 	g.Go(func() error { return h.run(gctx) })
 	if cfg.MetricsAddr != "" {
-		g.Go(func() error { return serveHTTP(gctx, cfg.MetricsAddr, reg, h, cfg.Pprof, logger) })
+		g.Go(func() error {
+			return serveHTTP(gctx, "metrics", "metrics-addr", cfg.MetricsAddr, metricsHandler(reg, h), logger)
+		})
+	}
+	if cfg.PprofAddr != "" {
+		g.Go(func() error { return serveHTTP(gctx, "pprof", "pprof-addr", cfg.PprofAddr, pprofHandler(), logger) })
 	}
 	if err := g.Wait(); err != nil {
 		return fmt.Errorf("relay stopped: %w", err)

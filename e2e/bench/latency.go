@@ -31,7 +31,7 @@ func (b *bench) latencyRun(ctx context.Context, w workload, run int, db string) 
 		return r, err
 	}
 	cmd := exec.Command(b.relayBin, "run")
-	cmd.Env = b.relayEnv(b.srv.dsnFor(db), brokers, metricsAddr, false)
+	cmd.Env = b.relayEnv(b.srv.dsnFor(db), brokers, metricsAddr, "")
 	relay, err := start("relay", cmd)
 	if err != nil {
 		return r, err

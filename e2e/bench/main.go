@@ -29,7 +29,7 @@
 //
 // The relay runs with its defaults and OUTBOX_RELAY_LOG_LEVEL=warn;
 // --relay-env measures another setting. --profile DIR adds a run of
-// --profile-workload with the relay's /debug/pprof on, saving a 20 s CPU
+// --profile-workload with the relay's /debug/pprof on (--pprof-addr), saving a 20 s CPU
 // profile and the allocation profile, with go tool pprof -top of each.
 // --markdown FILE rewrites FILE below its results marker.
 //
@@ -100,7 +100,7 @@ func parseFlags(args []string) (options, error) {
 	fs.BoolVar(&o.w3Consume, "w3-consume", true, "W3: also consume the records and measure commit to consumer receipt")
 	fs.StringVar(&o.w3Trace, "w3-trace", "", "W3: write each measured row's commit time and consumer latency to this CSV file (the last run's)")
 	fs.StringVar(&o.markdown, "markdown", "", "write the results into this Markdown file, keeping its text above the results marker")
-	fs.StringVar(&o.profileDir, "profile", "", "after the runs, run a backlog workload once more with --pprof and save CPU (20s) and allocation profiles in this directory")
+	fs.StringVar(&o.profileDir, "profile", "", "after the runs, run a backlog workload once more with --pprof-addr and save CPU (20s) and allocation profiles in this directory")
 	fs.StringVar(&o.profileW, "profile-workload", "W2", "workload of the --profile run: W1, W2 or W4")
 	fs.DurationVar(&o.runTimeout, "run-timeout", 15*time.Minute, "longest one run may take")
 	fs.Func("relay-env", "OUTBOX_RELAY_NAME=value for the relay, to measure a setting other than its default; repeatable", func(kv string) error {

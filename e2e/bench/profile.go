@@ -20,7 +20,7 @@ type profileRun struct {
 	files  []string
 }
 
-// profile runs --profile-workload once more with --pprof, saving a 20 s
+// profile runs --profile-workload once more with --pprof-addr, saving a 20 s
 // CPU profile from the relay's start, and its allocation and heap profiles
 // at the end.
 func (b *bench) profile(ctx context.Context) (*profileRun, error) {
@@ -33,7 +33,7 @@ func (b *bench) profile(ctx context.Context) (*profileRun, error) {
 	}
 	p := &profileRun{dir: dir}
 	w := workloadByName[b.o.profileW].scaled(b.o)
-	b.logf("profile run: %s with --pprof, profiles in %s", w.name, dir)
+	b.logf("profile run: %s with --pprof-addr, profiles in %s", w.name, dir)
 	r, err := b.runOnce(ctx, w, 0, p)
 	if err != nil {
 		return nil, err

@@ -270,7 +270,7 @@ func (r report) text() string {
 			opt(res.busy*100, "%.0f%%", res.busy >= 0), opt(res.ceilBusy*100, "%.0f%%", res.ceilBusy >= 0), res.published)
 	}
 	if r.profile != nil {
-		fmt.Fprintf(&b, "\nThe profile run (%s with `--pprof`, not in the medians) saved its profiles in %s.\n", r.profile.result.workload, r.profile.dir)
+		fmt.Fprintf(&b, "\nThe profile run (%s with `--pprof-addr`, not in the medians) saved its profiles in %s.\n", r.profile.result.workload, r.profile.dir)
 	}
 	return b.String()
 }

@@ -110,7 +110,7 @@ func (b *bench) runOnce(ctx context.Context, w workload, run int, prof *profileR
 	}()
 	dsn := b.srv.dsnFor(db)
 	setup := exec.CommandContext(ctx, b.relayBin, "setup")
-	setup.Env = b.relayEnv(dsn, "localhost:9092", "", false)
+	setup.Env = b.relayEnv(dsn, "localhost:9092", "", "")
 	if out, err := setup.CombinedOutput(); err != nil {
 		return result{}, fmt.Errorf("outbox-relay setup: %w\n%s", err, out)
 	}
@@ -122,8 +122,9 @@ func (b *bench) runOnce(ctx context.Context, w workload, run int, prof *profileR
 
 // relayEnv is the relay's environment: ours without OUTBOX_RELAY_*
 // settings, so that it runs with its defaults, then --relay-env, then the
-// benchmark's own, which win.
-func (b *bench) relayEnv(dsn, brokers, metricsAddr string, pprof bool) []string {
+// benchmark's own, which win. A pprofAddr serves the relay's profiles;
+// empty means none.
+func (b *bench) relayEnv(dsn, brokers, metricsAddr, pprofAddr string) []string {
 	var env []string
 	for _, kv := range os.Environ() {
 		if !strings.HasPrefix(kv, "OUTBOX_RELAY_") {
@@ -140,8 +141,8 @@ func (b *bench) relayEnv(dsn, brokers, metricsAddr string, pprof bool) []string 
 		"OUTBOX_RELAY_LOG_LEVEL=warn",
 		"OUTBOX_RELAY_LOG_FORMAT=json",
 	)
-	if pprof {
-		env = append(env, "OUTBOX_RELAY_PPROF=true")
+	if pprofAddr != "" {
+		env = append(env, "OUTBOX_RELAY_PPROF_ADDR="+pprofAddr)
 	}
 	return env
 }
@@ -218,8 +219,14 @@ func (b *bench) backlogRun(ctx context.Context, w workload, run int, db string, 
 	if err != nil {
 		return r, err
 	}
+	var pprofAddr string
+	if prof != nil {
+		if pprofAddr, err = freeAddr(); err != nil {
+			return r, err
+		}
+	}
 	cmd := exec.Command(b.relayBin, "run")
-	cmd.Env = b.relayEnv(b.srv.dsnFor(db), brokers, metricsAddr, prof != nil)
+	cmd.Env = b.relayEnv(b.srv.dsnFor(db), brokers, metricsAddr, pprofAddr)
 	began, machine := time.Now(), machineCPU()
 	relay, err := start("relay", cmd)
 	if err != nil {
@@ -228,7 +235,7 @@ func (b *bench) backlogRun(ctx context.Context, w workload, run int, db string, 
 	defer relay.kill()
 	var profiling errgroup.Group
 	if prof != nil {
-		profiling.Go(func() error { return prof.captureCPU(ctx, metricsAddr) })
+		profiling.Go(func() error { return prof.captureCPU(ctx, pprofAddr) })
 	}
 	f, err := b.awaitConfirmed(ctx, conn, relay, "http://"+metricsAddr+"/metrics", r.rows, end)
 	if err != nil {
@@ -241,7 +248,7 @@ func (b *bench) backlogRun(ctx context.Context, w workload, run int, db string, 
 		return r, err
 	}
 	if prof != nil {
-		if err := prof.captureAllocs(ctx, metricsAddr); err != nil {
+		if err := prof.captureAllocs(ctx, pprofAddr); err != nil {
 			return r, err
 		}
 	}

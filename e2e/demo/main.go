@@ -2,9 +2,11 @@
 // private PostgreSQL, an in-process Kafka-protocol broker, the relay binary,
 // a writer of sample events (some transactions rolled back) and a consumer
 // that prints what arrives, with the relay's lag metrics every few seconds.
-// Ctrl-C stops everything and removes the temporary state.
+// Ctrl-C (SIGINT, or SIGTERM) stops everything and removes the temporary
+// state; the demo then exits 0 if the relay drained and PostgreSQL stopped
+// cleanly, 1 otherwise. `make demo` builds it into bin/ and runs:
 //
-//	go run ./e2e/demo -relay bin/outbox-relay
+//	bin/outbox-relay-demo -relay bin/outbox-relay
 package main
 
 import (
@@ -41,7 +43,7 @@ func main() {
 	}
 }
 
-func run(args []string) error {
+func run(args []string) (err error) {
 	fs := flag.NewFlagSet("demo", flag.ContinueOnError)
 	relayBin := fs.String("relay", "bin/outbox-relay", "path of the outbox-relay binary")
 	duration := fs.Duration("duration", 0, "stop after this long; 0 runs until Ctrl-C")
@@ -64,8 +66,10 @@ func run(args []string) error {
 		return fmt.Errorf("start PostgreSQL: %w", err)
 	}
 	defer func() {
-		if err := pg.Stop(); err != nil {
-			out.say("demo", "stop PostgreSQL: %v", err)
+		if serr := pg.Stop(); serr != nil {
+			out.say("demo", "stop PostgreSQL: %v", serr)
+			err = errors.Join(err, fmt.Errorf("stop PostgreSQL: %w", serr))
+			return
 		}
 		out.say("demo", "PostgreSQL stopped and its data removed")
 	}()
@@ -131,10 +135,12 @@ func run(args []string) error {
 
 	out.say("demo", "stopping: SIGTERM to the relay, which drains and confirms its position")
 	_ = relay.Process.Signal(syscall.SIGTERM)
+	var relayErr error
 	select {
 	case err := <-relayDone:
 		if err != nil {
 			out.say("demo", "relay exited: %v", err)
+			relayErr = fmt.Errorf("relay did not stop cleanly: %w", err)
 		} else {
 			out.say("demo", "relay exited cleanly")
 		}
@@ -142,12 +148,13 @@ func run(args []string) error {
 		_ = relay.Process.Kill()
 		<-relayDone
 		out.say("demo", "relay did not stop in 40s; killed")
+		relayErr = errors.New("relay did not stop within 40s of SIGTERM; killed")
 	}
 	st.mu.Lock()
 	out.say("demo", "committed %d events (%d rolled back, never published); consumed %d",
 		st.committed, st.rolledBack, st.consumed)
 	st.mu.Unlock()
-	return nil
+	return relayErr
 }
 
 type stats struct {
