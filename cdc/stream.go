@@ -182,6 +182,14 @@ func (s *Stream) session(ctx context.Context, h Handler) (drained bool, _ error)
 	if confirmErr == nil {
 		confirmErr = s.sendStatus(conn, final, false)
 	}
+	if confirmErr == nil {
+		// End the copy and read what the server still sends: closing a
+		// socket with unread data resets the connection, and the server
+		// may then lose the confirmation.
+		if _, err := pglogrepl.SendStandbyCopyDone(context.Background(), conn); err != nil {
+			s.log.Debug("end replication copy", "err", err)
+		}
+	}
 	if ctx.Err() == nil {
 		// A permanent error: report it, with what became of the rest.
 		if confirmErr != nil {
