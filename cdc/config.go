@@ -28,10 +28,18 @@ type Config struct {
 	// StatusInterval is how often the stream confirms its flush position to
 	// the server. Zero means one second.
 	StatusInterval time.Duration
-	// ShutdownTimeout bounds how long the stream waits, once its context
-	// ends, for in-flight events to be acknowledged before it sends its final
-	// position. Zero means 30 seconds.
+	// ShutdownTimeout bounds a clean stop, from the moment the stream's
+	// context ends: reading to the end of the open transaction, waiting for
+	// in-flight events to be acknowledged, and sending the final position,
+	// for which the last tenth (at most one second) is kept. Zero means 30
+	// seconds.
 	ShutdownTimeout time.Duration
+	// CreateSlot lets Run create the slot, as Setup does, when it is missing
+	// at Run's first connection; the new slot sees only transactions that
+	// commit after it. A slot missing once Run has streamed is never
+	// recreated: Run returns an error wrapping ErrSlotLost. Zero means false:
+	// a missing slot is an error wrapping ErrNoSlot.
+	CreateSlot bool
 }
 
 // SetDefaults fills zero fields with their documented defaults.

@@ -23,4 +23,10 @@ var (
 	ErrSlotPlugin = errors.New("cdc: replication slot does not use pgoutput")
 	// ErrColumns reports an outbox table whose columns do not match the mapping.
 	ErrColumns = errors.New("cdc: outbox table columns do not match the column mapping")
+	// ErrSlotLost reports that the slot disappeared after the relay had
+	// streamed from it: dropped, or lost in a failover. Events may be lost.
+	ErrSlotLost = errors.New("cdc: replication slot disappeared while the relay was running")
+	// ErrSystemChanged reports a reconnect to another server history (system
+	// identifier or timeline) than the relay first streamed from.
+	ErrSystemChanged = errors.New("cdc: server system identifier or timeline changed while the relay was running")
 )

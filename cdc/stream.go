@@ -52,6 +52,11 @@ type Stream struct {
 	m     *metrics
 	state atomic.Int32 // a State
 	beat  atomic.Int64 // unix nanoseconds of the loop's last round
+
+	// Owned by Run's goroutine.
+	streamed bool          // a session of this Run reached START_REPLICATION
+	first    identity      // the server history of that session
+	sent     pglogrepl.LSN // the position last confirmed to the server
 }
 
 // New returns a Stream for cfg; it connects nothing until Run. A nil logger
@@ -79,19 +84,24 @@ func New(cfg Config, logger *slog.Logger, reg prometheus.Registerer) (*Stream, e
 // While another connection holds the slot, Run stands by and retries. Once
 // it has streamed, it reconnects after any loss of the connection (a server
 // restart, a terminated walsender, a network fault) with exponential backoff
-// and resumes from the slot's confirmed position. Errors no retry can cure
-// (configuration, a missing table or publication, an invalidated slot, a
-// Handler failure) are returned; so is any error before the first stream,
-// so that a wrong setting fails fast.
+// and resumes from the slot's confirmed position. A connection on which the
+// server has sent nothing for wal_sender_timeout (one minute when that is 0)
+// counts as lost. Errors no retry can cure (configuration, a missing table
+// or publication, an invalidated slot, a Handler failure) are returned,
+// after h drained and its position was confirmed where the connection
+// allows; so is any error before the first stream, so that a wrong setting
+// fails fast. Once it has streamed, a slot gone missing (ErrSlotLost) or a
+// server of another history (ErrSystemChanged) stops Run for good: events
+// may have been lost, and reading on would hide it.
 func (s *Stream) Run(ctx context.Context, h Handler) error {
 	defer s.setState(StateStopped)
+	s.streamed, s.first, s.sent = false, identity{}, 0
 	b := backoff.NewExponentialBackOff()
 	b.InitialInterval = 250 * time.Millisecond
 	b.MaxInterval = 5 * time.Second
-	streamed := false
 	for {
 		began := time.Now()
-		drained, err := s.session(ctx, h, &streamed)
+		drained, err := s.session(ctx, h)
 		if ctx.Err() != nil {
 			if !drained {
 				// No connection to confirm on: let what is in flight
@@ -106,7 +116,7 @@ func (s *Stream) Run(ctx context.Context, h Handler) error {
 			return err
 		}
 		s.m.errors.Inc()
-		if !streamed || permanent(err) {
+		if !s.streamed || permanent(err) {
 			return err
 		}
 		if time.Since(began) > time.Minute {
@@ -127,11 +137,13 @@ func (s *Stream) Run(ctx context.Context, h Handler) error {
 }
 
 // session connects, streams until ctx ends or the connection fails, and on
-// ctx's end drains h and confirms its final position. drained reports that
-// it did so; streamed is set once START_REPLICATION succeeded.
-func (s *Stream) session(ctx context.Context, h Handler, streamed *bool) (drained bool, _ error) {
+// ctx's end drains h and confirms its final position; drained reports that
+// it did so. On an error no reconnect can cure it drains and confirms too,
+// and returns the error. s.streamed is set once START_REPLICATION
+// succeeded.
+func (s *Stream) session(ctx context.Context, h Handler) (drained bool, _ error) {
 	s.setState(StateConnecting)
-	conn, err := s.connect(ctx)
+	conn, id, silence, err := s.connect(ctx)
 	if err != nil {
 		return false, err
 	}
@@ -141,30 +153,57 @@ func (s *Stream) session(ctx context.Context, h Handler, streamed *bool) (draine
 	if err != nil {
 		return false, err
 	}
-	*streamed = true
+	if !s.streamed {
+		s.streamed, s.first = true, id
+	}
 	s.setState(StateStreaming)
 	s.m.active.Set(1)
 	defer s.m.active.Set(0)
 	// Nothing before the slot's confirmed position is in flight, so the
 	// position may be confirmed as it is.
 	h.Keepalive(start)
-	s.log.Info("streaming", "lsn", start.String(), "publication", s.cfg.Publication)
+	s.log.Info("streaming", "lsn", start.String(), "publication", s.cfg.Publication, "silence_timeout", silence.String())
 
-	loopErr := s.loop(ctx, conn, h)
-	if ctx.Err() == nil {
+	var stopBy time.Time // set by loop once ctx ends
+	loopErr := s.loop(ctx, conn, h, start, silence, &stopBy)
+	if ctx.Err() == nil && !permanent(loopErr) {
 		return false, loopErr
 	}
+	if stopBy.IsZero() {
+		stopBy = time.Now().Add(s.cfg.ShutdownTimeout - confirmReserve(s.cfg.ShutdownTimeout))
+	}
 
-	s.log.Info("draining", "timeout", s.cfg.ShutdownTimeout.String())
-	dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), s.cfg.ShutdownTimeout)
+	s.log.Info("draining", "until", stopBy.Format(time.RFC3339Nano))
+	dctx, cancel := context.WithDeadline(context.WithoutCancel(ctx), stopBy)
 	defer cancel()
 	drainErr := h.Drain(dctx)
-	final := h.Flushed()
-	if err := conn.Conn().SetDeadline(time.Time{}); err != nil {
-		return true, fmt.Errorf("clear deadline on replication connection: %w", err)
+	final := max(h.Flushed(), start)
+	confirmErr := conn.Conn().SetDeadline(stopBy.Add(confirmReserve(s.cfg.ShutdownTimeout)))
+	if confirmErr == nil {
+		confirmErr = s.sendStatus(conn, final, false)
 	}
-	if err := s.sendStatus(conn, final, false); err != nil {
-		return true, fmt.Errorf("confirm final position %s: %w", final, err)
+	if confirmErr == nil {
+		// End the copy and read what the server still sends: closing a
+		// socket with unread data resets the connection, and the server
+		// may then lose the confirmation.
+		if _, err := pglogrepl.SendStandbyCopyDone(context.Background(), conn); err != nil {
+			s.log.Debug("end replication copy", "err", err)
+		}
+	}
+	if ctx.Err() == nil {
+		// A permanent error: report it, with what became of the rest.
+		if confirmErr != nil {
+			s.log.Warn("could not confirm the acknowledged position before stopping; it will be sent again", "lsn", final.String(), "err", confirmErr)
+		} else {
+			s.log.Info("final position confirmed", "lsn", final.String())
+		}
+		if drainErr != nil {
+			s.log.Warn("stopping with events unacknowledged; they will be sent again", "err", drainErr)
+		}
+		return false, loopErr
+	}
+	if confirmErr != nil {
+		return true, fmt.Errorf("confirm final position %s: %w", final, confirmErr)
 	}
 	s.log.Info("final position confirmed", "lsn", final.String())
 	if drainErr != nil {
@@ -173,9 +212,15 @@ func (s *Stream) session(ctx context.Context, h Handler, streamed *bool) (draine
 	return true, nil
 }
 
+// confirmReserve is the part of the shutdown timeout kept for the final
+// confirmation: a tenth, at most one second.
+func confirmReserve(timeout time.Duration) time.Duration {
+	return min(time.Second, timeout/10)
+}
+
 // permanent reports an error no reconnect can cure.
 func permanent(err error) bool {
-	for _, target := range []error{ErrWALLevel, ErrNoTable, ErrNoPublication, ErrNotPublished, ErrSlotInvalidated, ErrSlotPlugin, ErrColumns, ErrNoSlot} {
+	for _, target := range []error{ErrWALLevel, ErrNoTable, ErrNoPublication, ErrNotPublished, ErrSlotInvalidated, ErrSlotPlugin, ErrColumns, ErrNoSlot, ErrSlotLost, ErrSystemChanged} {
 		if errors.Is(err, target) {
 			return true
 		}
@@ -215,38 +260,44 @@ func (s *Stream) connectConfig() (*pgx.ConnConfig, error) {
 }
 
 // connect checks the server, table, publication and slot on a normal
-// connection (creating the slot if missing), then opens the replication
-// connection.
-func (s *Stream) connect(ctx context.Context) (*pgconn.PgConn, error) {
+// connection (creating the slot if it is missing, the config allows it and
+// this Run has not streamed yet), then opens the replication connection and
+// checks that the server's history is the one first streamed from. It
+// returns the connection, the server's history and how long the stream may
+// hear nothing before it counts the connection lost.
+func (s *Stream) connect(ctx context.Context) (*pgconn.PgConn, identity, time.Duration, error) {
 	dsn := RedactDSN(s.cfg.DSN)
 	ccfg, err := s.connectConfig()
 	if err != nil {
-		return nil, err
+		return nil, identity{}, 0, err
 	}
 	db, err := pgx.ConnectConfig(ctx, ccfg)
 	if err != nil {
-		return nil, ConnectError(s.cfg.DSN, err)
+		return nil, identity{}, 0, ConnectError(s.cfg.DSN, err)
 	}
 	defer db.Close(context.WithoutCancel(ctx))
 	if err := CheckServer(ctx, db, s.cfg.Table, s.cfg.Publication); err != nil {
-		return nil, err
+		return nil, identity{}, 0, err
 	}
 	if err := CheckColumns(ctx, db, s.cfg.Table, s.cfg.Columns); err != nil {
-		return nil, err
-	}
-	created, err := CreateSlot(ctx, db, s.cfg.Slot)
-	if err != nil {
-		return nil, err
-	}
-	if created {
-		s.log.Info("slot created")
+		return nil, identity{}, 0, err
 	}
 	slot, err := ReadSlot(ctx, db, s.cfg.Slot)
+	switch {
+	case errors.Is(err, ErrNoSlot) && s.streamed:
+		return nil, identity{}, 0, s.slotLost()
+	case errors.Is(err, ErrNoSlot) && s.cfg.CreateSlot:
+		if _, err := CreateSlot(ctx, db, s.cfg.Slot); err != nil {
+			return nil, identity{}, 0, err
+		}
+		s.log.Warn("slot was missing and is created: it sees only transactions that commit from now on; if a relay used this slot before, republish from the outbox table the rows written since it stopped")
+		slot, err = ReadSlot(ctx, db, s.cfg.Slot)
+	}
 	if err != nil {
-		return nil, err
+		return nil, identity{}, 0, err
 	}
 	if err := slot.Usable(); err != nil {
-		return nil, err
+		return nil, identity{}, 0, err
 	}
 
 	pcfg := ccfg.Config.Copy()
@@ -255,17 +306,50 @@ func (s *Stream) connect(ctx context.Context) (*pgconn.PgConn, error) {
 	if err != nil {
 		var pgErr *pgconn.PgError
 		if errors.As(err, &pgErr) && pgErr.Code == "42501" {
-			return nil, fmt.Errorf("open replication connection to %s: %w; the role needs the REPLICATION attribute (ALTER ROLE name REPLICATION)", dsn, err)
+			return nil, identity{}, 0, fmt.Errorf("open replication connection to %s: %w; the role needs the REPLICATION attribute (ALTER ROLE name REPLICATION)", dsn, err)
 		}
-		return nil, fmt.Errorf("open replication connection to %s: %w", dsn, err)
+		return nil, identity{}, 0, fmt.Errorf("open replication connection to %s: %w", dsn, err)
+	}
+	fail := func(err error) (*pgconn.PgConn, identity, time.Duration, error) {
+		conn.Close(context.WithoutCancel(ctx))
+		return nil, identity{}, 0, err
 	}
 	sys, err := pglogrepl.IdentifySystem(ctx, conn)
 	if err != nil {
-		conn.Close(context.WithoutCancel(ctx))
-		return nil, fmt.Errorf("identify system: %w", err)
+		return fail(fmt.Errorf("identify system: %w", err))
+	}
+	id := identity{SystemID: sys.SystemID, Timeline: sys.Timeline}
+	if s.streamed {
+		if err := s.first.follows(id, s.cfg.Slot, s.sent); err != nil {
+			return fail(err)
+		}
+	}
+	silence, err := s.silence(ctx, conn)
+	if err != nil {
+		return fail(err)
 	}
 	s.log.Info("connected", "system_id", sys.SystemID, "timeline", sys.Timeline, "lsn", sys.XLogPos.String(), "database", sys.DBName)
-	return conn, nil
+	return conn, id, silence, nil
+}
+
+// silence reads wal_sender_timeout on the replication connection and
+// returns how long the stream may hear nothing from the server.
+func (s *Stream) silence(ctx context.Context, conn *pgconn.PgConn) (time.Duration, error) {
+	res, err := conn.Exec(ctx, "SHOW wal_sender_timeout").ReadAll()
+	if err != nil {
+		return 0, fmt.Errorf("read wal_sender_timeout: %w", err)
+	}
+	if len(res) == 0 || len(res[0].Rows) == 0 || len(res[0].Rows[0]) == 0 {
+		return 0, fmt.Errorf("read wal_sender_timeout: SHOW returned no value")
+	}
+	return silenceFor(string(res[0].Rows[0][0]))
+}
+
+// slotLost returns the error for a slot that disappeared after this Run
+// streamed from it.
+func (s *Stream) slotLost() error {
+	return fmt.Errorf("replication slot %q disappeared while the relay was running: it was dropped, or the server failed over to one without it; events committed since %s may not have been relayed; recreate it with `outbox-relay setup` and republish from the outbox table the rows written since then: %w",
+		s.cfg.Slot, s.sent, ErrSlotLost)
 }
 
 // start issues START_REPLICATION, retrying while another connection holds
@@ -283,6 +367,9 @@ func (s *Stream) start(ctx context.Context, conn *pgconn.PgConn) (pglogrepl.LSN,
 		var pgErr *pgconn.PgError
 		if errors.As(err, &pgErr) && pgErr.Code == "55006" { // object_in_use
 			return struct{}{}, fmt.Errorf("start replication on slot %q: %w: %s", s.cfg.Slot, ErrSlotInUse, pgErr.Message)
+		}
+		if errors.As(err, &pgErr) && pgErr.Code == "42704" && s.streamed { // undefined_object: dropped since connect
+			return struct{}{}, backoff.Permanent(s.slotLost())
 		}
 		if err != nil {
 			return struct{}{}, backoff.Permanent(fmt.Errorf("start replication on slot %q: %w", s.cfg.Slot, err))
@@ -325,6 +412,9 @@ func (s *Stream) start(ctx context.Context, conn *pgconn.PgConn) (pglogrepl.LSN,
 	}
 	defer db.Close(context.WithoutCancel(ctx))
 	slot, err := ReadSlot(ctx, db, s.cfg.Slot)
+	if errors.Is(err, ErrNoSlot) && s.streamed {
+		return 0, s.slotLost()
+	}
 	if err != nil {
 		return 0, err
 	}
@@ -337,11 +427,17 @@ const promptStatus = 100 * time.Millisecond
 
 // loop reads the replication stream until ctx ends or an error occurs. It
 // sends a status update every StatusInterval, whenever the server asks, and
-// within promptStatus of the flush position passing what it last confirmed.
-// When ctx ends inside a transaction it reads on to that transaction's
-// commit, for at most half the shutdown timeout, so that a clean stop leaves
-// nothing to send again.
-func (s *Stream) loop(ctx context.Context, conn *pgconn.PgConn, h Handler) error {
+// within promptStatus of the flush position passing what it last confirmed;
+// it never confirms less than start, the slot's position when the session
+// began. Having heard nothing for half of silence it asks the server for a
+// reply, and having heard nothing for silence it returns an error: the
+// connection is lost even if TCP has not noticed.
+//
+// When ctx ends it sets *stopBy, the deadline of the whole stop less the
+// final confirmation's share, and inside a transaction reads on to that
+// transaction's commit, for at most half of the time until *stopBy, so that
+// a clean stop leaves nothing to send again.
+func (s *Stream) loop(ctx context.Context, conn *pgconn.PgConn, h Handler, start pglogrepl.LSN, silence time.Duration, stopBy *time.Time) error {
 	netConn := conn.Conn()
 	// Wake a blocked read when ctx ends.
 	stop := context.AfterFunc(ctx, func() { _ = netConn.SetReadDeadline(time.Unix(1, 0)) })
@@ -359,12 +455,14 @@ func (s *Stream) loop(ctx context.Context, conn *pgconn.PgConn, h Handler) error
 		received   pglogrepl.LSN // the server has sent everything before it
 		sent       pglogrepl.LSN // the position last confirmed
 		nextPrompt time.Time     // when to look for a position to confirm early
+		heard      = time.Now()  // when the server last sent a message
+		asked      bool          // a reply was requested since heard
 		wait       = time.NewTimer(time.Hour)
 	)
 	defer wait.Stop()
-	confirm := func(now time.Time) error {
-		f := h.Flushed()
-		if err := s.sendStatus(conn, f, false); err != nil {
+	confirm := func(now time.Time, reply bool) error {
+		f := max(h.Flushed(), start)
+		if err := s.sendStatus(conn, f, reply); err != nil {
 			return err
 		}
 		sent, nextStatus = f, now.Add(s.cfg.StatusInterval)
@@ -374,19 +472,31 @@ func (s *Stream) loop(ctx context.Context, conn *pgconn.PgConn, h Handler) error
 		now := time.Now()
 		s.beat.Store(now.UnixNano())
 		if ctx.Err() != nil {
+			if stopBy.IsZero() {
+				*stopBy = now.Add(s.cfg.ShutdownTimeout - confirmReserve(s.cfg.ShutdownTimeout))
+			}
 			switch {
 			case !inTxn:
 				return ctx.Err()
 			case finishBy.IsZero():
-				finishBy = now.Add(s.cfg.ShutdownTimeout / 2)
+				finishBy = now.Add(stopBy.Sub(now) / 2)
 				s.log.Info("reading to the end of the open transaction before stopping", "until", finishBy)
 			case now.After(finishBy):
 				s.log.Warn("stopping inside a transaction; its events will be sent again after restart")
 				return ctx.Err()
 			}
 		}
+		if quiet := now.Sub(heard); quiet >= silence {
+			return fmt.Errorf("replication stream on slot %q: nothing received for %s (wal_sender_timeout, or %s when it is 0): the connection is lost", s.cfg.Slot, quiet.Round(time.Millisecond), defaultSilence)
+		} else if quiet >= silence/2 && !asked {
+			// An idle server that hears from us sends nothing: ask.
+			asked = true
+			if err := confirm(now, true); err != nil {
+				return err
+			}
+		}
 		if !now.Before(nextStatus) {
-			if err := confirm(now); err != nil {
+			if err := confirm(now, false); err != nil {
 				return err
 			}
 		}
@@ -396,8 +506,8 @@ func (s *Stream) loop(ctx context.Context, conn *pgconn.PgConn, h Handler) error
 		prompt := received > sent
 		if prompt && !now.Before(nextPrompt) {
 			nextPrompt = now.Add(promptStatus)
-			if h.Flushed() > sent {
-				if err := confirm(now); err != nil {
+			if max(h.Flushed(), start) > sent {
+				if err := confirm(now, false); err != nil {
 					return err
 				}
 			}
@@ -408,6 +518,11 @@ func (s *Stream) loop(ctx context.Context, conn *pgconn.PgConn, h Handler) error
 		}
 		if !finishBy.IsZero() && finishBy.Before(wake) {
 			wake = finishBy
+		}
+		if next := heard.Add(silence / 2); !asked && next.Before(wake) {
+			wake = next
+		} else if next := heard.Add(silence); next.Before(wake) {
+			wake = next
 		}
 		if room := h.Room(); room != nil {
 			s.m.stalls.Inc()
@@ -421,6 +536,9 @@ func (s *Stream) loop(ctx context.Context, conn *pgconn.PgConn, h Handler) error
 			case <-wait.C:
 			case <-done:
 			}
+			// Nothing is read meanwhile: what the server sent waits in
+			// the socket, and the wait is no silence of the server's.
+			heard = time.Now()
 			continue
 		}
 		if deadline != wake {
@@ -440,6 +558,7 @@ func (s *Stream) loop(ctx context.Context, conn *pgconn.PgConn, h Handler) error
 			}
 			return fmt.Errorf("receive from replication stream on slot %q: %w", s.cfg.Slot, err)
 		}
+		heard, asked = time.Now(), false
 		switch msg := msg.(type) {
 		case *pgproto3.CopyData:
 			if len(msg.Data) == 0 {
@@ -460,7 +579,7 @@ func (s *Stream) loop(ctx context.Context, conn *pgconn.PgConn, h Handler) error
 				}
 				s.m.lag.Set(float64(lsnDiff(ka.ServerWALEnd, received)))
 				if ka.ReplyRequested {
-					if err := confirm(time.Now()); err != nil {
+					if err := confirm(time.Now(), false); err != nil {
 						return err
 					}
 				}
@@ -551,6 +670,7 @@ func (s *Stream) sendStatus(conn *pgconn.PgConn, flushed pglogrepl.LSN, reply bo
 	if err != nil {
 		return fmt.Errorf("send standby status at %s: %w", flushed, err)
 	}
+	s.sent = flushed
 	s.m.confirmed.Set(float64(flushed))
 	return nil
 }

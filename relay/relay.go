@@ -158,7 +158,9 @@ func (r *Relay) Begin(commitLSN pglogrepl.LSN, commitTime time.Time) {
 	r.mu.Unlock()
 	switch {
 	case open && commitLSN == r.commitLSN:
-		r.resumeFrom, r.index, r.skipping = r.index, 0, false
+		// A reconnect during an earlier replay may come before index
+		// reaches the rows published: keep the most published.
+		r.resumeFrom, r.index, r.skipping = max(r.resumeFrom, r.index), 0, false
 		r.log.Info("resuming transaction after reconnect", "commit_lsn", commitLSN.String(), "published", r.resumeFrom)
 		return
 	case commitLSN <= r.lastCommit || (open && commitLSN < r.commitLSN):

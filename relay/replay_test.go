@@ -1,8 +1,12 @@
 package relay
 
 import (
+	"context"
 	"fmt"
+	"sync"
 	"testing"
+
+	"github.com/outbox-relay/outbox-relay/schema"
 )
 
 // TestReplayAfterReconnect feeds the relay what PostgreSQL sends after the
@@ -82,5 +86,61 @@ func TestReplaySkipsOpenTransaction(t *testing.T) {
 	}
 	if h.len() != 1 {
 		t.Errorf("published %d events, want only the first", h.len())
+	}
+}
+
+// TestReplayTwoReconnectsInOpenTransaction reconnects twice while one
+// transaction is open; the second reconnect comes before the replay has
+// reached the rows published in the first session. No row is published
+// twice, and every row is published once.
+func TestReplayTwoReconnectsInOpenTransaction(t *testing.T) {
+	var mu sync.Mutex
+	count := map[string]int{}
+	var order []string
+	sink := &fakeSink{publish: func(_ context.Context, ev *schema.Event, done func(error)) {
+		mu.Lock()
+		count[ev.ID]++
+		order = append(order, fmt.Sprintf("%s@%d", ev.ID, ev.Position.Index))
+		mu.Unlock()
+		done(nil)
+	}}
+	r, _ := newTestRelay(t, Config{}, sink)
+	insert := func(row int) {
+		t.Helper()
+		if err := r.Insert(t.Context(), newEvent(fmt.Sprintf("e%d", row), 10)); err != nil {
+			t.Fatalf("Insert(row %d) = %v", row, err)
+		}
+	}
+	sessions := []struct {
+		name string
+		rows int  // rows of the transaction the session reads
+		end  bool // the session reads the commit
+	}{
+		{"first session, broken after 3 rows", 3, false},
+		{"second session, broken after 1 row", 1, false},
+		{"third session, reads the whole transaction", 5, true},
+	}
+	for _, s := range sessions {
+		r.Begin(commitLSN(0), commitTime)
+		for row := range s.rows {
+			insert(row)
+		}
+		if s.end {
+			r.Commit(endLSN(0))
+		}
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	for id, n := range count {
+		if n != 1 {
+			t.Errorf("event %s published %d times, want once (published %v)", id, n, order)
+		}
+	}
+	want := []string{"e0@0", "e1@1", "e2@2", "e3@3", "e4@4"}
+	if fmt.Sprint(order) != fmt.Sprint(want) {
+		t.Errorf("published %v, want %v", order, want)
+	}
+	if got := r.Flushed(); got != endLSN(0) {
+		t.Errorf("Flushed() = %s, want %s", got, endLSN(0))
 	}
 }

@@ -1,0 +1,71 @@
+package e2e
+
+import (
+	"context"
+	"errors"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+
+	"github.com/outbox-relay/outbox-relay/schema"
+)
+
+// TestSlotDroppedWhileRunning drops the slot while the relay reconnects
+// after its walsender was terminated: the relay must not create a new slot
+// (which would skip every event committed meanwhile) but exit non-zero
+// saying what happened and what to do.
+func TestSlotDroppedWhileRunning(t *testing.T) {
+	e := newEnv(t)
+	p := e.start()
+	p.waitStreaming(30 * time.Second)
+	e.query(t, 10*time.Second, func(ctx context.Context, conn *pgx.Conn) error {
+		return schema.Insert(ctx, conn, schema.Message{AggregateType: "order", AggregateID: "1", EventType: "created", Payload: []byte(`{}`)})
+	})
+
+	// Terminate the walsender and drop the slot before the relay takes it
+	// again: the relay waits at least 250ms before reconnecting.
+	dropped := false
+	e.query(t, 20*time.Second, func(ctx context.Context, conn *pgx.Conn) error {
+		for !dropped && ctx.Err() == nil {
+			if _, err := conn.Exec(ctx, `SELECT pg_terminate_backend(active_pid) FROM pg_replication_slots WHERE slot_name = $1 AND active_pid IS NOT NULL`, e.slot); err != nil {
+				return err
+			}
+			_, err := conn.Exec(ctx, `SELECT pg_drop_replication_slot($1)`, e.slot)
+			var pgErr *pgconn.PgError
+			switch {
+			case err == nil:
+				dropped = true
+			case errors.As(err, &pgErr) && pgErr.Code == "55006": // still active
+				time.Sleep(5 * time.Millisecond)
+			default:
+				return err
+			}
+		}
+		return ctx.Err()
+	})
+	e.query(t, 10*time.Second, func(ctx context.Context, conn *pgx.Conn) error {
+		return schema.Insert(ctx, conn, schema.Message{AggregateType: "order", AggregateID: "1", EventType: "paid", Payload: []byte(`{}`)})
+	})
+
+	select {
+	case <-p.done:
+	case <-time.After(30 * time.Second):
+		var recreated bool
+		e.query(t, 10*time.Second, func(ctx context.Context, conn *pgx.Conn) error {
+			return conn.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM pg_replication_slots WHERE slot_name = $1)`, e.slot).Scan(&recreated)
+		})
+		t.Fatalf("relay still running 30s after its slot was dropped (slot exists again: %v)\n%s", recreated, p.logText())
+	}
+	if code := p.cmd.ProcessState.ExitCode(); code == 0 {
+		t.Errorf("exit code = 0 after the slot was dropped, want non-zero\n%s", p.logText())
+	}
+	logs := p.logText() // the last line, the exit error, is plain text
+	for _, want := range []string{`replication slot "` + e.slot + `" disappeared while the relay was running`, "outbox-relay setup", "republish"} {
+		if !strings.Contains(logs, want) {
+			t.Errorf("stderr lacks %q:\n%s", want, logs)
+		}
+	}
+}
