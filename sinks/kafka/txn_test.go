@@ -327,3 +327,37 @@ func gaugeValue(t *testing.T, g prometheus.Gatherer, name string) float64 {
 	t.Fatalf("no gauge %s", name)
 	return 0
 }
+
+func TestCreateCheckpointTopic(t *testing.T) {
+	ctx := testContext(t)
+	c := newTxnSinkCluster(t)
+	s := newTxnSink(ctx, t, c, "create", nil) // creates it once
+	if err := s.CreateCheckpointTopic(ctx); err != nil {
+		t.Fatalf("CreateCheckpointTopic again: %v", err)
+	}
+	cl, err := kgo.NewClient(kgo.SeedBrokers(c.ListenAddrs()...))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cl.Close()
+	req := kmsg.NewPtrDescribeConfigsRequest()
+	r := kmsg.NewDescribeConfigsRequestResource()
+	r.ResourceType, r.ResourceName = kmsg.ConfigResourceTypeTopic, kafka.CheckpointTopic
+	r.ConfigNames = []string{"cleanup.policy"}
+	req.Resources = append(req.Resources, r)
+	resp, err := req.RequestWith(ctx, cl)
+	if err != nil || len(resp.Resources) != 1 || len(resp.Resources[0].Configs) != 1 {
+		t.Fatalf("describe configs of %s: %+v, %v", kafka.CheckpointTopic, resp, err)
+	}
+	if v := resp.Resources[0].Configs[0].Value; v == nil || *v != "compact" {
+		t.Errorf("cleanup.policy of %s = %v, want compact", kafka.CheckpointTopic, v)
+	}
+	meta := kmsg.NewPtrMetadataRequest()
+	mt := kmsg.NewMetadataRequestTopic()
+	mt.Topic = kmsg.StringPtr(kafka.CheckpointTopic)
+	meta.Topics = append(meta.Topics, mt)
+	mresp, err := meta.RequestWith(ctx, cl)
+	if err != nil || len(mresp.Topics) != 1 || len(mresp.Topics[0].Partitions) != 1 {
+		t.Errorf("metadata of %s: %+v, %v; want one partition", kafka.CheckpointTopic, mresp, err)
+	}
+}
