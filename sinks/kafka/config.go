@@ -26,6 +26,8 @@ const (
 	// DefaultMaxBufferedRecords is the client's record buffer used when
 	// Config.MaxBufferedRecords is zero: franz-go's own default.
 	DefaultMaxBufferedRecords = 50_000
+	// DefaultTransactionTimeout is Config.TransactionTimeout when zero.
+	DefaultTransactionTimeout = time.Minute
 )
 
 // Limits Validate enforces.
@@ -37,6 +39,8 @@ const (
 	// larger than 100 MiB (Kafka's socket.request.max.bytes).
 	minMessageBytes = 512
 	maxMessageBytes = 100 << 20
+	// maxTransactionTimeout is Kafka's default transaction.max.timeout.ms.
+	maxTransactionTimeout = 15 * time.Minute
 )
 
 // Config configures a Sink. The zero value of every field but Brokers has a
@@ -90,6 +94,24 @@ type Config struct {
 	// SASL authenticates the client to the brokers. Zero means no
 	// authentication.
 	SASL SASLConfig
+	// TransactionalID turns on exactly-once mode: the producer is
+	// transactional with this ID, the caller brackets events with
+	// Sink.BeginTxn and Sink.CommitTxn, and a second Sink with the same ID
+	// fences this one (see txn.go). Derive it from the replication slot,
+	// so that two relays on one slot fence each other. Zero means
+	// at-least-once mode, in which the Sink behaves as it always has.
+	TransactionalID string
+	// TransactionTimeout is how long the broker lets a transaction stay
+	// open, from its first record, before aborting it; keep it well above
+	// the commit interval and at most the brokers'
+	// transaction.max.timeout.ms. Used only with TransactionalID; zero
+	// means DefaultTransactionTimeout, one minute.
+	TransactionTimeout time.Duration
+	// CheckpointKey keys this relay's fence record in CheckpointTopic.
+	// Set it to the replication slot's name, so that the fence survives a
+	// change of TransactionalID. Used only with TransactionalID; zero
+	// means TransactionalID.
+	CheckpointKey string
 }
 
 // LogValue describes c for logs without the SASL password or token.
@@ -119,6 +141,12 @@ func (c Config) withDefaults() Config {
 	}
 	if c.MaxBufferedRecords == 0 {
 		c.MaxBufferedRecords = DefaultMaxBufferedRecords
+	}
+	if c.TransactionalID != "" && c.TransactionTimeout == 0 {
+		c.TransactionTimeout = DefaultTransactionTimeout
+	}
+	if c.TransactionalID != "" && c.CheckpointKey == "" {
+		c.CheckpointKey = c.TransactionalID
 	}
 	return c
 }
@@ -163,6 +191,10 @@ func (c Config) Validate() error {
 	}
 	if c.MaxBufferedRecords < 0 {
 		errs = append(errs, fmt.Errorf("kafka: max buffered records is %d; use a positive number, or 0 for %d", c.MaxBufferedRecords, DefaultMaxBufferedRecords))
+	}
+	if c.TransactionalID != "" && (c.TransactionTimeout < time.Second || c.TransactionTimeout > maxTransactionTimeout) {
+		errs = append(errs, fmt.Errorf("kafka: transaction timeout %s is out of range; use 1s to %s (at most the brokers' transaction.max.timeout.ms), or 0 for %s",
+			c.TransactionTimeout, maxTransactionTimeout, DefaultTransactionTimeout))
 	}
 	errs = append(errs, c.TLS.validate()...)
 	errs = append(errs, c.SASL.validate()...)

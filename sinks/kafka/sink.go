@@ -41,6 +41,9 @@ import (
 // an event that is itself refused. A topic the broker refuses (not
 // authorized, unknown) holds its events and is retried with backoff: it is
 // an outage, never an event's fault. See isolate.go.
+//
+// With Config.TransactionalID set, the Sink is in exactly-once mode instead:
+// see BeginTxn, CommitTxn, ReadFence and txn.go.
 type Sink struct {
 	client   *kgo.Client
 	alone    *kgo.Client // one record per batch, for records sent alone
@@ -54,6 +57,7 @@ type Sink struct {
 	letters  queue         // dead letters, in the order DeadLetter was called
 	closing  chan struct{} // closed by Close
 	halted   atomic.Pointer[error]
+	txn      *txnState // nil in at-least-once mode; see txn.go
 }
 
 // ErrHalted wraps the error done gets for an event the Sink did not send
@@ -119,9 +123,21 @@ func New(cfg Config, logger *slog.Logger, reg prometheus.Registerer) (*Sink, err
 	if err != nil {
 		return nil, err
 	}
+	if cfg.TransactionalID != "" {
+		tm, err := newTxnMetrics(metricsReg)
+		if err != nil {
+			m.unregister()
+			return nil, err
+		}
+		s.txn = newTxnState(cfg, tm)
+		opts = append(opts, append(cfg.txnOpts(), kgo.WithHooks(s.txn))...)
+	}
 	client, err := kgo.NewClient(opts...)
 	if err != nil {
 		m.unregister()
+		if s.txn != nil {
+			s.txn.metrics.unregister()
+		}
 		return nil, fmt.Errorf("create kafka client for brokers %s: %w", strings.Join(cfg.Brokers, ","), err)
 	}
 	// With one record buffered at a time, every batch holds one record.
@@ -130,6 +146,9 @@ func New(cfg Config, logger *slog.Logger, reg prometheus.Registerer) (*Sink, err
 	if err != nil {
 		client.Close()
 		m.unregister()
+		if s.txn != nil {
+			s.txn.metrics.unregister()
+		}
 		return nil, fmt.Errorf("create kafka client for brokers %s: %w", strings.Join(cfg.Brokers, ","), err)
 	}
 	s.client, s.alone, s.metrics = client, alone, m
@@ -154,6 +173,10 @@ func New(cfg Config, logger *slog.Logger, reg prometheus.Registerer) (*Sink, err
 // if no request carries it yet (and the later buffered records of its
 // partition, to keep order). Pass a context that outlives draining.
 func (s *Sink) Publish(ctx context.Context, ev *schema.Event, done func(error)) {
+	if s.txn != nil {
+		s.publishTxn(ctx, ev, done)
+		return
+	}
 	start := time.Now()
 	if err := s.haltedErr(); err != nil {
 		done(fmt.Errorf("event %s not sent: %w", ev.ID, err))
@@ -242,6 +265,9 @@ func (s *Sink) Close() {
 	s.isolate.wait()
 	s.letters.wait()
 	s.metrics.unregister()
+	if s.txn != nil {
+		s.txn.metrics.unregister()
+	}
 }
 
 // inflight counts records whose done has not been called.
