@@ -20,6 +20,15 @@ import (
 	"github.com/outbox-relay/outbox-relay/schema"
 )
 
+// Resumer is a Handler that must learn where to resume once the stream holds
+// the slot, before it reads anything: relay.Relay under exactly-once
+// delivery reads its last committed fence there, after a standby has taken
+// the slot over, not before. start is the slot's confirmed position. An
+// error stops the stream for good.
+type Resumer interface {
+	Resume(ctx context.Context, start pglogrepl.LSN) error
+}
+
 // Handler consumes a Stream's transactions. Every method is called from the
 // Stream's goroutine; relay.Relay implements it.
 type Handler interface {
@@ -152,6 +161,11 @@ func (s *Stream) session(ctx context.Context, h Handler) (drained bool, _ error)
 	start, err := s.start(ctx, conn)
 	if err != nil {
 		return false, err
+	}
+	if r, ok := h.(Resumer); ok {
+		if err := r.Resume(ctx, start); err != nil {
+			return false, &handlerError{fmt.Errorf("resume from slot %q at %s: %w", s.cfg.Slot, start, err)}
+		}
 	}
 	if !s.streamed {
 		s.streamed, s.first = true, id

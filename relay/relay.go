@@ -26,7 +26,33 @@ type Config struct {
 	// PoisonPolicy says what becomes of an event the Sink can never
 	// deliver. Zero means PolicyDLQ.
 	PoisonPolicy Policy
+	// Delivery is DeliveryAtLeastOnce or DeliveryExactlyOnce. Zero means
+	// DeliveryAtLeastOnce.
+	Delivery Delivery
+	// TransactionInterval is, under DeliveryExactlyOnce, how long a Sink
+	// transaction stays open before the Relay commits it at the next
+	// PostgreSQL transaction boundary. Zero means
+	// DefaultTransactionInterval.
+	TransactionInterval time.Duration
 }
+
+// Delivery is a delivery guarantee.
+type Delivery string
+
+const (
+	// DeliveryAtLeastOnce confirms each event once the Sink acknowledged
+	// it; after a crash, events acknowledged but not yet confirmed are
+	// delivered again.
+	DeliveryAtLeastOnce Delivery = "at-least-once"
+	// DeliveryExactlyOnce needs a Transactor Sink: events go out in Sink
+	// transactions of whole PostgreSQL transactions, each committing a
+	// fence, and the Relay confirms only committed fences and, after a
+	// restart, skips what the last fence covers. See txn.go.
+	DeliveryExactlyOnce Delivery = "exactly-once"
+)
+
+// DefaultTransactionInterval is Config.TransactionInterval when zero.
+const DefaultTransactionInterval = 100 * time.Millisecond
 
 // Policy is a poison-row policy.
 type Policy string
@@ -52,6 +78,12 @@ func (c *Config) setDefaults() {
 	if c.PoisonPolicy == "" {
 		c.PoisonPolicy = PolicyDLQ
 	}
+	if c.Delivery == "" {
+		c.Delivery = DeliveryAtLeastOnce
+	}
+	if c.TransactionInterval == 0 {
+		c.TransactionInterval = DefaultTransactionInterval
+	}
 }
 
 // Validate reports a negative bound.
@@ -67,6 +99,14 @@ func (c Config) Validate() error {
 	default:
 		return fmt.Errorf("poison policy %q is unknown; use %q or %q", c.PoisonPolicy, PolicyDLQ, PolicyHalt)
 	}
+	switch c.Delivery {
+	case "", DeliveryAtLeastOnce, DeliveryExactlyOnce:
+	default:
+		return fmt.Errorf("delivery %q is unknown; use %q or %q", c.Delivery, DeliveryAtLeastOnce, DeliveryExactlyOnce)
+	}
+	if c.TransactionInterval < 0 {
+		return fmt.Errorf("transaction interval is %s; use a positive duration, or 0 for %s", c.TransactionInterval, DefaultTransactionInterval)
+	}
 	return nil
 }
 
@@ -78,7 +118,9 @@ func (c Config) Validate() error {
 type Relay struct {
 	cfg    Config
 	sink   Sink
-	halter Halter // sink as a Halter, or nil
+	halter Halter     // sink as a Halter, or nil
+	tx     Transactor // sink as a Transactor under DeliveryExactlyOnce, or nil
+	txMu   sync.Mutex // see txn.go
 	log    *slog.Logger
 	m      *metrics
 
@@ -93,6 +135,7 @@ type Relay struct {
 	lastCommit pglogrepl.LSN // commit LSN of the newest committed transaction
 	skipping   bool          // the current transaction was relayed before
 	resumeFrom uint32        // rows of the open transaction published before a reconnect
+	fenceRead  bool          // Resume read the last committed fence
 
 	mu             sync.Mutex
 	wm             watermark
@@ -101,6 +144,11 @@ type Relay struct {
 	err            error
 	failed         chan struct{} // closed when err is set
 	changed        chan struct{} // signalled when room appears or the relay turns idle
+	// Under DeliveryExactlyOnce (txn.go):
+	txOpen    bool          // a Sink transaction is open
+	txOpened  time.Time     // when it opened
+	txEnd     pglogrepl.LSN // end of the last PostgreSQL transaction in it
+	committed pglogrepl.LSN // the last committed fence, or where keepalives moved it
 }
 
 // New returns a Relay that publishes to sink. A nil logger discards logs; a
@@ -121,6 +169,13 @@ func New(cfg Config, sink Sink, logger *slog.Logger, reg prometheus.Registerer) 
 		changed: make(chan struct{}, 1),
 	}
 	r.halter, _ = sink.(Halter)
+	if cfg.Delivery == DeliveryExactlyOnce {
+		tx, ok := sink.(Transactor)
+		if !ok {
+			return nil, fmt.Errorf("relay config: delivery %q needs a sink with transactions; %T has none", cfg.Delivery, sink)
+		}
+		r.tx = tx
+	}
 	m, err := newMetrics(reg, cfg, r.lagSeconds)
 	if err != nil {
 		return nil, err
@@ -152,6 +207,7 @@ func (r *Relay) Begin(commitLSN pglogrepl.LSN, commitTime time.Time) {
 		r.seq = r.wm.begin()
 		r.wm.stamp(r.seq, commitTime)
 		r.mu.Unlock()
+		r.lockTxn()
 		r.commitLSN, r.commitTime, r.index, r.resumeFrom, r.skipping = commitLSN, commitTime, 0, 0, false
 		return
 	}
@@ -212,6 +268,12 @@ func (r *Relay) Insert(ctx context.Context, ev *schema.Event) error {
 		}
 		r.m.replayed.Inc()
 		return nil
+	}
+	if r.tx != nil {
+		if err := r.openTxn(); err != nil {
+			r.fail(err)
+			return err
+		}
 	}
 	ev.Position = schema.Position{CommitLSN: r.commitLSN, Index: r.index}
 	ev.CommitTime = r.commitTime
@@ -306,7 +368,7 @@ func (r *Relay) settle(p *pending, err error) {
 		r.m.publishErrors.Inc()
 	}
 	signal := (wasFull && !r.fullLocked()) || r.inflightEvents == 0
-	if err == nil {
+	if err == nil && r.tx == nil {
 		// Under the lock, so that a stale position never overwrites a newer one.
 		r.m.flushedLSN.Set(float64(r.wm.flushed))
 	}
@@ -337,9 +399,14 @@ func (r *Relay) Commit(end pglogrepl.LSN) {
 	r.lastCommit, r.resumeFrom = r.commitLSN, 0
 	r.mu.Lock()
 	r.wm.commit(r.seq, end)
-	r.m.flushedLSN.Set(float64(r.wm.flushed))
+	if r.tx == nil {
+		r.m.flushedLSN.Set(float64(r.wm.flushed))
+	}
 	r.mu.Unlock()
 	r.m.transactions.Inc()
+	if r.tx != nil {
+		r.commitTxnAt(context.Background(), end)
+	}
 }
 
 // Keepalive reports that the server has sent everything before walEnd. When
@@ -347,7 +414,11 @@ func (r *Relay) Commit(end pglogrepl.LSN) {
 func (r *Relay) Keepalive(walEnd pglogrepl.LSN) {
 	r.mu.Lock()
 	r.wm.follow(walEnd)
-	r.m.flushedLSN.Set(float64(r.wm.flushed))
+	if r.tx == nil {
+		r.m.flushedLSN.Set(float64(r.wm.flushed))
+	} else {
+		r.advanceCommittedLocked()
+	}
 	r.mu.Unlock()
 }
 
@@ -370,17 +441,28 @@ func (r *Relay) fullLocked() bool {
 	return r.inflightEvents >= r.cfg.MaxInflightEvents || r.inflightBytes >= r.cfg.MaxInflightBytes
 }
 
-// Flushed returns the position up to which every event is acknowledged:
-// the position to confirm to PostgreSQL.
+// Flushed returns the position up to which every event is acknowledged,
+// under DeliveryExactlyOnce committed: the position to confirm to
+// PostgreSQL.
 func (r *Relay) Flushed() pglogrepl.LSN {
 	r.mu.Lock()
 	defer r.mu.Unlock()
+	if r.tx != nil {
+		return r.committed
+	}
 	return r.wm.flushed
 }
 
 // Drain flushes the Sink and waits until every published event is
 // acknowledged or failed, or ctx ends. Callers stop inserting first.
+//
+// Under DeliveryExactlyOnce it first commits the open Sink transaction if
+// the stream stopped between PostgreSQL transactions, or aborts it if
+// inside one; then it must be called from the stream's goroutine.
 func (r *Relay) Drain(ctx context.Context) error {
+	if r.tx != nil {
+		r.drainTxn(ctx)
+	}
 	if err := r.sink.Flush(ctx); err != nil {
 		return fmt.Errorf("flush sink: %w", err)
 	}
@@ -404,13 +486,27 @@ var ErrSinkFailed = errors.New("sink failed an event")
 
 // Run waits until ctx ends, returning nil, or until the Sink fails an event,
 // returning that failure. Nothing after a failed event is confirmed.
+//
+// Under DeliveryExactlyOnce it also commits a due Sink transaction while
+// the stream is between PostgreSQL transactions, so that an idle outbox's
+// last events wait no longer than the transaction interval.
 func (r *Relay) Run(ctx context.Context) error {
-	select {
-	case <-ctx.Done():
-		return nil
-	case <-r.failed:
-		r.mu.Lock()
-		defer r.mu.Unlock()
-		return fmt.Errorf("%w: %w", ErrSinkFailed, r.err)
+	var tick <-chan time.Time
+	if r.tx != nil {
+		t := time.NewTicker(max(r.cfg.TransactionInterval/4, time.Millisecond))
+		defer t.Stop()
+		tick = t.C
+	}
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-r.failed:
+			r.mu.Lock()
+			defer r.mu.Unlock()
+			return fmt.Errorf("%w: %w", ErrSinkFailed, r.err)
+		case <-tick:
+			r.commitIfDue(ctx)
+		}
 	}
 }

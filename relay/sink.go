@@ -3,6 +3,8 @@ package relay
 import (
 	"context"
 
+	"github.com/jackc/pglogrepl"
+
 	"github.com/outbox-relay/outbox-relay/schema"
 )
 
@@ -38,4 +40,22 @@ type DeadLetterer interface {
 // PostgreSQL sends it again.
 type Halter interface {
 	Halt(cause error)
+}
+
+// Transactor is a Sink that delivers in transactions: what it acknowledges
+// becomes durable and visible to consumers only when CommitTxn returns nil,
+// all at once, together with the fence it commits. The Relay uses it under
+// DeliveryExactlyOnce. Its methods are called from one goroutine at a time,
+// never concurrently with Publish.
+type Transactor interface {
+	// ReadFence returns the last committed fence (zero if none), first
+	// taking the transaction identity over from any other producer.
+	ReadFence(ctx context.Context) (pglogrepl.LSN, error)
+	// BeginTxn opens a transaction for the events published next.
+	BeginTxn() error
+	// CommitTxn waits for the open transaction's events and commits them
+	// with fence, the end of the last PostgreSQL transaction they hold.
+	CommitTxn(ctx context.Context, fence pglogrepl.LSN) error
+	// AbortTxn aborts the open transaction, if any.
+	AbortTxn(ctx context.Context) error
 }

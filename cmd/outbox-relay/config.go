@@ -72,6 +72,9 @@ func bindRun(fs *flag.FlagSet, c *Config) {
 	fs.IntVar(&c.Kafka.MaxMessageBytes, "kafka-max-message-bytes", 1<<20, "largest record batch the producer sends; match the broker's message.max.bytes")
 	fs.StringVar((*string)(&c.Relay.PoisonPolicy), "poison-policy", string(relay.PolicyDLQ), "what to do with an event Kafka can never accept: dlq (set it aside in the dead-letter topic and go on) or halt (stop before it)")
 	fs.StringVar(&c.Kafka.DeadLetterTopic, "dlq-topic", kafka.DefaultDeadLetterTopic, "dead-letter topic for poison events under --poison-policy=dlq")
+	fs.StringVar((*string)(&c.Relay.Delivery), "delivery", string(relay.DeliveryAtLeastOnce), "at-least-once, or exactly-once: Kafka transactions of whole PostgreSQL transactions with a fence, so read_committed consumers see each event once")
+	fs.DurationVar(&c.Relay.TransactionInterval, "kafka-transaction-interval", relay.DefaultTransactionInterval, "under --delivery=exactly-once, how long a Kafka transaction stays open before it commits at the next PostgreSQL commit")
+	fs.StringVar(&c.Kafka.TransactionalID, "kafka-transactional-id", "", "under --delivery=exactly-once, the Kafka transactional ID; empty means outbox-relay-SLOT, so relays on one slot fence each other")
 	fs.IntVar(&c.Relay.MaxInflightEvents, "max-inflight-events", 5000, "events published and not yet acknowledged before the relay stops reading")
 	fs.IntVar(&c.Relay.MaxInflightBytes, "max-inflight-bytes", 16<<20, "bytes of events published and not yet acknowledged before the relay stops reading")
 	fs.DurationVar(&c.CDC.StatusInterval, "status-interval", time.Second, "longest time between two confirmations of the position to PostgreSQL; a position that advances is confirmed within 100ms")
@@ -142,6 +145,18 @@ func (c *Config) finishRun() error {
 	// The producer's buffer must hold what the relay keeps in flight, or
 	// Publish blocks the stream where a signal cannot reach it.
 	c.Kafka.MaxBufferedRecords = kafka.BufferFor(c.Relay.MaxInflightEvents)
+	switch c.Relay.Delivery {
+	case relay.DeliveryExactlyOnce:
+		if c.Kafka.TransactionalID == "" {
+			c.Kafka.TransactionalID = "outbox-relay-" + c.CDC.Slot
+		}
+		// The fence belongs to the slot whatever the transactional ID.
+		c.Kafka.CheckpointKey = c.CDC.Slot
+	default:
+		if c.Kafka.TransactionalID != "" {
+			return usageError{fmt.Errorf("--kafka-transactional-id is set but --delivery is %q; set --delivery=%s, or drop the ID", c.Relay.Delivery, relay.DeliveryExactlyOnce)}
+		}
+	}
 	if err := c.Kafka.Validate(); err != nil {
 		return usageError{err}
 	}

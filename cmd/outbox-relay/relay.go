@@ -49,6 +49,16 @@ func relayUntilDone(ctx context.Context, cfg Config, stderr io.Writer) error {
 		return err
 	}
 
+	if cfg.Relay.Delivery == relay.DeliveryExactlyOnce {
+		cctx, cancel := context.WithTimeout(ctx, brokerCheckTimeout)
+		err := sink.CreateCheckpointTopic(cctx)
+		cancel()
+		if err != nil {
+			return err
+		}
+		logger.Info("exactly-once delivery", "transactional_id", cfg.Kafka.TransactionalID, "checkpoint_topic", kafka.CheckpointTopic,
+			"transaction_interval", cfg.Relay.TransactionInterval.String())
+	}
 	core, err := relay.New(cfg.Relay, sink, logger, reg)
 	if err != nil {
 		return err

@@ -371,3 +371,28 @@ func (c Config) txnOpts() []kgo.Opt {
 	}
 	return []kgo.Opt{kgo.TransactionalID(c.TransactionalID), kgo.TransactionTimeout(c.TransactionTimeout)}
 }
+
+// AbortTxn aborts the open Kafka transaction, if any, so that
+// read_committed consumers need not wait for the broker's transaction
+// timeout. The relay calls it when it stops inside a PostgreSQL
+// transaction, whose events must not commit. It returns nil when no
+// transaction is open; otherwise the Sink, as after a failed CommitTxn,
+// starts no more transactions. Call it from the goroutine that calls
+// Publish.
+func (s *Sink) AbortTxn(ctx context.Context) error {
+	t := s.txn
+	if t == nil {
+		return errNotTransactional
+	}
+	t.mu.Lock()
+	open := t.open
+	t.mu.Unlock()
+	if !open {
+		return nil
+	}
+	err := s.abortTxn(ctx, 0, errors.New("the relay stopped inside a PostgreSQL transaction"))
+	if errors.Is(err, ErrTxnAborted) {
+		return nil // what was asked
+	}
+	return err
+}
