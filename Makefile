@@ -18,10 +18,12 @@ $(BIN): FORCE
 
 # demo: a private PostgreSQL, an embedded Kafka-protocol broker, the relay
 # binary, a writer of sample events and a consumer printing what arrives.
-# Ctrl-C stops everything and removes the temporary state. The demo is
-# built and run as a binary, not with go run, which reports a child stopped
-# by Ctrl-C as a failure (exit status 1). DEMO_FLAGS='-every 100ms' passes
-# flags to it (see go doc ./e2e/demo).
+# Ctrl-C stops everything and removes the temporary state, and make exits 0:
+# the demo takes the terminal's foreground, so that Ctrl-C reaches it and not
+# make, which would otherwise end itself by the SIGINT (exit status 130). The
+# demo is built and run as a binary, not with go run, which reports a child
+# stopped by Ctrl-C as a failure (exit status 1). DEMO_FLAGS='-every 100ms'
+# passes flags to it (see go doc ./e2e/demo).
 demo: build
 	$(GO) build -o $(DEMO_BIN) ./e2e/demo
 	$(DEMO_BIN) -relay $(BIN) $(DEMO_FLAGS)

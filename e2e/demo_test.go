@@ -2,7 +2,8 @@ package e2e
 
 import (
 	"bufio"
-	"errors"
+	"fmt"
+	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -10,11 +11,13 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"golang.org/x/sys/unix"
 )
 
-// TestDemoStopsCleanlyOnInterrupt runs the demo as `make demo` does, waits
-// until events flow and the lag metrics show, then interrupts it as Ctrl-C
-// in a terminal does: SIGINT to the whole foreground process group.
+// TestDemoStopsCleanlyOnInterrupt runs the demo, waits until events flow
+// and the lag metrics show, then interrupts it as Ctrl-C in a terminal does:
+// the kernel sends SIGINT to the terminal's whole foreground process group.
 func TestDemoStopsCleanlyOnInterrupt(t *testing.T) {
 	if testing.Short() {
 		t.Skip("starts PostgreSQL; skipped by -short")
@@ -24,7 +27,7 @@ func TestDemoStopsCleanlyOnInterrupt(t *testing.T) {
 		if out, err := exec.Command("go", "build", "-o", bin, "./demo").CombinedOutput(); err != nil {
 			t.Fatalf("build demo: %v\n%s", err, out)
 		}
-		out, err := interruptDemo(t, exec.Command(bin, "-relay", relayBin, "-every", "100ms"))
+		out, err := interruptDemo(t, exec.Command(bin, "-relay", relayBin, "-every", "100ms"), false)
 		if err != nil {
 			t.Fatalf("demo exited with %v after SIGINT to its process group, want exit status 0:\n%s", err, out)
 		}
@@ -33,46 +36,84 @@ func TestDemoStopsCleanlyOnInterrupt(t *testing.T) {
 		if _, err := exec.LookPath("make"); err != nil {
 			t.Skip("no make")
 		}
-		// -o keeps make from rebuilding the relay under test.
-		cmd := exec.Command("make", "-C", "..", "-o", relayBin, "BIN="+relayBin,
+		// A shell owns the terminal, as a user's does, and runs make in its
+		// foreground; once make is done it reports its own process group and
+		// the terminal's foreground process group, which must be the same
+		// again. -o keeps make from rebuilding the relay under test.
+		const script = `make "$@"; st=$?; set -- $(cat /proc/$$/stat); echo "shell: pgrp=$5 foreground=$8"; exit $st`
+		cmd := exec.Command("/bin/sh", "-c", script, "sh", "-C", "..", "-o", relayBin, "BIN="+relayBin,
 			"DEMO_BIN="+filepath.Join(t.TempDir(), "demo"), "DEMO_FLAGS=-every 100ms", "demo")
-		out, err := interruptDemo(t, cmd)
-		// make ends itself with the SIGINT it was sent once its recipe has
-		// ended (the shell reports 130); what must not happen is a failed
-		// recipe, which make reports as "make: *** [...] Error 1".
-		var ee *exec.ExitError
-		if err != nil && !(errors.As(err, &ee) && ee.Sys().(syscall.WaitStatus).Signal() == syscall.SIGINT) {
-			t.Errorf("make demo ended with %v after SIGINT, want exit status 0 or make's own SIGINT:\n%s", err, out)
+		out, err := interruptDemo(t, cmd, true)
+		if err != nil {
+			t.Errorf("make demo in a terminal ended with %v after Ctrl-C, want exit status 0:\n%s", err, out)
 		}
+		var pgrp, fg int
 		for _, l := range strings.Split(out, "\n") {
+			l = strings.TrimSpace(l)
 			if strings.HasPrefix(l, "make: ***") || strings.HasPrefix(l, "exit status") {
-				t.Errorf("make demo printed %q after SIGINT, want the recipe to succeed:\n%s", l, out)
+				t.Errorf("make demo printed %q after Ctrl-C, want the recipe to succeed:\n%s", l, out)
 			}
+			if _, err := fmt.Sscanf(l, "shell: pgrp=%d foreground=%d", &pgrp, &fg); err == nil && pgrp != fg {
+				t.Errorf("after make demo, the terminal's foreground process group is %d, want the shell's, %d:\n%s", fg, pgrp, out)
+			}
+		}
+		if pgrp == 0 {
+			t.Errorf("the shell running make demo did not report its process group after Ctrl-C:\n%s", out)
 		}
 	})
 }
 
-// interruptDemo starts cmd in a process group of its own, waits for a
-// consumed event and a metrics line, sends SIGINT to the group and returns
-// the output and cmd's exit error.
-func interruptDemo(t *testing.T, cmd *exec.Cmd) (string, error) {
+// interruptDemo starts cmd, waits for a consumed event and a metrics line,
+// interrupts it as Ctrl-C does and returns the output and cmd's exit error.
+// With tty false, cmd runs in a process group of its own with its output on
+// a pipe, and the interrupt is SIGINT to that group. With tty true, cmd runs
+// in a new session whose controlling terminal is a new pseudo-terminal, as a
+// login shell does, and the interrupt is Ctrl-C typed into the terminal; the
+// kernel then sends SIGINT to the terminal's foreground process group.
+func interruptDemo(t *testing.T, cmd *exec.Cmd, tty bool) (string, error) {
 	t.Helper()
 	cmd.Env = append(os.Environ(), "OUTBOX_RELAY_DEMO_METRICS_ADDR="+freeAddr(t))
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
-	stdout, err := cmd.StdoutPipe()
-	if err != nil {
-		t.Fatal(err)
+	var (
+		output    io.Reader
+		interrupt func() error
+		term      *os.File
+		slave     *os.File
+	)
+	if tty {
+		term, slave = openPTY(t)
+		cmd.Stdin, cmd.Stdout, cmd.Stderr = slave, slave, slave
+		cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true, Setctty: true}
+		output = term
+		interrupt = func() error { _, err := term.Write([]byte{0x03}); return err } // ^C
+	} else {
+		cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+		stdout, err := cmd.StdoutPipe()
+		if err != nil {
+			t.Fatal(err)
+		}
+		cmd.Stderr = cmd.Stdout
+		output = stdout
+		interrupt = func() error { return syscall.Kill(-cmd.Process.Pid, syscall.SIGINT) }
 	}
-	cmd.Stderr = cmd.Stdout
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
-	pgid := cmd.Process.Pid
-	killGroup := func() { _ = syscall.Kill(-pgid, syscall.SIGKILL) }
+	if slave != nil {
+		slave.Close() // only cmd and its children hold it now
+	}
+	killAll := func() {
+		if term != nil { // the group the demo may have moved to
+			if fg, err := ptyForeground(term); err == nil && fg > 1 {
+				_ = syscall.Kill(-fg, syscall.SIGKILL)
+			}
+		}
+		_ = syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
+	}
 	lines := make(chan string, 1024)
 	go func() {
 		defer close(lines)
-		sc := bufio.NewScanner(stdout)
+		// A pseudo-terminal reads as EIO once no process holds its other end.
+		sc := bufio.NewScanner(output)
 		for sc.Scan() {
 			lines <- sc.Text()
 		}
@@ -93,11 +134,11 @@ func interruptDemo(t *testing.T, cmd *exec.Cmd) (string, error) {
 				seen[f[1]] = true
 			}
 		case <-deadline:
-			killGroup()
+			killAll()
 			t.Fatalf("no consumed event and lag metrics within 120s:\n%s", out.String())
 		}
 	}
-	if err := syscall.Kill(-pgid, syscall.SIGINT); err != nil {
+	if err := interrupt(); err != nil {
 		t.Fatal(err)
 	}
 	done := make(chan error, 1)
@@ -107,12 +148,13 @@ func interruptDemo(t *testing.T, cmd *exec.Cmd) (string, error) {
 		}
 		done <- cmd.Wait()
 	}()
+	var err error
 	select {
 	case err = <-done:
 	case <-time.After(60 * time.Second):
-		killGroup()
+		killAll()
 		<-done
-		t.Fatalf("demo still running 60s after SIGINT:\n%s", out.String())
+		t.Fatalf("demo still running 60s after Ctrl-C:\n%s", out.String())
 	}
 	for _, want := range []string{"relay exited cleanly", "PostgreSQL stopped and its data removed", "replication_lag_bytes="} {
 		if !strings.Contains(out.String(), want) {
@@ -120,4 +162,56 @@ func interruptDemo(t *testing.T, cmd *exec.Cmd) (string, error) {
 		}
 	}
 	return out.String(), err
+}
+
+// openPTY opens a new pseudo-terminal and returns its controlling end and
+// its terminal end, which a child takes as its controlling terminal. Both
+// are closed when t ends.
+func openPTY(t *testing.T) (term, slave *os.File) {
+	t.Helper()
+	term, err := os.OpenFile("/dev/ptmx", os.O_RDWR|syscall.O_NOCTTY, 0)
+	if err != nil {
+		t.Fatalf("open a pseudo-terminal: %v", err)
+	}
+	t.Cleanup(func() { term.Close() })
+	var n int
+	if err := control(term, func(fd int) (err error) {
+		if err := unix.IoctlSetPointerInt(fd, unix.TIOCSPTLCK, 0); err != nil { // unlockpt
+			return err
+		}
+		n, err = unix.IoctlGetInt(fd, unix.TIOCGPTN) // ptsname
+		return err
+	}); err != nil {
+		t.Fatalf("set up %s: %v", term.Name(), err)
+	}
+	slave, err = os.OpenFile(fmt.Sprintf("/dev/pts/%d", n), os.O_RDWR|syscall.O_NOCTTY, 0)
+	if err != nil {
+		t.Fatalf("open a pseudo-terminal: %v", err)
+	}
+	t.Cleanup(func() { slave.Close() })
+	return term, slave
+}
+
+// ptyForeground returns the foreground process group of the pseudo-terminal
+// whose controlling end is term.
+func ptyForeground(term *os.File) (pgid int, err error) {
+	err = control(term, func(fd int) (err error) {
+		pgid, err = unix.IoctlGetInt(fd, unix.TIOCGPGRP)
+		return err
+	})
+	return pgid, err
+}
+
+// control runs f on f's file descriptor without making it blocking, as
+// (*os.File).Fd would.
+func control(file *os.File, f func(fd int) error) error {
+	rc, err := file.SyscallConn()
+	if err != nil {
+		return err
+	}
+	var ferr error
+	if err := rc.Control(func(fd uintptr) { ferr = f(int(fd)) }); err != nil {
+		return err
+	}
+	return ferr
 }

@@ -4,7 +4,10 @@
 // that prints what arrives, with the relay's lag metrics every few seconds.
 // Ctrl-C (SIGINT, or SIGTERM) stops everything and removes the temporary
 // state; the demo then exits 0 if the relay drained and PostgreSQL stopped
-// cleanly, 1 otherwise. `make demo` builds it into bin/ and runs:
+// cleanly, 1 otherwise. Run from a terminal, the demo takes the terminal's
+// foreground for itself, so that Ctrl-C interrupts it alone and `make demo`
+// exits 0 as well (see takeForeground). `make demo` builds it into bin/ and
+// runs:
 //
 //	bin/outbox-relay-demo -relay bin/outbox-relay
 package main
@@ -53,6 +56,13 @@ func run(args []string) (err error) {
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
+	// After NotifyContext, so that a Ctrl-C from now on is caught; the
+	// deferred hand-back runs last, after PostgreSQL has stopped.
+	restore, err := takeForeground(os.Stdin)
+	if err != nil {
+		return fmt.Errorf("take the terminal's foreground: %w", err)
+	}
+	defer func() { err = errors.Join(err, restore()) }()
 	if *duration > 0 {
 		var cancel context.CancelFunc
 		ctx, cancel = context.WithTimeout(ctx, *duration)
