@@ -135,7 +135,6 @@ type Relay struct {
 	lastCommit pglogrepl.LSN // commit LSN of the newest committed transaction
 	skipping   bool          // the current transaction was relayed before
 	resumeFrom uint32        // rows of the open transaction published before a reconnect
-	fenceRead  bool          // Resume read the last committed fence
 
 	mu             sync.Mutex
 	wm             watermark

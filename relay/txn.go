@@ -120,10 +120,20 @@ func (r *Relay) commitIfDue(ctx context.Context) {
 
 // Resume is called by the stream once it holds the slot, before it reads
 // anything; start is the slot's confirmed position. Under
-// DeliveryExactlyOnce the first call reads the last committed fence: the
-// Relay then reads past the transactions it covers and may confirm it.
+// DeliveryExactlyOnce, with no Sink transaction open, it reads the last
+// committed fence: the Relay then reads past the transactions it covers and
+// may confirm it. It reads it again at every session, since another relay
+// may have held the slot meanwhile; with a transaction open it does not
+// (reading takes the transactional ID over, which would abort it), and a
+// takeover meanwhile fences this relay's next commit instead.
 func (r *Relay) Resume(ctx context.Context, start pglogrepl.LSN) error {
-	if r.tx == nil || r.fenceRead {
+	if r.tx == nil {
+		return nil
+	}
+	r.mu.Lock()
+	open := r.txOpen
+	r.mu.Unlock()
+	if open {
 		return nil
 	}
 	fctx, cancel := context.WithTimeout(ctx, commitTimeout)
@@ -132,7 +142,6 @@ func (r *Relay) Resume(ctx context.Context, start pglogrepl.LSN) error {
 	if err != nil {
 		return fmt.Errorf("read the last committed fence: %w", err)
 	}
-	r.fenceRead = true
 	r.log.Info("exactly-once: resuming after the last committed fence", "lsn", fence.String(), "slot_lsn", start.String())
 	if fence == 0 {
 		return nil
