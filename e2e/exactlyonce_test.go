@@ -279,6 +279,45 @@ func TestExactlyOnceFaults(t *testing.T) {
 		r.finishExactlyOnce(p, pid)
 	})
 
+	t.Run("broker unreachable", func(t *testing.T) {
+		// As TestFaultBrokerUnreachable: 10 s with new connections
+		// refused, then 10 s with them held unanswered. A Kafka commit
+		// waiting meanwhile goes through once the broker answers again.
+		var ln *severable
+		e := newEnvOn(t, pgtest.NewDatabase(t), kfake.ListenFn(listenSeverable(&ln)))
+		r := newExactlyOnceRun(t, e)
+		p := r.eoRelay()
+		p.waitStreaming(time.Minute)
+		pid := p.cmd.Process.Pid
+		r.startWriters(&workload{Rows: 6000, RollbackRatio: 0.1, HeaderRatio: 0.1, Pause: 100 * time.Millisecond})
+		for _, cut := range []struct {
+			name string
+			mode cutMode
+		}{{"refused", refuse}, {"blackholed", blackhole}} {
+			time.Sleep(2 * time.Second)
+			if err := ln.cut(cut.mode); err != nil {
+				t.Fatalf("cut: %v", err)
+			}
+			time.Sleep(time.Second) // for commits already on their way
+			before := e.slotState(t).confirmed
+			time.Sleep(9 * time.Second)
+			after := e.slotState(t).confirmed
+			if err := ln.heal(); err != nil {
+				t.Fatalf("heal: %v", err)
+			}
+			ended := time.Now()
+			if !r.stillWriting() {
+				t.Errorf("the writers finished before the %s cut ended; the cut must hit them mid-stream", cut.name)
+			}
+			if after != before {
+				t.Errorf("the slot's confirmed position moved from %s to %s while the broker was cut off", before, after)
+			}
+			t.Logf("recovery: the slot confirmed the WAL written until the %s cut ended %s after it ended",
+				cut.name, ms(e.catchUp(t, ended, 2*time.Minute)))
+		}
+		r.finishExactlyOnce(p, pid)
+	})
+
 	t.Run("postgres restart immediate", func(t *testing.T) {
 		const big = 3000
 		ctx := t.Context()
