@@ -1,6 +1,9 @@
 package kafka
 
-import "sync"
+import (
+	"sync"
+	"sync/atomic"
+)
 
 // queue runs jobs one at a time, in the order they were added, on a
 // goroutine it starts when a job arrives and that ends when none is left.
@@ -11,6 +14,8 @@ type queue struct {
 	jobs []func()
 	busy bool // a job runs or waits
 	wg   sync.WaitGroup
+	// idle mirrors !busy for addIfBusy's lock-free look on the hot path.
+	idle atomic.Bool
 }
 
 // add queues job.
@@ -23,7 +28,14 @@ func (q *queue) add(job func()) {
 // addIfBusy queues job and reports true if jobs run or wait; otherwise it
 // does nothing and reports false. Checking and adding are one step, so a
 // job is never added behind a goroutine that has just ended.
+//
+// A queue that is idle answers without taking the lock: a job added at the
+// same moment by another goroutine may then run after the caller's work,
+// as it would had it been added a moment later.
 func (q *queue) addIfBusy(job func()) bool {
+	if q.idle.Load() {
+		return false
+	}
 	q.mu.Lock()
 	defer q.mu.Unlock()
 	if !q.busy {
@@ -37,6 +49,7 @@ func (q *queue) addLocked(job func()) {
 	q.jobs = append(q.jobs, job)
 	if !q.busy {
 		q.busy = true
+		q.idle.Store(false)
 		q.wg.Add(1)
 		go q.run()
 	}
@@ -48,6 +61,7 @@ func (q *queue) run() {
 		q.mu.Lock()
 		if len(q.jobs) == 0 {
 			q.busy = false
+			q.idle.Store(true)
 			q.jobs = nil // let a long backlog's array go
 			q.mu.Unlock()
 			return

@@ -119,6 +119,7 @@ func New(cfg Config, logger *slog.Logger, reg prometheus.Registerer) (*Sink, err
 			kprom.Subsystem("kafka"), kprom.Registerer(reg))))
 	}
 	s := &Sink{brokers: cfg.Brokers, log: logger, dlqTopic: cfg.DeadLetterTopic, closing: make(chan struct{})}
+	s.isolate.idle.Store(true)
 	m, err := newMetrics(metricsReg, s.isolate.len)
 	if err != nil {
 		return nil, err
