@@ -391,12 +391,23 @@ func TestFaultBrokerRejectsProduce(t *testing.T) {
 	r.startWriters(&workload{Rows: 4000, RollbackRatio: 0.1, HeaderRatio: 0.1, Pause: 100 * time.Millisecond})
 
 	time.Sleep(3 * time.Second)
+	r.brokerRefusesProduce()
+	r.finishSameProcess(p, pid)
+}
+
+// brokerRefusesProduce has the broker fail every produce request for ten
+// seconds with retriable errors, NOT_LEADER_OR_FOLLOWER then
+// NOT_ENOUGH_REPLICAS, while r's writers run; the slot must not advance
+// meanwhile, and must catch up after.
+func (r *faultRun) brokerRefusesProduce() {
+	t, e := r.t, r.e
+	t.Helper()
 	began := time.Now()
 	fault := func(code *kerr.Error) *kfake.FaultHandle {
 		return e.broker.Fault(kfake.Fault{Keys: []kmsg.Key{kmsg.Produce}, Err: code, Count: -1})
 	}
 	first := fault(kerr.NotLeaderForPartition)
-	time.Sleep(time.Second) // for acknowledgements already on their way
+	time.Sleep(time.Second) // for acknowledgements and commits already on their way
 	before := e.slotState(t).confirmed
 	time.Sleep(4 * time.Second)
 	second := fault(kerr.NotEnoughReplicas) // before the first goes: no gap
@@ -417,7 +428,6 @@ func TestFaultBrokerRejectsProduce(t *testing.T) {
 		t.Errorf("the writers finished before the fault ended; the fault must hit them mid-stream")
 	}
 	t.Logf("recovery: the slot confirmed the WAL written until the fault ended %s after it ended", ms(e.catchUp(t, ended, 2*time.Minute)))
-	r.finishSameProcess(p, pid)
 }
 
 // TestFaultBrokerUnreachable cuts the relay off the broker twice for ten

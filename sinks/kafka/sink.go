@@ -179,13 +179,8 @@ func (s *Sink) Publish(ctx context.Context, ev *schema.Event, done func(error)) 
 		return
 	}
 	start := time.Now()
-	if err := s.haltedErr(); err != nil {
-		done(fmt.Errorf("event %s not sent: %w", ev.ID, err))
-		return
-	}
-	rec, t, err := s.mapper.record(ev)
-	if err != nil {
-		done(err)
+	rec, t, ok := s.prepare(ev, done)
+	if !ok {
 		return
 	}
 	id := ev.ID
@@ -212,6 +207,26 @@ func (s *Sink) Publish(ctx context.Context, ev *schema.Event, done func(error)) 
 		}
 		finish(err)
 	})
+}
+
+// prepare maps ev to its record, or calls done with why it is not sent:
+// the Sink halted or, in exactly-once mode, can start no transaction, or the
+// event cannot become a record (a *RecordError).
+func (s *Sink) prepare(ev *schema.Event, done func(error)) (*kgo.Record, *topic, bool) {
+	err := s.haltedErr()
+	if err == nil && s.txn != nil {
+		err = s.txn.usable()
+	}
+	if err != nil {
+		done(fmt.Errorf("event %s not sent: %w", ev.ID, err))
+		return nil, nil, false
+	}
+	rec, t, err := s.mapper.record(ev)
+	if err != nil {
+		done(err)
+		return nil, nil, false
+	}
+	return rec, t, true
 }
 
 // Flush sends buffered records at once, ignoring Linger, and blocks until

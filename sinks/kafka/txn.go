@@ -148,17 +148,8 @@ func (t *txnState) recordErr(id, topic string, err error) error {
 // publishTxn is Publish in exactly-once mode.
 func (s *Sink) publishTxn(ctx context.Context, ev *schema.Event, done func(error)) {
 	start := time.Now()
-	if err := s.haltedErr(); err != nil {
-		done(fmt.Errorf("event %s not sent: %w", ev.ID, err))
-		return
-	}
-	if err := s.txn.usable(); err != nil {
-		done(fmt.Errorf("event %s not sent: %w", ev.ID, err))
-		return
-	}
-	rec, t, err := s.mapper.record(ev)
-	if err != nil {
-		done(err)
+	rec, t, ok := s.prepare(ev, done)
+	if !ok {
 		return
 	}
 	id := ev.ID
