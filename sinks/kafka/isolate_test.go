@@ -74,8 +74,9 @@ func refusalEvents() (small []*schema.Event, big *schema.Event) {
 }
 
 // TestBatchRefusalDeadLettersOnlyTheGuilty: one event over the broker's
-// message.max.bytes shares a lingering batch with events of other
-// aggregates. The broker refuses the whole batch; only the oversized event
+// message.max.bytes shares a batch with events of other aggregates (the
+// producer lingers until the relay's Drain flushes, so that the batch holds
+// them all however slowly the test runs). The broker refuses the whole batch; only the oversized event
 // may reach the dead-letter topic, the others reach their topic with their
 // payloads, in order, once each.
 func TestBatchRefusalDeadLettersOnlyTheGuilty(t *testing.T) {
@@ -83,7 +84,7 @@ func TestBatchRefusalDeadLettersOnlyTheGuilty(t *testing.T) {
 	c := newCluster(t, kfake.SeedTopics(1, "outbox.order"), kfake.AllowAutoTopicCreation(),
 		kfake.BrokerConfigs(map[string]string{"message.max.bytes": strconv.Itoa(brokerLimit)}))
 	reg := prometheus.NewRegistry()
-	s := newSink(t, c, kafka.Config{Linger: 50 * time.Millisecond, AllowAutoTopicCreation: true}, reg)
+	s := newSink(t, c, kafka.Config{Linger: time.Minute, AllowAutoTopicCreation: true}, reg)
 
 	small, big := refusalEvents()
 	evs := slices.Insert(slices.Clone(small), len(small)/2, big)
@@ -125,7 +126,7 @@ func TestBatchRefusalHaltSendsNothingAfter(t *testing.T) {
 	t.Parallel()
 	c := newCluster(t, kfake.SeedTopics(1, "outbox.order"), kfake.AllowAutoTopicCreation(),
 		kfake.BrokerConfigs(map[string]string{"message.max.bytes": strconv.Itoa(brokerLimit)}))
-	s := newSink(t, c, kafka.Config{Linger: 50 * time.Millisecond, AllowAutoTopicCreation: true}, nil)
+	s := newSink(t, c, kafka.Config{Linger: time.Minute, AllowAutoTopicCreation: true}, nil)
 
 	small, big := refusalEvents()
 	before, after := small[:4], small[4:]

@@ -141,9 +141,10 @@ func New(cfg Config, logger *slog.Logger, reg prometheus.Registerer) (*Sink, err
 		}
 		return nil, fmt.Errorf("create kafka client for brokers %s: %w", strings.Join(cfg.Brokers, ","), err)
 	}
-	// With one record buffered at a time, every batch holds one record.
+	// With one record buffered at a time, every batch holds one record;
+	// it waits for no other, so it does not linger.
 	alone, err := kgo.NewClient(append(cfg.opts(), kgo.WithLogger(kslog.New(logger)),
-		kgo.MaxBufferedRecords(1), kgo.ClientID(cfg.ClientID+"-alone"))...)
+		kgo.MaxBufferedRecords(1), kgo.ProducerLinger(0), kgo.ClientID(cfg.ClientID+"-alone"))...)
 	if err != nil {
 		client.Close()
 		m.unregister()
@@ -238,12 +239,28 @@ func (s *Sink) Flush(ctx context.Context) error {
 		return fmt.Errorf("flush %d buffered kafka records: %w", s.client.BufferedProduceRecords(), err)
 	}
 	// franz-go's Flush waits for buffered records; this also covers those
-	// failed before they were buffered, whose done may still be queued.
-	if err := s.inflight.wait(ctx); err != nil {
-		return fmt.Errorf("wait for %d kafka acknowledgements: %w", s.inflight.len(), err)
+	// failed before they were buffered, whose done may still be queued,
+	// and those being sent alone. Records produced meanwhile, such as dead
+	// letters of events refused alone, are flushed too instead of
+	// lingering.
+	for {
+		wctx, cancel := context.WithTimeout(ctx, flushRecheck)
+		err := s.inflight.wait(wctx)
+		cancel()
+		switch {
+		case err == nil:
+			return nil
+		case ctx.Err() != nil:
+			return fmt.Errorf("wait for %d kafka acknowledgements: %w", s.inflight.len(), ctx.Err())
+		}
+		if err := s.client.Flush(ctx); err != nil {
+			return fmt.Errorf("flush %d buffered kafka records: %w", s.client.BufferedProduceRecords(), err)
+		}
 	}
-	return nil
 }
+
+// flushRecheck is how often Flush flushes again while it waits.
+const flushRecheck = 20 * time.Millisecond
 
 // Ping checks that a broker answers a metadata request, trying each known
 // broker once; it blocks until one answers, all have failed, or ctx ends.
