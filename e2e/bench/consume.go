@@ -22,15 +22,23 @@ type receiver struct {
 
 // newReceiver connects a consumer of topic from its start, for rows
 // numbered 0 to rows-1; it creates the topic if the relay has not yet.
-func newReceiver(brokers, topic string, rows int64) (*receiver, error) {
-	cl, err := kgo.NewClient(
+// With readCommitted it reads only records of committed Kafka transactions,
+// as a consumer of an exactly-once relay must: a record arrives once the
+// broker has the commit of its transaction, not when it was produced.
+// Otherwise it reads with franz-go's default, read_uncommitted.
+func newReceiver(brokers, topic string, rows int64, readCommitted bool) (*receiver, error) {
+	opts := []kgo.Opt{
 		kgo.SeedBrokers(strings.Split(brokers, ",")...),
 		kgo.ConsumeTopics(topic),
 		kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()),
 		kgo.AllowAutoTopicCreation(),
 		kgo.FetchMaxWait(time.Second),
-		kgo.MetadataMinAge(250*time.Millisecond),
-	)
+		kgo.MetadataMinAge(250 * time.Millisecond),
+	}
+	if readCommitted {
+		opts = append(opts, kgo.FetchIsolationLevel(kgo.ReadCommitted()))
+	}
+	cl, err := kgo.NewClient(opts...)
 	if err != nil {
 		return nil, fmt.Errorf("create consumer of %s: %w", brokers, err)
 	}

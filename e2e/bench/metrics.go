@@ -17,6 +17,11 @@ const (
 	metricPublished = "outbox_relay_events_published_total"
 	metricLatency   = "outbox_relay_end_to_end_latency_seconds"
 	metricPublish   = "outbox_relay_publish_duration_seconds"
+
+	// Exactly-once mode only.
+	metricTxnCommitted = "outbox_relay_kafka_transactions_committed_total"
+	metricTxnAborted   = "outbox_relay_kafka_transactions_aborted_total"
+	metricTxnCommit    = "outbox_relay_kafka_transaction_commit_duration_seconds"
 )
 
 // scrape is one reading of a Prometheus text page: each series' value by

@@ -32,7 +32,8 @@ func (b *bench) profile(ctx context.Context) (*profileRun, error) {
 		return nil, err
 	}
 	p := &profileRun{dir: dir}
-	w := workloadByName[b.o.profileW].scaled(b.o)
+	w, _ := lookupWorkload(b.o.profileW)
+	w = w.scaled(b.o)
 	b.logf("profile run: %s with --pprof-addr, profiles in %s", w.name, dir)
 	r, err := b.runOnce(ctx, w, 0, p)
 	if err != nil {

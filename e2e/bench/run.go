@@ -16,10 +16,12 @@ import (
 // result is one run of one workload. Durations are seconds; a negative
 // figure was not measured.
 type result struct {
-	workload string
-	run      int
-	rows     int64
-	bytes    int64 // payload bytes: the Kafka record values
+	workload    string
+	base        string // the at-least-once workload: W2 for W2-EO
+	exactlyOnce bool
+	run         int
+	rows        int64
+	bytes       int64 // payload bytes: the Kafka record values
 
 	insert     float64 // loading the backlog, relay stopped
 	relay      float64 // relay start to the slot confirmed past the backlog
@@ -36,6 +38,10 @@ type result struct {
 	busy       float64 // share of the machine's CPU busy while the relay was timed; -1 if unknown
 	ceilBusy   float64 // the same while pg_recvlogical was
 
+	// Exactly-once only: the relay's Kafka transactions (for W3, over the
+	// measured rows).
+	txns txnStats
+
 	// W3 only.
 	rate     float64                    // transactions per second achieved by the writers
 	hist     map[float64]bucketQuantile // commit to acknowledgement
@@ -47,8 +53,35 @@ type result struct {
 	buckets  []float64 // the latency histogram's bounds
 	cores    cores     // CPU used while the measured rows were written
 	// One-second windows of commits (consumer-measured), and those whose
-	// p99 was at most 5 ms.
+	// p99 was at most goodLimit seconds.
 	seconds, goodSeconds int
+	goodLimit            float64
+}
+
+// txnStats are the exactly-once relay's Kafka transactions, from its
+// outbox_relay_kafka_transaction* series.
+type txnStats struct {
+	committed, aborted float64
+	rows               int64                      // rows they held: the backlog, or W3's measured rows
+	seconds            float64                    // the time they took: the relay's to confirm, or W3's writing
+	commit             map[float64]bucketQuantile // CommitTxn duration: flush, fence, EndTxn
+}
+
+// readTxnStats returns the transactions between two scrapes; a zero before
+// means since the start.
+func readTxnStats(before, after scrape) txnStats {
+	t := txnStats{
+		committed: after.sums[metricTxnCommitted] - before.sums[metricTxnCommitted],
+		aborted:   after.sums[metricTxnAborted] - before.sums[metricTxnAborted],
+		commit:    map[float64]bucketQuantile{},
+	}
+	h := after.histogramOf(metricTxnCommit).minus(before.histogramOf(metricTxnCommit))
+	for _, q := range quantiles {
+		if v, ok := h.quantile(q); ok {
+			t.commit[q] = v
+		}
+	}
+	return t
 }
 
 func (r result) oneLine() string {
@@ -56,11 +89,11 @@ func (r result) oneLine() string {
 		s := fmt.Sprintf("%.0f tx/s; relay histogram p50 %s p99 %s p999 %s", r.rate,
 			fmtBucket(r.hist[0.5]), fmtBucket(r.hist[0.99]), fmtBucket(r.hist[0.999]))
 		if r.consumed != nil {
-			s += fmt.Sprintf("; consumer p50 %s p99 %s p999 %s, p99 ≤ 5ms in %d of %d seconds", ms(r.consumed[0.5]), ms(r.consumed[0.99]), ms(r.consumed[0.999]), r.goodSeconds, r.seconds)
+			s += fmt.Sprintf("; consumer (%s) p50 %s p99 %s p999 %s, p99 ≤ %s in %d of %d seconds", r.isolation(), ms(r.consumed[0.5]), ms(r.consumed[0.99]), ms(r.consumed[0.999]), ms(r.goodLimit), r.goodSeconds, r.seconds)
 		}
 		s += fmt.Sprintf("; produce to ack p50 %s p99 %s", fmtBucket(r.produce[0.5]), fmtBucket(r.produce[0.99]))
 		return s + fmt.Sprintf("; lag p50 %.0f B max %.0f B; CPU %.2fs/100k rows; RSS %.1f MB; machine %.0f%% busy; cores: relay %.2f broker %.2f PostgreSQL %.2f bench %.2f",
-			r.lagP50, r.lagMax, r.cpuPer100k(), float64(r.relayRSS)/1e6, r.busy*100, r.cores.relay, r.cores.broker, r.cores.postgres, r.cores.bench)
+			r.lagP50, r.lagMax, r.cpuPer100k(), float64(r.relayRSS)/1e6, r.busy*100, r.cores.relay, r.cores.broker, r.cores.postgres, r.cores.bench) + r.txnLine()
 	}
 	s := fmt.Sprintf("%d rows inserted in %.1fs; relay %.2fs (%.0f rows/s, acked at %.2fs)", r.rows, r.insert, r.relay, r.rowsPerSec(), r.ack)
 	if r.ceiling > 0 {
@@ -70,7 +103,25 @@ func (r result) oneLine() string {
 	if r.ceilBusy >= 0 {
 		s += fmt.Sprintf(" (%.0f%% under pg_recvlogical)", r.ceilBusy*100)
 	}
-	return s
+	return s + r.txnLine()
+}
+
+// txnLine describes an exactly-once run's Kafka transactions; empty for
+// at-least-once.
+func (r result) txnLine() string {
+	if !r.exactlyOnce {
+		return ""
+	}
+	return fmt.Sprintf("; %.0f Kafka transactions committed, %.0f aborted, commit p50 %s p99 %s",
+		r.txns.committed, r.txns.aborted, fmtBucket(r.txns.commit[0.5]), fmtBucket(r.txns.commit[0.99]))
+}
+
+// isolation is the isolation level of W3's consumer.
+func (r result) isolation() string {
+	if r.exactlyOnce {
+		return "read_committed"
+	}
+	return "read_uncommitted"
 }
 
 func (r result) rowsPerSec() float64 { return float64(r.rows) / r.relay }
@@ -89,12 +140,18 @@ func (r result) ackRatio() float64 {
 }
 func (r result) cpuPer100k() float64 { return r.relayCPU / float64(r.rows) * 1e5 }
 
+// newResult is a result of w's run with nothing measured yet.
+func (w workload) newResult(run int) result {
+	return result{workload: w.name, base: w.base, exactlyOnce: w.exactlyOnce, run: run,
+		brokerCPU: -1, senderCPU: -1, ceilingWS: -1, ceiling: -1, ceilingCPU: -1, busy: -1, ceilBusy: -1, decode: -1}
+}
+
 // runOnce runs w once in a fresh database, with a fresh broker. prof, if
 // set, makes it a profiling run.
 func (b *bench) runOnce(ctx context.Context, w workload, run int, prof *profileRun) (result, error) {
 	ctx, cancel := context.WithTimeout(ctx, b.o.runTimeout)
 	defer cancel()
-	db := fmt.Sprintf("%s%s_%d", databasePrefix, strings.ToLower(w.name), run)
+	db := fmt.Sprintf("%s%s_%d", databasePrefix, w.ident(), run)
 	if prof != nil {
 		db = databasePrefix + "profile"
 	}
@@ -110,7 +167,7 @@ func (b *bench) runOnce(ctx context.Context, w workload, run int, prof *profileR
 	}()
 	dsn := b.srv.dsnFor(db)
 	setup := exec.CommandContext(ctx, b.relayBin, "setup")
-	setup.Env = b.relayEnv(dsn, "localhost:9092", "", "")
+	setup.Env = b.relayEnv(w, dsn, "localhost:9092", "", "")
 	if out, err := setup.CombinedOutput(); err != nil {
 		return result{}, fmt.Errorf("outbox-relay setup: %w\n%s", err, out)
 	}
@@ -120,11 +177,11 @@ func (b *bench) runOnce(ctx context.Context, w workload, run int, prof *profileR
 	return b.backlogRun(ctx, w, run, db, prof)
 }
 
-// relayEnv is the relay's environment: ours without OUTBOX_RELAY_*
+// relayEnv is the relay's environment for w: ours without OUTBOX_RELAY_*
 // settings, so that it runs with its defaults, then --relay-env, then the
-// benchmark's own, which win. A pprofAddr serves the relay's profiles;
-// empty means none.
-func (b *bench) relayEnv(dsn, brokers, metricsAddr, pprofAddr string) []string {
+// benchmark's own, which win, among them OUTBOX_RELAY_DELIVERY of w's
+// mode. A pprofAddr serves the relay's profiles; empty means none.
+func (b *bench) relayEnv(w workload, dsn, brokers, metricsAddr, pprofAddr string) []string {
 	var env []string
 	for _, kv := range os.Environ() {
 		if !strings.HasPrefix(kv, "OUTBOX_RELAY_") {
@@ -140,6 +197,7 @@ func (b *bench) relayEnv(dsn, brokers, metricsAddr, pprofAddr string) []string {
 		"OUTBOX_RELAY_METRICS_ADDR="+metricsAddr,
 		"OUTBOX_RELAY_LOG_LEVEL=warn",
 		"OUTBOX_RELAY_LOG_FORMAT=json",
+		"OUTBOX_RELAY_DELIVERY="+w.delivery(),
 	)
 	if pprofAddr != "" {
 		env = append(env, "OUTBOX_RELAY_PPROF_ADDR="+pprofAddr)
@@ -163,13 +221,13 @@ func (b *bench) aggregateType(w workload, run int) string {
 	if b.o.brokers == "" {
 		return "bench"
 	}
-	return fmt.Sprintf("bench_%s_%s_%d", b.started.Format("20060102T150405"), strings.ToLower(w.name), run)
+	return fmt.Sprintf("bench_%s_%s_%d", b.started.Format("20060102T150405"), w.ident(), run)
 }
 
 // backlogRun loads the backlog, measures pg_recvlogical on a copy of the
 // slot, then the relay.
 func (b *bench) backlogRun(ctx context.Context, w workload, run int, db string, prof *profileRun) (result, error) {
-	r := result{workload: w.name, run: run, brokerCPU: -1, senderCPU: -1, ceilingWS: -1, ceiling: -1, ceilingCPU: -1, busy: -1, ceilBusy: -1, decode: -1}
+	r := w.newResult(run)
 	b.logf("%s run %d: inserting %d rows, %d per transaction, %d connections", w.name, run, w.rows, w.perTxn, b.o.insertClients)
 	took, err := loadBacklog(ctx, b.srv, db, w, b.o.insertClients, b.aggregateType(w, run))
 	if err != nil {
@@ -226,7 +284,7 @@ func (b *bench) backlogRun(ctx context.Context, w workload, run int, db string, 
 		}
 	}
 	cmd := exec.Command(b.relayBin, "run")
-	cmd.Env = b.relayEnv(b.srv.dsnFor(db), brokers, metricsAddr, pprofAddr)
+	cmd.Env = b.relayEnv(w, b.srv.dsnFor(db), brokers, metricsAddr, pprofAddr)
 	began, machine := time.Now(), machineCPU()
 	relay, err := start("relay", cmd)
 	if err != nil {
@@ -255,6 +313,7 @@ func (b *bench) backlogRun(ctx context.Context, w workload, run int, db string, 
 	if err := b.measureProcesses(ctx, &r, relay, broker, f.senderPID, metricsAddr); err != nil {
 		return r, err
 	}
+	r.txns.rows, r.txns.seconds = r.rows, r.relay
 	if err := relay.stop(time.Minute); err != nil {
 		b.logf("%v", err)
 	}
@@ -286,6 +345,9 @@ func (b *bench) measureProcesses(ctx context.Context, r *result, relay, broker *
 		return fmt.Errorf("read the relay's metrics: %w", err)
 	}
 	r.published = m.sums[metricPublished]
+	if r.exactlyOnce {
+		r.txns = readTxnStats(scrape{}, m)
+	}
 	return nil
 }
 

@@ -6,6 +6,7 @@ import (
 	"math"
 	"math/rand/v2"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -14,9 +15,12 @@ import (
 	"golang.org/x/sync/errgroup"
 )
 
-// workload is one of W1 to W4.
+// workload is one of W1 to W4, in at-least-once mode, or one of them
+// with the suffix -EO (W2-EO), the same rows through a relay started with
+// OUTBOX_RELAY_DELIVERY=exactly-once.
 type workload struct {
 	name       string
+	base       string // the at-least-once workload: W2 for W2 and W2-EO
 	what       string // for the report
 	rows       int64  // backlog rows, or W3's rows at rate × duration
 	perTxn     int64  // rows per transaction
@@ -26,6 +30,42 @@ type workload struct {
 	rate       float64
 	duration   time.Duration
 	hasCeiling bool
+	// exactlyOnce runs the relay with --delivery=exactly-once; W3's
+	// consumer then reads with read_committed, the only isolation at which
+	// the guarantee holds and rows become visible at the Kafka commit.
+	exactlyOnce bool
+}
+
+// eoSuffix makes a workload name the exactly-once variant: W2-EO.
+const eoSuffix = "-EO"
+
+// lookupWorkload returns the workload named name (upper case): W1 to W4,
+// or one of them with eoSuffix.
+func lookupWorkload(name string) (workload, bool) {
+	base, eo := strings.CutSuffix(name, eoSuffix)
+	w, ok := workloadByName[base]
+	if !ok {
+		return w, false
+	}
+	w.base = base
+	if eo {
+		w.name, w.exactlyOnce = name, true
+		w.what += "; exactly-once delivery"
+	}
+	return w, true
+}
+
+// delivery is the relay's --delivery for w.
+func (w workload) delivery() string {
+	if w.exactlyOnce {
+		return "exactly-once"
+	}
+	return "at-least-once"
+}
+
+// ident is w's name as a lower-case identifier: w2_eo.
+func (w workload) ident() string {
+	return strings.ToLower(strings.ReplaceAll(w.name, "-", "_"))
 }
 
 var workloadByName = map[string]workload{
@@ -46,6 +86,9 @@ func (w workload) scaled(o options) workload {
 		w.duration = max(5*time.Second, time.Duration(float64(o.w3Duration)*o.scale))
 		w.rows = int64(w.rate * w.duration.Seconds())
 		w.what = fmt.Sprintf("steady %g single-row transactions/s for %s, relay running", w.rate, w.duration)
+		if w.exactlyOnce {
+			w.what += "; exactly-once delivery"
+		}
 		return w
 	}
 	w.rows = max(w.perTxn, int64(math.Round(float64(w.rows)*o.scale)))
