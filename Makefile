@@ -43,7 +43,8 @@ vet:
 
 # bench: the end-to-end benchmark of the relay binary (e2e/bench: a private
 # PostgreSQL, the broker of e2e/broker in its own process, workloads W1-W4
-# three times each, about 10 minutes), then the Go micro-benchmarks; the
+# and the exactly-once W2-EO and W3-EO, three times each, about 12 minutes),
+# then the Go micro-benchmarks; the
 # results replace the lower part of BENCHMARKS.md. A quick look:
 # make bench BENCH_FLAGS='--scale 0.05 --runs 1'
 bench: build
