@@ -144,10 +144,11 @@ type Relay struct {
 	failed         chan struct{} // closed when err is set
 	changed        chan struct{} // signalled when room appears or the relay turns idle
 	// Under DeliveryExactlyOnce (txn.go):
-	txOpen    bool          // a Sink transaction is open
-	txOpened  time.Time     // when it opened
-	txEnd     pglogrepl.LSN // end of the last PostgreSQL transaction in it
-	committed pglogrepl.LSN // the last committed fence, or where keepalives moved it
+	txOpen       bool          // a Sink transaction is open
+	txOpened     time.Time     // when it opened
+	txCommitTook time.Duration // how long the last commit took
+	txEnd        pglogrepl.LSN // end of the last PostgreSQL transaction in it
+	committed    pglogrepl.LSN // the last committed fence, or where keepalives moved it
 }
 
 // New returns a Relay that publishes to sink. A nil logger discards logs; a

@@ -63,7 +63,7 @@ func (r *Relay) commitTxnAt(ctx context.Context, end pglogrepl.LSN) {
 	defer r.txMu.Unlock()
 	r.mu.Lock()
 	r.txEnd = end
-	open, due := r.txOpen, time.Since(r.txOpened) >= r.cfg.TransactionInterval
+	open, due := r.txOpen, r.txDueLocked()
 	if !open {
 		// Nothing of this transaction went to the Sink.
 		r.advanceCommittedLocked()
@@ -72,6 +72,14 @@ func (r *Relay) commitTxnAt(ctx context.Context, end pglogrepl.LSN) {
 	if open && due {
 		r.commitTxn(ctx, end)
 	}
+}
+
+// txDueLocked reports whether the open Sink transaction should commit now:
+// it has been open for the interval less the last commit's duration, so
+// that its first event becomes visible about one interval after it was
+// published, not one interval plus a commit. r.mu is held.
+func (r *Relay) txDueLocked() bool {
+	return time.Since(r.txOpened) >= r.cfg.TransactionInterval-min(r.txCommitTook, r.cfg.TransactionInterval/2)
 }
 
 // advanceCommittedLocked moves the committed position to the watermark's
@@ -88,12 +96,13 @@ func (r *Relay) advanceCommittedLocked() {
 func (r *Relay) commitTxn(ctx context.Context, end pglogrepl.LSN) bool {
 	cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), commitTimeout)
 	defer cancel()
+	began := time.Now()
 	if err := r.tx.CommitTxn(cctx, end); err != nil {
 		r.fail(fmt.Errorf("commit sink transaction with fence %s: %w", end, err))
 		return false
 	}
 	r.mu.Lock()
-	r.txOpen = false
+	r.txOpen, r.txCommitTook = false, time.Since(began)
 	if end > r.committed {
 		r.committed = end
 		r.m.flushedLSN.Set(float64(end))
@@ -110,7 +119,7 @@ func (r *Relay) commitIfDue(ctx context.Context) {
 	}
 	defer r.txMu.Unlock()
 	r.mu.Lock()
-	due := r.txOpen && r.err == nil && time.Since(r.txOpened) >= r.cfg.TransactionInterval
+	due := r.txOpen && r.err == nil && r.txDueLocked()
 	end := r.txEnd
 	r.mu.Unlock()
 	if due {
