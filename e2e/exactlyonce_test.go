@@ -1,7 +1,6 @@
 package e2e
 
 import (
-	"context"
 	"fmt"
 	"math/rand/v2"
 	"strings"
@@ -10,7 +9,6 @@ import (
 	"time"
 
 	"github.com/jackc/pglogrepl"
-	"github.com/jackc/pgx/v5"
 	"github.com/twmb/franz-go/pkg/kfake"
 
 	"github.com/outbox-relay/outbox-relay/cdc/pgtest"
@@ -263,31 +261,7 @@ func TestExactlyOnceFaults(t *testing.T) {
 		p.waitStreaming(time.Minute)
 		pid := p.cmd.Process.Pid
 		r.startWriters(&workload{Rows: 6000, RollbackRatio: 0.1, HeaderRatio: 0.1, Pause: 100 * time.Millisecond})
-		for _, cut := range []struct {
-			name string
-			mode cutMode
-		}{{"refused", refuse}, {"blackholed", blackhole}} {
-			time.Sleep(2 * time.Second)
-			if err := ln.cut(cut.mode); err != nil {
-				t.Fatalf("cut: %v", err)
-			}
-			time.Sleep(time.Second) // for commits already on their way
-			before := e.slotState(t).confirmed
-			time.Sleep(9 * time.Second)
-			after := e.slotState(t).confirmed
-			if err := ln.heal(); err != nil {
-				t.Fatalf("heal: %v", err)
-			}
-			ended := time.Now()
-			if !r.stillWriting() {
-				t.Errorf("the writers finished before the %s cut ended; the cut must hit them mid-stream", cut.name)
-			}
-			if after != before {
-				t.Errorf("the slot's confirmed position moved from %s to %s while the broker was cut off", before, after)
-			}
-			t.Logf("recovery: the slot confirmed the WAL written until the %s cut ended %s after it ended",
-				cut.name, ms(e.catchUp(t, ended, 2*time.Minute)))
-		}
+		r.cutBroker(ln)
 		r.finishExactlyOnce(p, pid)
 	})
 
@@ -311,26 +285,7 @@ func TestExactlyOnceFaults(t *testing.T) {
 		r.startWriters(&workload{Rows: 4000, RollbackRatio: 0.1, HeaderRatio: 0.1, BigTxnRows: big, Pause: 50 * time.Millisecond, Reconnect: true})
 
 		r.waitTxnOf(big)
-		for i, why := range []string{fmt.Sprintf("right after a %d-row transaction committed", big), "mid-stream"} {
-			if i > 0 {
-				time.Sleep(3 * time.Second)
-			}
-			streams := p.logged("streaming")
-			began := time.Now()
-			if err := cluster.Restart(ctx, "immediate"); err != nil {
-				t.Fatal(err)
-			}
-			ended := time.Now()
-			if !r.stillWriting() {
-				t.Errorf("the writers finished before restart #%d; it must hit them mid-stream", i+1)
-			}
-			if !p.waitLogged("streaming", streams+1, time.Minute) {
-				r.tails()
-				t.Fatalf("relay not streaming again a minute after restart #%d", i+1)
-			}
-			t.Logf("restart #%d (immediate, %s) took %s; recovery: the relay streams again %s after it, and its slot confirmed the WAL written until then %s after it",
-				i+1, why, ms(ended.Sub(began)), ms(time.Since(ended)), ms(e.catchUp(t, ended, 2*time.Minute)))
-		}
+		r.restartPostgres(cluster, p, big, 3*time.Second)
 		r.finishExactlyOnce(p, pid)
 	})
 
@@ -343,36 +298,11 @@ func TestExactlyOnceFaults(t *testing.T) {
 		pid := p.cmd.Process.Pid
 		r.startWriters(&workload{Rows: 3600, RollbackRatio: 0.1, HeaderRatio: 0.1, BigTxnRows: big, Pause: 50 * time.Millisecond})
 
-		terminate := func(i int, why string) {
-			t.Helper()
-			streams := p.logged("streaming")
-			var walsender int
-			e.query(t, 10*time.Second, func(ctx context.Context, conn *pgx.Conn) error {
-				return conn.QueryRow(ctx, `SELECT active_pid FROM pg_replication_slots WHERE slot_name = $1 AND active_pid IS NOT NULL`, e.slot).Scan(&walsender)
-			})
-			var terminated bool
-			e.query(t, 10*time.Second, func(ctx context.Context, conn *pgx.Conn) error {
-				return conn.QueryRow(ctx, `SELECT pg_terminate_backend($1)`, walsender).Scan(&terminated)
-			})
-			ended := time.Now()
-			if !terminated {
-				t.Fatalf("pg_terminate_backend(%d) returned false", walsender)
-			}
-			if !r.stillWriting() {
-				t.Errorf("the writers finished before termination #%d; it must hit them mid-stream", i)
-			}
-			if !p.waitLogged("streaming", streams+1, time.Minute) {
-				r.tails()
-				t.Fatalf("relay not streaming again a minute after its walsender (pid %d) was terminated", walsender)
-			}
-			t.Logf("walsender pid %d terminated (#%d, %s); recovery: the relay streams again %s after it, and its slot confirmed the WAL written until then %s after it",
-				walsender, i, why, ms(time.Since(ended)), ms(e.catchUp(t, ended, 2*time.Minute)))
-		}
 		r.waitTxnOf(big)
-		terminate(1, fmt.Sprintf("right after a %d-row transaction committed", big))
+		r.terminateWalsender(p, 1, fmt.Sprintf("right after a %d-row transaction committed", big))
 		for i := 2; i <= 3; i++ {
 			time.Sleep(1200 * time.Millisecond)
-			terminate(i, "mid-stream")
+			r.terminateWalsender(p, i, "mid-stream")
 		}
 		r.finishExactlyOnce(p, pid)
 	})

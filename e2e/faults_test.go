@@ -430,21 +430,72 @@ func (r *faultRun) brokerRefusesProduce() {
 	t.Logf("recovery: the slot confirmed the WAL written until the fault ended %s after it ended", ms(e.catchUp(t, ended, 2*time.Minute)))
 }
 
-// TestFaultBrokerUnreachable cuts the relay off the broker twice for ten
-// seconds while writers run: first every connection is closed and new
-// ones are refused, then every connection is closed and new ones are
-// accepted and never answered (a blackhole). The broker listens through
-// a severable listener, so it advertises the address the relay reaches
-// it by. The same relay process must ride both out.
-func TestFaultBrokerUnreachable(t *testing.T) {
-	var ln *severable
-	e := newEnvOn(t, pgtest.NewDatabase(t), kfake.ListenFn(listenSeverable(&ln)))
-	r := newFaultRun(t, e)
-	p := r.relay()
-	p.waitStreaming(time.Minute)
-	pid := p.cmd.Process.Pid
-	r.startWriters(&workload{Rows: 6000, RollbackRatio: 0.1, HeaderRatio: 0.1, Pause: 100 * time.Millisecond})
+// terminateWalsender terminates the walsender serving p, the i-th time,
+// why saying when, and waits for p to stream again and its slot to catch up.
+func (r *faultRun) terminateWalsender(p *proc, i int, why string) {
+	t, e := r.t, r.e
+	t.Helper()
+	streams := p.logged("streaming")
+	var walsender int
+	e.query(t, 10*time.Second, func(ctx context.Context, conn *pgx.Conn) error {
+		return conn.QueryRow(ctx, `SELECT active_pid FROM pg_replication_slots WHERE slot_name = $1 AND active_pid IS NOT NULL`, e.slot).Scan(&walsender)
+	})
+	var terminated bool
+	e.query(t, 10*time.Second, func(ctx context.Context, conn *pgx.Conn) error {
+		return conn.QueryRow(ctx, `SELECT pg_terminate_backend($1)`, walsender).Scan(&terminated)
+	})
+	ended := time.Now()
+	if !terminated {
+		t.Fatalf("pg_terminate_backend(%d) returned false", walsender)
+	}
+	if !r.stillWriting() {
+		t.Errorf("the writers finished before termination #%d; it must hit them mid-stream", i)
+	}
+	if !p.waitLogged("streaming", streams+1, time.Minute) {
+		r.tails()
+		t.Fatalf("relay not streaming again a minute after its walsender (pid %d) was terminated", walsender)
+	}
+	toStream := time.Since(ended)
+	t.Logf("walsender pid %d terminated (#%d, %s); recovery: the relay streams again %s after it, and its slot confirmed the WAL written until then %s after it",
+		walsender, i, why, ms(toStream), ms(e.catchUp(t, ended, 2*time.Minute)))
+}
 
+// restartPostgres crashes cluster (restart -m immediate) twice while r's
+// writers run: right away, once a big-row transaction has committed, and
+// pause later, mid-stream; each time p must stream again and catch up.
+func (r *faultRun) restartPostgres(cluster *pgtest.Cluster, p *proc, big int, pause time.Duration) {
+	t, e := r.t, r.e
+	t.Helper()
+	for i, why := range []string{fmt.Sprintf("right after a %d-row transaction committed", big), "mid-stream"} {
+		if i > 0 {
+			time.Sleep(pause)
+		}
+		streams := p.logged("streaming")
+		began := time.Now()
+		if err := cluster.Restart(t.Context(), "immediate"); err != nil {
+			t.Fatal(err)
+		}
+		ended := time.Now()
+		if !r.stillWriting() {
+			t.Errorf("the writers finished before restart #%d; it must hit them mid-stream", i+1)
+		}
+		if !p.waitLogged("streaming", streams+1, time.Minute) {
+			r.tails()
+			t.Fatalf("relay not streaming again a minute after restart #%d", i+1)
+		}
+		toStream := time.Since(ended)
+		t.Logf("restart #%d (immediate, %s) took %s; recovery: the relay streams again %s after it, and its slot confirmed the WAL written until then %s after it",
+			i+1, why, ms(ended.Sub(began)), ms(toStream), ms(e.catchUp(t, ended, 2*time.Minute)))
+	}
+}
+
+// cutBroker cuts the relay off the broker behind ln twice for ten seconds
+// while r's writers run, first refusing new connections, then holding them
+// unanswered; the slot must not advance during a cut, and must catch up
+// after it.
+func (r *faultRun) cutBroker(ln *severable) {
+	t, e := r.t, r.e
+	t.Helper()
 	for _, cut := range []struct {
 		name string
 		mode cutMode
@@ -454,7 +505,7 @@ func TestFaultBrokerUnreachable(t *testing.T) {
 		if err := ln.cut(cut.mode); err != nil {
 			t.Fatalf("cut: %v", err)
 		}
-		time.Sleep(time.Second) // for acknowledgements already on their way
+		time.Sleep(time.Second) // for acknowledgements and commits already on their way
 		before := e.slotState(t).confirmed
 		time.Sleep(9 * time.Second)
 		after, wal := e.slotState(t).confirmed, e.walLSN(t)
@@ -474,6 +525,24 @@ func TestFaultBrokerUnreachable(t *testing.T) {
 		t.Logf("recovery: the slot confirmed the WAL written until the %s cut ended %s after it ended",
 			cut.name, ms(e.catchUp(t, ended, 2*time.Minute)))
 	}
+}
+
+// TestFaultBrokerUnreachable cuts the relay off the broker twice for ten
+// seconds while writers run: first every connection is closed and new
+// ones are refused, then every connection is closed and new ones are
+// accepted and never answered (a blackhole). The broker listens through
+// a severable listener, so it advertises the address the relay reaches
+// it by. The same relay process must ride both out.
+func TestFaultBrokerUnreachable(t *testing.T) {
+	var ln *severable
+	e := newEnvOn(t, pgtest.NewDatabase(t), kfake.ListenFn(listenSeverable(&ln)))
+	r := newFaultRun(t, e)
+	p := r.relay()
+	p.waitStreaming(time.Minute)
+	pid := p.cmd.Process.Pid
+	r.startWriters(&workload{Rows: 6000, RollbackRatio: 0.1, HeaderRatio: 0.1, Pause: 100 * time.Millisecond})
+
+	r.cutBroker(ln)
 	r.finishSameProcess(p, pid)
 }
 
@@ -504,27 +573,7 @@ func TestFaultPostgresRestart(t *testing.T) {
 	r.startWriters(&workload{Rows: 4000, RollbackRatio: 0.1, HeaderRatio: 0.1, BigTxnRows: big, Pause: 80 * time.Millisecond, Reconnect: true})
 
 	r.waitTxnOf(big)
-	for i, why := range []string{fmt.Sprintf("right after a %d-row transaction committed", big), "mid-stream"} {
-		if i > 0 {
-			time.Sleep(4 * time.Second)
-		}
-		streams := p.logged("streaming")
-		began := time.Now()
-		if err := cluster.Restart(ctx, "immediate"); err != nil {
-			t.Fatal(err)
-		}
-		ended := time.Now()
-		if !r.stillWriting() {
-			t.Errorf("the writers finished before restart #%d; it must hit them mid-stream", i+1)
-		}
-		if !p.waitLogged("streaming", streams+1, time.Minute) {
-			r.tails()
-			t.Fatalf("relay not streaming again a minute after restart #%d", i+1)
-		}
-		toStream := time.Since(ended)
-		t.Logf("restart #%d (immediate, %s) took %s; recovery: the relay streams again %s after it, and its slot confirmed the WAL written until then %s after it",
-			i+1, why, ms(ended.Sub(began)), ms(toStream), ms(e.catchUp(t, ended, 2*time.Minute)))
-	}
+	r.restartPostgres(cluster, p, big, 4*time.Second)
 	t.Logf("the relay resumed an open transaction after a reconnect %d times", p.logged("resuming transaction after reconnect"))
 	r.finishSameProcess(p, pid)
 }
@@ -543,39 +592,13 @@ func TestFaultWalsenderTerminated(t *testing.T) {
 	pid := p.cmd.Process.Pid
 	r.startWriters(&workload{Rows: 5000, RollbackRatio: 0.1, HeaderRatio: 0.1, BigTxnRows: big, Pause: 80 * time.Millisecond})
 
-	terminate := func(i int, why string) {
-		t.Helper()
-		streams := p.logged("streaming")
-		var walsender int
-		e.query(t, 10*time.Second, func(ctx context.Context, conn *pgx.Conn) error {
-			return conn.QueryRow(ctx, `SELECT active_pid FROM pg_replication_slots WHERE slot_name = $1 AND active_pid IS NOT NULL`, e.slot).Scan(&walsender)
-		})
-		var terminated bool
-		e.query(t, 10*time.Second, func(ctx context.Context, conn *pgx.Conn) error {
-			return conn.QueryRow(ctx, `SELECT pg_terminate_backend($1)`, walsender).Scan(&terminated)
-		})
-		ended := time.Now()
-		if !terminated {
-			t.Fatalf("pg_terminate_backend(%d) returned false", walsender)
-		}
-		if !r.stillWriting() {
-			t.Errorf("the writers finished before termination #%d; it must hit them mid-stream", i)
-		}
-		if !p.waitLogged("streaming", streams+1, time.Minute) {
-			r.tails()
-			t.Fatalf("relay not streaming again a minute after its walsender (pid %d) was terminated", walsender)
-		}
-		toStream := time.Since(ended)
-		t.Logf("walsender pid %d terminated (#%d, %s); recovery: the relay streams again %s after it, and its slot confirmed the WAL written until then %s after it",
-			walsender, i, why, ms(toStream), ms(e.catchUp(t, ended, 2*time.Minute)))
-	}
 	r.waitTxnOf(big)
 	for i := 1; i <= 3; i++ {
-		terminate(i, fmt.Sprintf("right after a %d-row transaction committed", big))
+		r.terminateWalsender(p, i, fmt.Sprintf("right after a %d-row transaction committed", big))
 	}
 	for i := 4; i <= 5; i++ {
 		time.Sleep(2 * time.Second)
-		terminate(i, "mid-stream")
+		r.terminateWalsender(p, i, "mid-stream")
 	}
 	t.Logf("the relay resumed an open transaction after a reconnect %d times", p.logged("resuming transaction after reconnect"))
 	r.finishSameProcess(p, pid)

@@ -368,9 +368,9 @@ func (r *Relay) settle(p *pending, err error) {
 		r.m.publishErrors.Inc()
 	}
 	signal := (wasFull && !r.fullLocked()) || r.inflightEvents == 0
-	if err == nil && r.tx == nil {
+	if err == nil {
 		// Under the lock, so that a stale position never overwrites a newer one.
-		r.m.flushedLSN.Set(float64(r.wm.flushed))
+		r.publishFlushedLocked()
 	}
 	r.mu.Unlock()
 
@@ -399,9 +399,7 @@ func (r *Relay) Commit(end pglogrepl.LSN) {
 	r.lastCommit, r.resumeFrom = r.commitLSN, 0
 	r.mu.Lock()
 	r.wm.commit(r.seq, end)
-	if r.tx == nil {
-		r.m.flushedLSN.Set(float64(r.wm.flushed))
-	}
+	r.publishFlushedLocked()
 	r.mu.Unlock()
 	r.m.transactions.Inc()
 	if r.tx != nil {
@@ -414,11 +412,10 @@ func (r *Relay) Commit(end pglogrepl.LSN) {
 func (r *Relay) Keepalive(walEnd pglogrepl.LSN) {
 	r.mu.Lock()
 	r.wm.follow(walEnd)
-	if r.tx == nil {
-		r.m.flushedLSN.Set(float64(r.wm.flushed))
-	} else {
+	if r.tx != nil {
 		r.advanceCommittedLocked()
 	}
+	r.publishFlushedLocked()
 	r.mu.Unlock()
 }
 
@@ -447,10 +444,19 @@ func (r *Relay) fullLocked() bool {
 func (r *Relay) Flushed() pglogrepl.LSN {
 	r.mu.Lock()
 	defer r.mu.Unlock()
+	return r.flushedLocked()
+}
+
+func (r *Relay) flushedLocked() pglogrepl.LSN {
 	if r.tx != nil {
 		return r.committed
 	}
 	return r.wm.flushed
+}
+
+// publishFlushedLocked sets the flushed-position gauge. r.mu is held.
+func (r *Relay) publishFlushedLocked() {
+	r.m.flushedLSN.Set(float64(r.flushedLocked()))
 }
 
 // Drain flushes the Sink and waits until every published event is

@@ -85,30 +85,34 @@ func (r *Relay) txDueLocked() bool {
 // advanceCommittedLocked moves the committed position to the watermark's
 // when no Sink transaction is open and nothing is in flight. r.mu is held.
 func (r *Relay) advanceCommittedLocked() {
-	if !r.txOpen && r.inflightEvents == 0 && !r.wm.open && r.wm.flushed > r.committed {
-		r.committed = r.wm.flushed
-		r.m.flushedLSN.Set(float64(r.committed))
+	if !r.txOpen && r.inflightEvents == 0 && !r.wm.open {
+		r.raiseCommittedLocked(r.wm.flushed)
+	}
+}
+
+// raiseCommittedLocked moves the committed position up to lsn, never down.
+// r.mu is held.
+func (r *Relay) raiseCommittedLocked(lsn pglogrepl.LSN) {
+	if lsn > r.committed {
+		r.committed = lsn
+		r.publishFlushedLocked()
 	}
 }
 
 // commitTxn commits the open Sink transaction with fence end, or fails the
 // Relay. Its caller holds txMu.
-func (r *Relay) commitTxn(ctx context.Context, end pglogrepl.LSN) bool {
+func (r *Relay) commitTxn(ctx context.Context, end pglogrepl.LSN) {
 	cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), commitTimeout)
 	defer cancel()
 	began := time.Now()
 	if err := r.tx.CommitTxn(cctx, end); err != nil {
 		r.fail(fmt.Errorf("commit sink transaction with fence %s: %w", end, err))
-		return false
+		return
 	}
 	r.mu.Lock()
 	r.txOpen, r.txCommitTook = false, time.Since(began)
-	if end > r.committed {
-		r.committed = end
-		r.m.flushedLSN.Set(float64(end))
-	}
+	r.raiseCommittedLocked(end)
 	r.mu.Unlock()
-	return true
 }
 
 // commitIfDue commits the open Sink transaction from Run's goroutine when
@@ -158,10 +162,7 @@ func (r *Relay) Resume(ctx context.Context, start pglogrepl.LSN) error {
 	// Transactions committing before the fence are in the Sink already.
 	r.lastCommit = max(r.lastCommit, fence-1)
 	r.mu.Lock()
-	if fence > r.committed {
-		r.committed = fence
-		r.m.flushedLSN.Set(float64(fence))
-	}
+	r.raiseCommittedLocked(fence)
 	r.mu.Unlock()
 	return nil
 }

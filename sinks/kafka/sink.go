@@ -175,10 +175,6 @@ func New(cfg Config, logger *slog.Logger, reg prometheus.Registerer) (*Sink, err
 // if no request carries it yet (and the later buffered records of its
 // partition, to keep order). Pass a context that outlives draining.
 func (s *Sink) Publish(ctx context.Context, ev *schema.Event, done func(error)) {
-	if s.txn != nil {
-		s.publishTxn(ctx, ev, done)
-		return
-	}
 	start := time.Now()
 	rec, t, ok := s.prepare(ev, done)
 	if !ok {
@@ -188,7 +184,7 @@ func (s *Sink) Publish(ctx context.Context, ev *schema.Event, done func(error)) 
 	s.inflight.add()
 	finish := func(err error) {
 		if err != nil {
-			err = fmt.Errorf("produce event %s to topic %q: %w", id, t.name, err)
+			err = s.produceErr(id, t.name, err)
 		} else {
 			t.published.Inc()
 			t.bytes.Add(float64(len(rec.Value)))
@@ -196,6 +192,12 @@ func (s *Sink) Publish(ctx context.Context, ev *schema.Event, done func(error)) 
 		}
 		done(err)
 		s.inflight.remove()
+	}
+	if s.txn != nil {
+		// In a transaction any failure dooms it whole (txn.go): nothing
+		// is sent again alone.
+		s.client.Produce(ctx, rec, func(_ *kgo.Record, err error) { finish(err) })
+		return
 	}
 	// While records wait to be sent alone, events queue behind them.
 	if s.isolate.addIfBusy(func() { s.sendAlone(held{ctx, rec, finish}) }) {
@@ -208,6 +210,14 @@ func (s *Sink) Publish(ctx context.Context, ev *schema.Event, done func(error)) 
 		}
 		finish(err)
 	})
+}
+
+// produceErr wraps the error franz-go gave the record of event id.
+func (s *Sink) produceErr(id, topic string, err error) error {
+	if s.txn != nil {
+		return s.txn.recordErr(id, topic, err)
+	}
+	return fmt.Errorf("produce event %s to topic %q: %w", id, topic, err)
 }
 
 // prepare maps ev to its record, or calls done with why it is not sent:

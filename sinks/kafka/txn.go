@@ -11,8 +11,6 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kgo"
-
-	"github.com/outbox-relay/outbox-relay/schema"
 )
 
 // Exactly-once mode (Config.TransactionalID set). The Sink's producer is
@@ -145,26 +143,20 @@ func (t *txnState) recordErr(id, topic string, err error) error {
 	return fmt.Errorf("produce event %s to topic %q in transaction %q: %v: %w", id, topic, t.id, err, ErrTxnAborted)
 }
 
-// publishTxn is Publish in exactly-once mode.
-func (s *Sink) publishTxn(ctx context.Context, ev *schema.Event, done func(error)) {
-	start := time.Now()
-	rec, t, ok := s.prepare(ev, done)
-	if !ok {
-		return
+// txnState returns the Sink's transaction state and whether a transaction
+// is open, or why no transaction call may be made: the Sink is not
+// transactional, was fenced, or a commit failed.
+func (s *Sink) txnState() (*txnState, bool, error) {
+	t := s.txn
+	if t == nil {
+		return nil, false, errNotTransactional
 	}
-	id := ev.ID
-	s.inflight.add()
-	s.client.Produce(ctx, rec, func(_ *kgo.Record, err error) {
-		if err != nil {
-			err = s.txn.recordErr(id, t.name, err)
-		} else {
-			t.published.Inc()
-			t.bytes.Add(float64(len(rec.Value)))
-			s.metrics.duration.Observe(time.Since(start).Seconds())
-		}
-		done(err)
-		s.inflight.remove()
-	})
+	if err := t.usable(); err != nil {
+		return nil, false, err
+	}
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return t, t.open, nil
 }
 
 // BeginTxn opens a Kafka transaction; Publish and DeadLetter then produce
@@ -174,16 +166,10 @@ func (s *Sink) publishTxn(ctx context.Context, ev *schema.Event, done func(error
 // or CommitTxn. It contacts no broker. It fails if a transaction is open,
 // if the Sink is not transactional, or with an error wrapping ErrFenced.
 func (s *Sink) BeginTxn() error {
-	t := s.txn
-	if t == nil {
-		return errNotTransactional
-	}
-	if err := t.usable(); err != nil {
+	t, open, err := s.txnState()
+	if err != nil {
 		return err
 	}
-	t.mu.Lock()
-	open := t.open
-	t.mu.Unlock()
 	if open {
 		return fmt.Errorf("begin kafka transaction %q: one is already open; commit it first", t.id)
 	}
@@ -218,18 +204,11 @@ func (s *Sink) BeginTxn() error {
 // make a new one, and resend from its ReadFence. Call CommitTxn from the
 // goroutine that calls Publish, never concurrently with it.
 func (s *Sink) CommitTxn(ctx context.Context, fence pglogrepl.LSN) error {
-	t := s.txn
-	if t == nil {
-		return errNotTransactional
-	}
-	if err := t.usable(); err != nil {
+	t, open, err := s.txnState()
+	if err != nil {
 		return err
 	}
-	t.mu.Lock()
-	open := t.open
-	t.mu.Unlock()
-	switch {
-	case !open:
+	if !open {
 		return fmt.Errorf("commit kafka transaction %q with fence %s: no transaction is open; call BeginTxn first", t.id, fence)
 	}
 	start := time.Now()
@@ -243,7 +222,7 @@ func (s *Sink) CommitTxn(ctx context.Context, fence pglogrepl.LSN) error {
 	if err := s.client.ProduceSync(ctx, rec).FirstErr(); err != nil {
 		return s.abortTxn(ctx, fence, fmt.Errorf("produce the fence to topic %q: %w", CheckpointTopic, err))
 	}
-	err := s.client.EndTransaction(ctx, kgo.TryCommit)
+	err = s.client.EndTransaction(ctx, kgo.TryCommit)
 	var ke *kerr.Error
 	switch {
 	case err == nil:
