@@ -267,16 +267,7 @@ func TestExactlyOnceFaults(t *testing.T) {
 
 	t.Run("postgres restart immediate", func(t *testing.T) {
 		const big = 3000
-		ctx := t.Context()
-		cluster, err := pgtest.Start(ctx, pgtest.Options{Logf: t.Logf})
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() {
-			if err := cluster.Stop(); err != nil {
-				t.Error(err)
-			}
-		})
+		cluster := privateCluster(t)
 		e := newEnvOn(t, cluster.NewDatabase(t))
 		r := newExactlyOnceRun(t, e)
 		p := r.eoRelay()

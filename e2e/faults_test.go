@@ -460,6 +460,22 @@ func (r *faultRun) terminateWalsender(p *proc, i int, why string) {
 		walsender, i, why, ms(toStream), ms(e.catchUp(t, ended, 2*time.Minute)))
 }
 
+// privateCluster starts a PostgreSQL cluster of the test's own, which it
+// may restart, stopped when the test ends.
+func privateCluster(t *testing.T) *pgtest.Cluster {
+	t.Helper()
+	cluster, err := pgtest.Start(t.Context(), pgtest.Options{Logf: t.Logf})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if err := cluster.Stop(); err != nil {
+			t.Error(err)
+		}
+	})
+	return cluster
+}
+
 // restartPostgres crashes cluster (restart -m immediate) twice while r's
 // writers run: right away, once a big-row transaction has committed, and
 // pause later, mid-stream; each time p must stream again and catch up.
@@ -555,16 +571,7 @@ func TestFaultBrokerUnreachable(t *testing.T) {
 // relay had confirmed (FACTS.md): duplicates are reported, not failed.
 func TestFaultPostgresRestart(t *testing.T) {
 	const big = 20000
-	ctx := t.Context()
-	cluster, err := pgtest.Start(ctx, pgtest.Options{Logf: t.Logf})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		if err := cluster.Stop(); err != nil {
-			t.Error(err)
-		}
-	})
+	cluster := privateCluster(t)
 	e := newEnvOn(t, cluster.NewDatabase(t))
 	r := newFaultRun(t, e)
 	p := r.relay()

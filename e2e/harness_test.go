@@ -210,16 +210,16 @@ type consumer struct {
 	cl *kgo.Client
 }
 
-func (e *env) consumer() *consumer {
+func (e *env) consumer(opts ...kgo.Opt) *consumer {
 	e.t.Helper()
-	cl, err := kgo.NewClient(
+	cl, err := kgo.NewClient(append([]kgo.Opt{
 		kgo.SeedBrokers(e.broker.ListenAddrs()...),
 		kgo.ConsumeRegex(),
-		kgo.ConsumeTopics(`^outbox\..*`),
+		kgo.ConsumeTopics(`^outbox\..*`), // never __outbox_relay_checkpoints
 		kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()),
-		kgo.MetadataMinAge(100*time.Millisecond),
+		kgo.MetadataMinAge(100 * time.Millisecond),
 		kgo.MetadataMaxAge(time.Second),
-	)
+	}, opts...)...)
 	if err != nil {
 		e.t.Fatal(err)
 	}

@@ -42,20 +42,7 @@ const checkpointTopic = "__outbox_relay_checkpoints"
 // Kafka transactions, stopping at each partition's last stable offset.
 func (e *env) readCommittedConsumer() *consumer {
 	e.t.Helper()
-	cl, err := kgo.NewClient(
-		kgo.SeedBrokers(e.broker.ListenAddrs()...),
-		kgo.ConsumeRegex(),
-		kgo.ConsumeTopics(`^outbox\.`), // never __outbox_relay_checkpoints
-		kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()),
-		kgo.FetchIsolationLevel(kgo.ReadCommitted()),
-		kgo.MetadataMinAge(100*time.Millisecond),
-		kgo.MetadataMaxAge(time.Second),
-	)
-	if err != nil {
-		e.t.Fatal(err)
-	}
-	e.t.Cleanup(cl.Close)
-	return &consumer{cl: cl}
+	return e.consumer(kgo.FetchIsolationLevel(kgo.ReadCommitted()))
 }
 
 // newExactlyOnceRun returns a fault run whose collector reads with
