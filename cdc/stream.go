@@ -603,7 +603,7 @@ func (s *Stream) loop(ctx context.Context, conn *pgconn.PgConn, h Handler, start
 					return fmt.Errorf("parse XLogData: %w", err)
 				}
 				s.m.serverWAL.Set(float64(xld.ServerWALEnd))
-				if err := s.handle(pubCtx, xld, h, &rels, &ev, &inTxn, &received); err != nil {
+				if err := s.handle(pubCtx, xld, heard, h, &rels, &ev, &inTxn, &received); err != nil {
 					return err
 				}
 			}
@@ -615,8 +615,8 @@ func (s *Stream) loop(ctx context.Context, conn *pgconn.PgConn, h Handler, start
 	}
 }
 
-// handle acts on one pgoutput message.
-func (s *Stream) handle(ctx context.Context, xld pglogrepl.XLogData, h Handler, rels *relations, ev *schema.Event, inTxn *bool, received *pglogrepl.LSN) error {
+// handle acts on one pgoutput message, read from the stream at at.
+func (s *Stream) handle(ctx context.Context, xld pglogrepl.XLogData, at time.Time, h Handler, rels *relations, ev *schema.Event, inTxn *bool, received *pglogrepl.LSN) error {
 	data := xld.WALData
 	if len(data) == 0 {
 		return nil
@@ -644,7 +644,7 @@ func (s *Stream) handle(ctx context.Context, xld pglogrepl.XLogData, h Handler, 
 		if err := decodeInsert(buf, rel.bind, ev); err != nil {
 			return fmt.Errorf("decode insert into %s at %s: %w", rel.name, xld.WALStart, err)
 		}
-		ev.Table = rel.name
+		ev.Table, ev.Received = rel.name, at
 		s.m.rows.Inc()
 		if err := h.Insert(ctx, ev); err != nil {
 			return &handlerError{err}

@@ -13,6 +13,9 @@ type metrics struct {
 	flushedLSN     prometheus.Gauge
 	latency        prometheus.Histogram
 	replayed       prometheus.Counter
+	// Stages of latency, which add up to latency: commit to the row read
+	// from the stream, read to handed to the Sink, handed to acknowledged.
+	receive, publish, acknowledge prometheus.Observer
 
 	publishErrors, deadLetterErrors prometheus.Counter
 }
@@ -36,13 +39,21 @@ func newMetrics(reg prometheus.Registerer, cfg Config, lagSeconds func() float64
 			Help: "Position up to which every event is acknowledged, as a WAL byte offset.",
 		}),
 		latency: prometheus.NewHistogram(prometheus.HistogramOpts{
-			Name: "outbox_relay_end_to_end_latency_seconds",
-			Help: "Time from a transaction's commit to the sink's acknowledgement of each of its events.",
-			// Fine below 50 ms, with bounds at 5 and 25 ms so that p99 and
-			// p999 targets can be read off exactly.
-			Buckets: []float64{0.0005, 0.001, 0.002, 0.003, 0.005, 0.0075, 0.01, 0.015, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30},
+			Name:    "outbox_relay_end_to_end_latency_seconds",
+			Help:    "Time from a transaction's commit to the sink's acknowledgement of each of its events.",
+			Buckets: latencyBuckets,
 		}),
 	}
+	stages := prometheus.NewHistogramVec(prometheus.HistogramOpts{
+		Name: "outbox_relay_stage_latency_seconds",
+		Help: "Time each event spends in each stage between commit and acknowledgement: " +
+			"receive, from the transaction's commit (by the database server's clock) to the relay reading the row from the replication stream; " +
+			"publish, from reading it to handing it to the sink; acknowledge, from handing it to the sink to the sink's acknowledgement.",
+		Buckets: latencyBuckets,
+	}, []string{"stage"})
+	m.receive = stages.WithLabelValues("receive")
+	m.publish = stages.WithLabelValues("publish")
+	m.acknowledge = stages.WithLabelValues("acknowledge")
 	m.replayed = prometheus.NewCounter(prometheus.CounterOpts{
 		Name: "outbox_relay_replayed_rows_skipped_total",
 		Help: "Rows sent again by PostgreSQL after a reconnect and read past because they were already published.",
@@ -66,13 +77,18 @@ func newMetrics(reg prometheus.Registerer, cfg Config, lagSeconds func() float64
 	if reg == nil {
 		return m, nil
 	}
-	for _, c := range []prometheus.Collector{m.inflightEvents, m.inflightBytes, m.transactions, m.flushedLSN, m.latency, m.replayed, lag, limitEvents, limitBytes, m.publishErrors, m.deadLetterErrors} {
+	for _, c := range []prometheus.Collector{m.inflightEvents, m.inflightBytes, m.transactions, m.flushedLSN, m.latency, stages, m.replayed, lag, limitEvents, limitBytes, m.publishErrors, m.deadLetterErrors} {
 		if err := reg.Register(c); err != nil {
 			return nil, fmt.Errorf("register relay metrics: %w", err)
 		}
 	}
 	return m, nil
 }
+
+// latencyBuckets bound the latency histograms, in seconds: fine below 50 ms,
+// with bounds at 5 and 25 ms so that p99 and p999 targets can be read off
+// exactly.
+var latencyBuckets = []float64{0.0005, 0.001, 0.002, 0.003, 0.005, 0.0075, 0.01, 0.015, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30}
 
 // errorsCounter returns the outbox_relay_errors_total series of one kind.
 // Several packages count errors under this name, each its own kinds, so the

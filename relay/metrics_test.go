@@ -131,16 +131,21 @@ func TestMetrics(t *testing.T) {
 
 	// The registry serves them under these names.
 	wantGathered := map[string]sample{
-		"outbox_relay_flushed_lsn":                    {"GAUGE", float64(endLSN(0))},
-		"outbox_relay_inflight_bytes":                 {"GAUGE", 0},
-		"outbox_relay_inflight_bytes_limit":           {"GAUGE", 1 << 20},
-		"outbox_relay_inflight_events":                {"GAUGE", 0},
-		"outbox_relay_inflight_events_limit":          {"GAUGE", 7},
-		"outbox_relay_transactions_total":             {"COUNTER", 2},
-		"outbox_relay_end_to_end_latency_seconds":     {"HISTOGRAM", 2},
-		"outbox_relay_replayed_rows_skipped_total":    {"COUNTER", 0},
-		"outbox_relay_errors_total{kind=publish}":     {"COUNTER", 1},
-		"outbox_relay_errors_total{kind=dead_letter}": {"COUNTER", 0},
+		"outbox_relay_flushed_lsn":                {"GAUGE", float64(endLSN(0))},
+		"outbox_relay_inflight_bytes":             {"GAUGE", 0},
+		"outbox_relay_inflight_bytes_limit":       {"GAUGE", 1 << 20},
+		"outbox_relay_inflight_events":            {"GAUGE", 0},
+		"outbox_relay_inflight_events_limit":      {"GAUGE", 7},
+		"outbox_relay_transactions_total":         {"COUNTER", 2},
+		"outbox_relay_end_to_end_latency_seconds": {"HISTOGRAM", 2},
+		// The events came from no stream (Received is zero): only the
+		// acknowledgement stage is timed.
+		"outbox_relay_stage_latency_seconds{stage=receive}":     {"HISTOGRAM", 0},
+		"outbox_relay_stage_latency_seconds{stage=publish}":     {"HISTOGRAM", 0},
+		"outbox_relay_stage_latency_seconds{stage=acknowledge}": {"HISTOGRAM", 2},
+		"outbox_relay_replayed_rows_skipped_total":              {"COUNTER", 0},
+		"outbox_relay_errors_total{kind=publish}":               {"COUNTER", 1},
+		"outbox_relay_errors_total{kind=dead_letter}":           {"COUNTER", 0},
 	}
 	got := gathered(t, reg)
 	// The failed event holds its transaction back: the lag grows with time.
@@ -150,6 +155,53 @@ func TestMetrics(t *testing.T) {
 	delete(got, "outbox_relay_replication_lag_seconds")
 	if diff := cmp.Diff(wantGathered, got); diff != "" {
 		t.Errorf("gathered metrics (-want +got):\n%s", diff)
+	}
+}
+
+// TestStageLatency checks that the three stages time what they say and add
+// up to the end-to-end latency.
+func TestStageLatency(t *testing.T) {
+	h := &held{}
+	r, _ := newTestRelay(t, Config{}, h.sink())
+	committed := time.Now().Add(-3 * time.Second)
+	received := committed.Add(time.Second) // a second to reach the relay
+	r.Begin(commitLSN(0), committed)
+	for i := range 2 {
+		ev := newEvent(fmt.Sprint(i), 10)
+		ev.Received = received
+		if err := r.Insert(t.Context(), ev); err != nil {
+			t.Fatalf("Insert = %v", err)
+		}
+	}
+	r.Commit(endLSN(0))
+	time.Sleep(20 * time.Millisecond) // the sink takes its time
+	h.ackAll(t)
+
+	sum := func(o prometheus.Observer) (uint64, float64) {
+		var m dto.Metric
+		if err := o.(prometheus.Metric).Write(&m); err != nil {
+			t.Fatalf("write histogram: %v", err)
+		}
+		return m.GetHistogram().GetSampleCount(), m.GetHistogram().GetSampleSum()
+	}
+	nReceive, receive := sum(r.m.receive)
+	nPublish, publish := sum(r.m.publish)
+	nAck, ack := sum(r.m.acknowledge)
+	nTotal, total := sum(r.m.latency)
+	if nReceive != 2 || nPublish != 2 || nAck != 2 || nTotal != 2 {
+		t.Fatalf("observations: receive %d, publish %d, acknowledge %d, end to end %d; want 2 each", nReceive, nPublish, nAck, nTotal)
+	}
+	if receive != 2 {
+		t.Errorf("receive stage sums to %.6fs, want 2s (1s each)", receive)
+	}
+	if publish < 2*2 || publish > 2*2.5 { // Received was 2s before Insert
+		t.Errorf("publish stage sums to %.6fs, want about 4s (2s each)", publish)
+	}
+	if ack < 2*0.02 {
+		t.Errorf("acknowledge stage sums to %.6fs, want at least 40ms (20ms each)", ack)
+	}
+	if d := total - (receive + publish + ack); d < -1e-3 || d > 1e-3 {
+		t.Errorf("stages sum to %.6fs, end to end %.6fs: they should add up", receive+publish+ack, total)
 	}
 }
 

@@ -298,16 +298,21 @@ func (r *Relay) Insert(ctx context.Context, ev *schema.Event) error {
 	if ctx.Done() != nil {
 		ctx = context.WithoutCancel(ctx)
 	}
-	p := pending{seq: r.seq, size: size, ev: *ev}
+	p := pending{seq: r.seq, size: size, ev: *ev, handed: time.Now()}
+	if !ev.Received.IsZero() {
+		r.m.receive.Observe(max(0, ev.Received.Sub(ev.CommitTime).Seconds()))
+		r.m.publish.Observe(p.handed.Sub(ev.Received).Seconds())
+	}
 	r.sink.Publish(ctx, ev, func(err error) { r.ack(ctx, &p, err) })
 	return nil
 }
 
 // pending is an event between Publish and its acknowledgement.
 type pending struct {
-	seq  uint64
-	size int
-	ev   schema.Event // a copy: the stream reuses its Event
+	seq    uint64
+	size   int
+	ev     schema.Event // a copy: the stream reuses its Event
+	handed time.Time    // when it was handed to the Sink
 }
 
 // ack takes the Sink's verdict on p. Under PolicyDLQ a poison event goes to
@@ -380,7 +385,9 @@ func (r *Relay) settle(p *pending, err error) {
 	r.m.inflightEvents.Dec()
 	r.m.inflightBytes.Sub(float64(size))
 	if err == nil {
-		r.m.latency.Observe(time.Since(committed).Seconds())
+		now := time.Now()
+		r.m.latency.Observe(now.Sub(committed).Seconds())
+		r.m.acknowledge.Observe(now.Sub(p.handed).Seconds())
 	}
 	if signal {
 		select {

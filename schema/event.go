@@ -28,6 +28,9 @@ type Event struct {
 	Position Position
 	// CommitTime is when the event's transaction committed, by the server's clock.
 	CommitTime time.Time
+	// Received is when the relay read the row from the replication stream,
+	// by the relay's clock; zero when the event did not come from one.
+	Received time.Time
 	// Table is the qualified name of the table the row came from.
 	Table string
 }
