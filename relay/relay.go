@@ -17,10 +17,10 @@ import (
 // Config bounds the work a Relay keeps in flight.
 type Config struct {
 	// MaxInflightEvents bounds events handed to the Sink and not yet
-	// acknowledged. Zero means 5000.
+	// acknowledged. Zero means DefaultMaxInflightEvents.
 	MaxInflightEvents int
 	// MaxInflightBytes bounds the approximate bytes of those events. Zero
-	// means 16 MiB. The bound is checked before each event, so it may be
+	// means DefaultMaxInflightBytes. The bound is checked before each event, so it may be
 	// passed by one event; an event larger than the bound still flows.
 	MaxInflightBytes int
 	// PoisonPolicy says what becomes of an event the Sink can never
@@ -51,6 +51,12 @@ const (
 	DeliveryExactlyOnce Delivery = "exactly-once"
 )
 
+// Defaults of the in-flight bounds.
+const (
+	DefaultMaxInflightEvents = 5000
+	DefaultMaxInflightBytes  = 16 << 20
+)
+
 // DefaultTransactionInterval is Config.TransactionInterval when zero.
 const DefaultTransactionInterval = 100 * time.Millisecond
 
@@ -70,10 +76,10 @@ const (
 
 func (c *Config) setDefaults() {
 	if c.MaxInflightEvents == 0 {
-		c.MaxInflightEvents = 5000
+		c.MaxInflightEvents = DefaultMaxInflightEvents
 	}
 	if c.MaxInflightBytes == 0 {
-		c.MaxInflightBytes = 16 << 20
+		c.MaxInflightBytes = DefaultMaxInflightBytes
 	}
 	if c.PoisonPolicy == "" {
 		c.PoisonPolicy = PolicyDLQ

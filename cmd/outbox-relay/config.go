@@ -30,6 +30,9 @@ type Config struct {
 	PprofAddr string
 	LogFormat string
 	LogLevel  string
+	// MemoryLimit is the Go runtime's soft memory limit in bytes; zero
+	// derives it from Relay.MaxInflightBytes (see memory.go).
+	MemoryLimit int64
 
 	// pprof is the deprecated --pprof: PprofAddr defaultPprofAddr.
 	pprof bool
@@ -75,8 +78,9 @@ func bindRun(fs *flag.FlagSet, c *Config) {
 	fs.StringVar((*string)(&c.Relay.Delivery), "delivery", string(relay.DeliveryAtLeastOnce), "at-least-once, or exactly-once: Kafka transactions of whole PostgreSQL transactions with a fence, so read_committed consumers see each event once")
 	fs.DurationVar(&c.Relay.TransactionInterval, "kafka-transaction-interval", relay.DefaultTransactionInterval, "under --delivery=exactly-once, how long a Kafka transaction stays open before it commits at the next PostgreSQL commit")
 	fs.StringVar(&c.Kafka.TransactionalID, "kafka-transactional-id", "", "under --delivery=exactly-once, the Kafka transactional ID; empty means outbox-relay-SLOT, so relays on one slot fence each other")
-	fs.IntVar(&c.Relay.MaxInflightEvents, "max-inflight-events", 5000, "events published and not yet acknowledged before the relay stops reading")
-	fs.IntVar(&c.Relay.MaxInflightBytes, "max-inflight-bytes", 16<<20, "bytes of events published and not yet acknowledged before the relay stops reading")
+	fs.IntVar(&c.Relay.MaxInflightEvents, "max-inflight-events", relay.DefaultMaxInflightEvents, "events published and not yet acknowledged before the relay stops reading")
+	fs.IntVar(&c.Relay.MaxInflightBytes, "max-inflight-bytes", relay.DefaultMaxInflightBytes, "bytes of events published and not yet acknowledged before the relay stops reading")
+	fs.Int64Var(&c.MemoryLimit, "memory-limit", 0, "soft memory limit of the process in bytes, where garbage collection runs harder; 0 means 3 × --max-inflight-bytes + 16 MiB (64 MiB by default); GOMEMLIMIT in the environment wins")
 	fs.DurationVar(&c.CDC.StatusInterval, "status-interval", time.Second, "longest time between two confirmations of the position to PostgreSQL; a position that advances is confirmed within 100ms")
 	fs.DurationVar(&c.CDC.ShutdownTimeout, "shutdown-timeout", 30*time.Second, "on SIGTERM, how long to wait for in-flight events before exiting")
 	fs.BoolVar(&c.CDC.CreateSlot, "create-slot", false, "create the replication slot if it is missing at start, instead of stopping (a new slot sees only later transactions: rows written before it are not relayed); the setup command creates it too; a slot lost while running always stops the relay")
@@ -159,6 +163,9 @@ func (c *Config) finishRun() error {
 	}
 	if err := c.Kafka.Validate(); err != nil {
 		return usageError{err}
+	}
+	if c.MemoryLimit < 0 {
+		return usageError{fmt.Errorf("--memory-limit is %d; use a positive number of bytes, or 0 for 3 × --max-inflight-bytes + 16 MiB", c.MemoryLimit)}
 	}
 	if c.pprof && c.PprofAddr == "" {
 		c.PprofAddr = defaultPprofAddr

@@ -23,6 +23,7 @@ const brokerCheckTimeout = 10 * time.Second
 func relayUntilDone(ctx context.Context, cfg Config, stderr io.Writer) error {
 	logger := cfg.logger(stderr)
 	logger.Info("starting", "version", version, "commit", commit, "cdc", cfg.CDC, "kafka", cfg.Kafka)
+	applyMemoryLimit(cfg.MemoryLimit, cfg.Relay.MaxInflightBytes, logger)
 	if cfg.pprof {
 		logger.Warn("--pprof is deprecated; use --pprof-addr="+defaultPprofAddr, "addr", cfg.PprofAddr)
 	}
