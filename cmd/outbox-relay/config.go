@@ -73,6 +73,7 @@ func bindRun(fs *flag.FlagSet, c *Config) {
 	fs.BoolVar(&c.Kafka.AllowAutoTopicCreation, "kafka-auto-create-topics", true, "ask the broker to create missing topics (the broker must allow it)")
 	fs.DurationVar(&c.Kafka.Linger, "kafka-linger", 0, "how long the producer waits to fill a batch; 0 sends at once")
 	fs.IntVar(&c.Kafka.MaxMessageBytes, "kafka-max-message-bytes", 1<<20, "largest record batch the producer sends; match the broker's message.max.bytes")
+	fs.StringVar((*string)(&c.Kafka.Compression), "kafka-compression", string(kafka.DefaultCompression), "codec of record batches: none, snappy, lz4 or zstd (zstd needs brokers of Kafka 2.1 or later); snappy costs incompressible payloads least and still compresses JSON well")
 	fs.StringVar((*string)(&c.Relay.PoisonPolicy), "poison-policy", string(relay.PolicyDLQ), "what to do with an event Kafka can never accept: dlq (set it aside in the dead-letter topic and go on) or halt (stop before it)")
 	fs.StringVar(&c.Kafka.DeadLetterTopic, "dlq-topic", kafka.DefaultDeadLetterTopic, "dead-letter topic for poison events under --poison-policy=dlq")
 	fs.StringVar((*string)(&c.Relay.Delivery), "delivery", string(relay.DeliveryAtLeastOnce), "at-least-once, or exactly-once: Kafka transactions of whole PostgreSQL transactions with a fence, so read_committed consumers see each event once")

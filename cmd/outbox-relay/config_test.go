@@ -10,6 +10,8 @@ import (
 	"net/http/httptest"
 	"strings"
 	"testing"
+
+	"github.com/outbox-relay/outbox-relay/sinks/kafka"
 )
 
 func TestRunRejectsBadConfiguration(t *testing.T) {
@@ -39,6 +41,8 @@ func TestRunRejectsBadConfiguration(t *testing.T) {
 		{"pprof on a host name", []string{"run", "--pg-dsn", "postgres://h/db", "--pprof-addr", "relay.example.com:6060"}, nil, "loopback"},
 		{"pprof from env", []string{"run", "--pg-dsn", "postgres://h/db"}, map[string]string{"OUTBOX_RELAY_PPROF_ADDR": "0.0.0.0:6060"}, "loopback"},
 		{"pprof without port", []string{"run", "--pg-dsn", "postgres://h/db", "--pprof-addr", "127.0.0.1"}, nil, "--pprof-addr"},
+		{"unknown compression", []string{"run", "--pg-dsn", "postgres://h/db", "--kafka-compression", "gzip"}, nil, `compression "gzip" is unknown; use none, snappy, lz4 or zstd`},
+		{"unknown compression from env", []string{"run", "--pg-dsn", "postgres://h/db"}, map[string]string{"OUTBOX_RELAY_KAFKA_COMPRESSION": "LZ4"}, `compression "LZ4" is unknown; use none, snappy, lz4 or zstd`},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -73,6 +77,35 @@ func TestFlagBeatsEnvironment(t *testing.T) {
 	err = run(context.Background(), []string{"run", "--pg-dsn", "postgres://h/db", "--slot", "Bad-From-Flag"}, &stdout, &stderr)
 	if err == nil || !strings.Contains(err.Error(), "Bad-From-Flag") {
 		t.Fatalf("run = %v, want the flag's slot rejected", err)
+	}
+}
+
+func TestKafkaCompression(t *testing.T) {
+	tests := []struct {
+		name string
+		args []string
+		env  string // OUTBOX_RELAY_KAFKA_COMPRESSION; empty: unset
+		want kafka.Compression
+	}{
+		{name: "default", want: kafka.DefaultCompression},
+		{name: "flag", args: []string{"--kafka-compression", "lz4"}, want: kafka.CompressionLZ4},
+		{name: "flag none", args: []string{"--kafka-compression=none"}, want: kafka.CompressionNone},
+		{name: "env", env: "zstd", want: kafka.CompressionZstd},
+		{name: "flag beats env", args: []string{"--kafka-compression", "snappy"}, env: "zstd", want: kafka.CompressionSnappy},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if tt.env != "" {
+				t.Setenv("OUTBOX_RELAY_KAFKA_COMPRESSION", tt.env)
+			}
+			c, err := parseRun(t, append([]string{"--pg-dsn", "postgres://h/db"}, tt.args...))
+			if err != nil {
+				t.Fatalf("parse %q: %v", tt.args, err)
+			}
+			if c.Kafka.Compression != tt.want {
+				t.Errorf("parse %q with env %q: Kafka.Compression = %q, want %q", tt.args, tt.env, c.Kafka.Compression, tt.want)
+			}
+		})
 	}
 }
 
