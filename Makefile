@@ -42,10 +42,13 @@ vet:
 	$(GO) vet ./...
 
 # bench: the end-to-end benchmark of the relay binary (e2e/bench: a private
-# PostgreSQL, the broker of e2e/broker in its own process, workloads W1-W4
-# and the exactly-once W2-EO and W3-EO, three times each, about 12 minutes),
-# then the Go micro-benchmarks; the
-# results replace the lower part of BENCHMARKS.md. A quick look:
+# PostgreSQL with fsync=on, the broker of e2e/broker in its own process,
+# workloads W1-W4 and the exactly-once W2-EO and W3-EO, three times each,
+# about 12 minutes): backlog rows/s beside pg_recvlogical and SQL decoding,
+# with a read_committed consumer in the loop; W3's commit-to-consumer
+# latency with 8 writers; per-stage latency and CPU per row for every
+# workload. Then the Go micro-benchmarks; the results replace the lower
+# part of BENCHMARKS.md. A quick look:
 # make bench BENCH_FLAGS='--scale 0.05 --runs 1'
 bench: build
 	$(GO) build -o bin/bench-broker ./e2e/broker

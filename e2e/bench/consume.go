@@ -17,28 +17,31 @@ type receiver struct {
 	topic    string
 	cl       *kgo.Client
 	received []atomic.Int64 // unix nanoseconds; 0 if not (yet)
-	count    atomic.Int64
+	count    atomic.Int64   // rows received, each counted once
+	last     atomic.Int64   // unix nanoseconds the last row not seen before arrived
 }
 
+// consumerFetchMaxWait is how long the broker may hold a fetch of the
+// benchmark's consumer waiting for records.
+const consumerFetchMaxWait = 10 * time.Millisecond
+
 // newReceiver connects a consumer of topic from its start, for rows
-// numbered 0 to rows-1; it creates the topic if the relay has not yet.
-// With readCommitted it reads only records of committed Kafka transactions,
-// as a consumer of an exactly-once relay must: a record arrives once the
-// broker has the commit of its transaction, not when it was produced.
-// Otherwise it reads with franz-go's default, read_uncommitted.
-func newReceiver(brokers, topic string, rows int64, readCommitted bool) (*receiver, error) {
-	opts := []kgo.Opt{
+// numbered 0 to rows-1; it creates the topic if the relay has not yet. It
+// reads with read_committed, as a consumer of an exactly-once relay must (a
+// record arrives once the broker has the commit of its transaction, not
+// when it was produced), and at-least-once records, produced outside
+// transactions, arrive as with read_uncommitted; the broker holds a fetch
+// for at most consumerFetchMaxWait.
+func newReceiver(brokers, topic string, rows int64) (*receiver, error) {
+	cl, err := kgo.NewClient(
 		kgo.SeedBrokers(strings.Split(brokers, ",")...),
 		kgo.ConsumeTopics(topic),
 		kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()),
 		kgo.AllowAutoTopicCreation(),
-		kgo.FetchMaxWait(time.Second),
-		kgo.MetadataMinAge(250 * time.Millisecond),
-	}
-	if readCommitted {
-		opts = append(opts, kgo.FetchIsolationLevel(kgo.ReadCommitted()))
-	}
-	cl, err := kgo.NewClient(opts...)
+		kgo.FetchIsolationLevel(kgo.ReadCommitted()),
+		kgo.FetchMaxWait(consumerFetchMaxWait),
+		kgo.MetadataMinAge(250*time.Millisecond),
+	)
 	if err != nil {
 		return nil, fmt.Errorf("create consumer of %s: %w", brokers, err)
 	}
@@ -61,11 +64,35 @@ func (r *receiver) run(ctx context.Context) error {
 			n, ok := rowNumber(rec.Value)
 			if ok && n >= 0 && n < int64(len(r.received)) {
 				if r.received[n].CompareAndSwap(0, now) {
+					// Before the count, so that whoever sees the count
+					// sees the time.
+					r.last.Store(now)
 					r.count.Add(1)
 				}
 			}
 		})
 	}
+}
+
+// awaitCount waits until the receiver has counted rows rows, for at most
+// timeout, and returns when the last of them arrived. It fails early if
+// relay exits.
+func (r *receiver) awaitCount(ctx context.Context, relay *process, rows int64, timeout time.Duration) (time.Time, error) {
+	deadline := time.After(timeout)
+	t := time.NewTicker(10 * time.Millisecond)
+	defer t.Stop()
+	for r.count.Load() < rows {
+		select {
+		case <-relay.done:
+			return time.Time{}, relay.exitError()
+		case <-ctx.Done():
+			return time.Time{}, fmt.Errorf("waiting for the consumer of %s: %w", r.topic, ctx.Err())
+		case <-deadline:
+			return time.Time{}, fmt.Errorf("the consumer of %s counted %d of %d rows in %s", r.topic, r.count.Load(), rows, timeout)
+		case <-t.C:
+		}
+	}
+	return time.Unix(0, r.last.Load()), nil
 }
 
 // rowNumber reads n from a payload {"n": 123, ...}.

@@ -63,7 +63,7 @@ func (b *bench) latencyRun(ctx context.Context, w workload, run int, db string) 
 	consumeCtx, stopConsuming := context.WithCancel(gctx)
 	defer stopConsuming()
 	if b.o.w3Consume {
-		if rec, err = newReceiver(brokers, "outbox."+agg, total, w.exactlyOnce); err != nil {
+		if rec, err = newReceiver(brokers, "outbox."+agg, total); err != nil {
 			return r, err
 		}
 		g.Go(func() error { return rec.run(consumeCtx) })
@@ -133,6 +133,7 @@ func (b *bench) latencyRun(ctx context.Context, w workload, run int, db string) 
 			r.produce[q] = v
 		}
 	}
+	r.stages = readStages(before, after, quantiles)
 	lags := lag.values()
 	r.lagP50, r.lagMax = percentile(lags, 0.5), percentile(lags, 1)
 

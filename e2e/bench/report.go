@@ -24,6 +24,7 @@ type machine struct {
 	Kernel     string
 	PostgreSQL string
 	PGSettings string
+	Fsync      string // the server's fsync: on or off
 	Go         string
 	Relay      string
 	Broker     string
@@ -69,6 +70,9 @@ func describeMachine(ctx context.Context, srv *server, relayBin string) (machine
 			return m, fmt.Errorf("read setting %s: %w", name, err)
 		}
 		settings = append(settings, name+"="+v)
+		if name == "fsync" {
+			m.Fsync = v
+		}
 	}
 	m.PGSettings = strings.Join(settings, ", ")
 	if srv.local() {
@@ -153,8 +157,12 @@ func (r report) text() string {
 	if len(r.opts.relayEnv) > 0 {
 		settings = "relay settings `" + strings.Join(r.opts.relayEnv, " ") + "`, otherwise defaults (`OUTBOX_RELAY_LOG_LEVEL=warn`)"
 	}
-	fmt.Fprintf(&b, "- Flags: --scale %g --runs %d --insert-clients %d --w3-writers %d; %s\n",
-		r.opts.scale, r.opts.runs, r.opts.insertClients, r.opts.w3Writers, settings)
+	fmt.Fprintf(&b, "- Flags: --scale %g --runs %d --insert-clients %d --w3-writers %d --w3-consume=%t --consume=%t%s; %s\n",
+		r.opts.scale, r.opts.runs, r.opts.insertClients, r.opts.w3Writers, r.opts.w3Consume, r.opts.consume, fsyncFlag(r.opts), settings)
+	if r.opts.consume || r.opts.w3Consume {
+		fmt.Fprintf(&b, "- Consumer in the loop: franz-go in the benchmark's process, read_committed, fetch max wait %s, reading the topic from its start while the relay runs\n", consumerFetchMaxWait)
+	}
+	b.WriteString("- CPU per row: user + system CPU time of the process (/proc/PID/stat) over its whole life, start-up included, divided by the run's rows, in µs\n")
 	if r.anyExactlyOnce() {
 		fmt.Fprintf(&b, "- Delivery: `OUTBOX_RELAY_DELIVERY=exactly-once` for the -EO workloads (Kafka transaction interval %s), `at-least-once` for the others\n", r.opts.txnInterval)
 	}
@@ -179,23 +187,30 @@ func (r report) text() string {
 	}
 	if len(backlog) > 0 {
 		fmt.Fprintf(&b, "\n### Backlog throughput (%s)\n\n", strings.Join(backlog, ", "))
-		b.WriteString("Rows inserted with the relay stopped; timed from the relay's start until the slot's confirmed_flush_lsn passes the WAL position after the backlog (Kafka has acknowledged every row). pg_recvlogical drains a copy of the same slot first: the ceiling logical decoding sets for a streaming client. It is a client-bound ceiling: it makes two write() calls per message, and the walsender serving it works harder than the one serving the relay, so the relay can pass it. \"SQL decode\" is pg_logical_slot_peek_binary_changes decoding another copy inside a backend (no walsender, network or client): what decoding alone costs. \"to ack\" stops the clock when the relay's published count reaches the row count instead of at the confirmation, which comes with the next status update (`--status-interval`, 1 s).\n\n")
-		b.WriteString("| workload | rows | relay rows/s | payload MB/s | pg_recvlogical rows/s | SQL decode rows/s | relay ÷ pg_recvlogical | to ack ÷ pg_recvlogical | relay CPU-s per 100k rows | relay peak RSS MB | broker CPU-s per 100k rows | insert s (not timed) |\n")
-		b.WriteString("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n")
+		b.WriteString("Rows inserted with the relay stopped; timed from the relay's start until the slot's confirmed_flush_lsn passes the WAL position after the backlog (Kafka has acknowledged every row). ")
+		if r.opts.consume {
+			b.WriteString("Meanwhile a read_committed consumer in the benchmark counts the relay's records, and the run ends once it has every row as well: \"to consumer\" stops the clock when it received the last one. ")
+		}
+		b.WriteString("pg_recvlogical drains a copy of the same slot first: the ceiling logical decoding sets for a streaming client. It is a client-bound ceiling: it makes two write() calls per message, and the walsender serving it works harder than the one serving the relay, so the relay can pass it. \"SQL decode\" is pg_logical_slot_peek_binary_changes decoding another copy inside a backend (no walsender, network or client): what decoding alone costs. \"to ack\" stops the clock when the relay's published count reaches the row count instead of at the confirmation, which comes with the next status update (`--status-interval`, 1 s).\n\n")
+		b.WriteString("| workload | rows | relay rows/s | payload MB/s | to consumer rows/s | pg_recvlogical rows/s | SQL decode rows/s | relay ÷ pg_recvlogical | to ack ÷ pg_recvlogical | to consumer ÷ pg_recvlogical | relay CPU µs/row | relay peak RSS MB | broker CPU µs/row | insert s (not timed) |\n")
+		b.WriteString("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n")
 		for _, w := range backlog {
 			rs := byW[w]
-			fmt.Fprintf(&b, "| %s | %d | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s |\n", w, rs[0].rows,
+			fmt.Fprintf(&b, "| %s | %d | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s |\n", w, rs[0].rows,
 				stat(rs, "%.0f", func(r result) float64 { return r.rowsPerSec() }),
 				stat(rs, "%.1f", func(r result) float64 { return r.mbPerSec() }),
+				stat(rs, "%.0f", result.consumerRowsPerSec),
 				stat(rs, "%.0f", func(r result) float64 { return pos(r.ceiling, float64(r.rows)/r.ceiling) }),
 				stat(rs, "%.0f", func(r result) float64 { return pos(r.decode, float64(r.rows)/r.decode) }),
 				stat(rs, "%.2f", func(r result) float64 { return r.ratio() }),
 				stat(rs, "%.2f", func(r result) float64 { return r.ackRatio() }),
-				stat(rs, "%.2f", func(r result) float64 { return r.cpuPer100k() }),
+				stat(rs, "%.2f", result.consumerRatio),
+				stat(rs, "%.2f", result.cpuPerRow),
 				stat(rs, "%.1f", func(r result) float64 { return float64(r.relayRSS) / 1e6 }),
-				stat(rs, "%.2f", func(r result) float64 { return pos(r.brokerCPU, r.brokerCPU/float64(r.rows)*1e5) }),
+				stat(rs, "%.2f", result.brokerCPUPerRow),
 				stat(rs, "%.1f", func(r result) float64 { return r.insert }))
 		}
+		backlogStagesText(&b, byW, backlog)
 	}
 	if len(latency) > 0 {
 		fmt.Fprintf(&b, "\n### Latency under steady load (%s)\n\n", strings.Join(latency, ", "))
@@ -203,13 +218,14 @@ func (r report) text() string {
 		if rs := byW[latency[0]]; len(rs[0].buckets) > 0 {
 			fmt.Fprintf(&b, "Bucket bounds: %s ms. ", boundsText(rs[0].buckets))
 		}
-		b.WriteString("\"consumer\" is exact per row, a close cousin rather than a bound: from the writer's commit returning to a consumer in the benchmark receiving the record, fetch included; \"seconds p99 ≤ limit\" counts the one-second windows (by commit time) whose consumer-measured p99 was at most the limit, 5 ms for at-least-once, which tells steady slowness from bursts. Lag is pg_current_wal_lsn() − confirmed_flush_lsn sampled every 250 ms.")
+		fmt.Fprintf(&b, "\"consumer\" is exact per row, a close cousin rather than a bound: from the writer's commit returning to a consumer in the benchmark receiving the record (read_committed, fetch max wait %s), fetch included;", consumerFetchMaxWait)
+		b.WriteString(" \"seconds p99 ≤ limit\" counts the one-second windows (by commit time) whose consumer-measured p99 was at most the limit, 5 ms for at-least-once, which tells steady slowness from bursts. Lag is pg_current_wal_lsn() − confirmed_flush_lsn sampled every 250 ms. The stage columns are p50 / p99 / p999 in ms of the relay's `" + metricStage + "` histogram over the measured rows (n/a if the relay does not export it): **receive** is the commit, by the server's clock, to the relay reading the row from the replication stream, **publish** that read to handing the row to the Kafka sink, **acknowledge** the hand-over to Kafka's acknowledgement.")
 		if r.anyExactlyOnce() {
-			fmt.Fprintf(&b, " For the -EO workloads the consumer reads with read_committed, the only isolation at which exactly-once holds: a row arrives once the Kafka transaction holding it has committed, so its latency includes the wait for the transaction interval (%s) and the commit; the relay's histogram and produce → ack still stop at Kafka's acknowledgement inside the open transaction, before the row is visible. For exactly-once the limit of \"seconds p99 ≤ limit\" is the transaction interval + 10 ms, %s.", r.opts.txnInterval, ms(r.eoLatencyLimit()))
+			fmt.Fprintf(&b, " For the -EO workloads read_committed is the only isolation at which exactly-once holds: a row arrives once the Kafka transaction holding it has committed, so its latency includes the wait for the transaction interval (%s) and the commit; the relay's histogram and produce → ack still stop at Kafka's acknowledgement inside the open transaction, before the row is visible. For exactly-once the limit of \"seconds p99 ≤ limit\" is the transaction interval + 10 ms, %s.", r.opts.txnInterval, ms(r.eoLatencyLimit()))
 		}
 		b.WriteString("\n\n")
-		b.WriteString("| workload | tx/s | p50 ms | p99 ms | p999 ms | produce → ack p50 ms | produce → ack p99 ms | consumer p50 ms | consumer p99 ms | consumer p999 ms | consumer max ms | seconds p99 ≤ limit | lag p50 KB | lag max KB | relay CPU-s per 100k rows | relay peak RSS MB |\n")
-		b.WriteString("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n")
+		b.WriteString("| workload | tx/s | p50 ms | p99 ms | p999 ms | produce → ack p50 ms | produce → ack p99 ms | consumer p50 ms | consumer p99 ms | consumer p999 ms | consumer max ms | seconds p99 ≤ limit | receive p50 / p99 / p999 ms | publish p50 / p99 / p999 ms | acknowledge p50 / p99 / p999 ms | lag p50 KB | lag max KB | relay CPU µs/row | broker CPU µs/row | relay peak RSS MB |\n")
+		b.WriteString("|---|" + strings.Repeat("---:|", 19) + "\n")
 		for _, w := range latency {
 			rs := byW[w]
 			hq := func(q float64) string {
@@ -226,13 +242,15 @@ func (r report) text() string {
 					return r.consumed[q] * 1e3
 				})
 			}
-			fmt.Fprintf(&b, "| %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s |\n", w,
+			fmt.Fprintf(&b, "| %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s |\n", w,
 				stat(rs, "%.0f", func(r result) float64 { return r.rate }),
 				hq(0.5), hq(0.99), hq(0.999), pq(0.5), pq(0.99), cq(0.5), cq(0.99), cq(0.999), cq(1),
 				goodSeconds(rs),
+				stageCell(rs, "receive", quantiles), stageCell(rs, "publish", quantiles), stageCell(rs, "acknowledge", quantiles),
 				stat(rs, "%.0f", func(r result) float64 { return r.lagP50 / 1e3 }),
 				stat(rs, "%.0f", func(r result) float64 { return r.lagMax / 1e3 }),
-				stat(rs, "%.2f", func(r result) float64 { return r.cpuPer100k() }),
+				stat(rs, "%.2f", result.cpuPerRow),
+				stat(rs, "%.2f", result.brokerCPUPerRow),
 				stat(rs, "%.1f", func(r result) float64 { return float64(r.relayRSS) / 1e6 }))
 		}
 	}
@@ -261,9 +279,9 @@ func (r report) text() string {
 	}
 
 	b.WriteString("\n### Every run\n\n")
-	b.WriteString("Seconds. CPU is user + system time from /proc/PID/stat; the walsender columns are the server process decoding for the relay and for pg_recvlogical (n/a for an external server). \"busy\" is the share of the whole machine's CPU in use (/proc/stat) while the relay, or pg_recvlogical, was timed; for W3, while the measured rows were written. It shows how much the machine was shared.\n\n")
-	b.WriteString("| workload | run | rows | insert | pg_recvlogical | relay to ack | relay to confirm | relay CPU | relay RSS MB | broker CPU | walsender CPU (relay) | walsender CPU (pg_recvlogical) | pg_recvlogical CPU | busy (relay) | busy (pg_recvlogical) | published |\n")
-	b.WriteString("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n")
+	b.WriteString("Seconds. CPU is user + system time from /proc/PID/stat; \"bench CPU\" is the benchmark's own process from the relay's start until its consumer had every row (the consumer, mostly); the walsender columns are the server process decoding for the relay and for pg_recvlogical (n/a for an external server). \"busy\" is the share of the whole machine's CPU in use (/proc/stat) while the relay, or pg_recvlogical, was timed; for W3, while the measured rows were written. It shows how much the machine was shared.\n\n")
+	b.WriteString("| workload | run | rows | insert | pg_recvlogical | relay to ack | relay to confirm | to consumer | relay CPU | relay RSS MB | broker CPU | bench CPU | walsender CPU (relay) | walsender CPU (pg_recvlogical) | pg_recvlogical CPU | busy (relay) | busy (pg_recvlogical) | published |\n")
+	b.WriteString("|---|" + strings.Repeat("---:|", 17) + "\n")
 	all := r.results
 	if r.profile != nil {
 		all = append(append([]result(nil), all...), r.profile.result)
@@ -273,10 +291,10 @@ func (r report) text() string {
 		if r.profile != nil && res.run == 0 {
 			run = "profile"
 		}
-		fmt.Fprintf(&b, "| %s | %s | %d | %s | %s | %s | %s | %.2f | %.1f | %s | %s | %s | %s | %s | %s | %.0f |\n",
+		fmt.Fprintf(&b, "| %s | %s | %d | %s | %s | %s | %s | %s | %.2f | %.1f | %s | %s | %s | %s | %s | %s | %s | %.0f |\n",
 			res.workload, run, res.rows, opt(res.insert, "%.1f", res.hist == nil), opt(res.ceiling, "%.2f", true),
-			opt(res.ack, "%.2f", res.hist == nil), opt(res.relay, "%.2f", res.hist == nil),
-			res.relayCPU, float64(res.relayRSS)/1e6, opt(res.brokerCPU, "%.2f", true),
+			opt(res.ack, "%.2f", res.hist == nil), opt(res.relay, "%.2f", res.hist == nil), opt(res.consumer, "%.2f", res.hist == nil),
+			res.relayCPU, float64(res.relayRSS)/1e6, opt(res.brokerCPU, "%.2f", true), opt(res.benchCPU, "%.2f", true),
 			opt(res.senderCPU, "%.2f", true), opt(res.ceilingWS, "%.2f", true), opt(res.ceilingCPU, "%.2f", true),
 			opt(res.busy*100, "%.0f%%", res.busy >= 0), opt(res.ceilBusy*100, "%.0f%%", res.ceilBusy >= 0), res.published)
 	}
@@ -286,75 +304,20 @@ func (r report) text() string {
 	return b.String()
 }
 
+// fsyncFlag is " --pg-fsync=false" when it is off for a private cluster,
+// else empty: the server's own fsync is in the PostgreSQL line.
+func fsyncFlag(o options) string {
+	if o.pgDSN == "" && !o.pgFsync {
+		return " --pg-fsync=false"
+	}
+	return ""
+}
+
 func brokerText(r report) string {
 	if r.opts.brokers != "" {
 		return "external, --brokers " + r.opts.brokers
 	}
 	return fmt.Sprintf("%s; topic outbox.bench, %d partitions", r.machine.Broker, r.opts.partitions)
-}
-
-// targets checks the figures against the project's goals.
-func (r report) targets(byW map[string][]result) []string {
-	var out []string
-	verdict := func(ok bool) string {
-		if ok {
-			return "**met**"
-		}
-		return "**not met**"
-	}
-	for _, w := range []string{"W1", "W2"} {
-		if rs := byW[w]; len(rs) > 0 {
-			v := median(values(rs, func(r result) float64 { return r.ratio() }))
-			a := median(values(rs, func(r result) float64 { return r.ackRatio() }))
-			out = append(out, fmt.Sprintf("%s relay ≥ 0.9 × pg_recvlogical (median): %.2f, %s (to ack: %.2f)", w, v, verdict(v >= 0.9), a))
-		}
-	}
-	if rs := byW["W3"]; len(rs) > 0 {
-		for _, t := range []struct {
-			q     float64
-			limit float64
-		}{{0.99, 0.005}, {0.999, 0.025}} {
-			hq := medianBucket(rs, t.q, func(r result) map[float64]bucketQuantile { return r.hist })
-			var v string
-			switch {
-			case hq.upper <= t.limit:
-				v = "**met**"
-			case hq.lower >= t.limit:
-				v = "**not met**"
-			default:
-				v = fmt.Sprintf("undecided by the histogram: its bucket (%s, %s] ms straddles %s ms", msNum(hq.lower), msNum(hq.upper), msNum(t.limit))
-			}
-			line := fmt.Sprintf("W3 p%s ≤ %s ms: histogram %s ms, %s", qName(t.q), msNum(t.limit), msNum(hq.value), v)
-			if c := median(values(rs, func(r result) float64 {
-				if r.consumed == nil {
-					return -1
-				}
-				return r.consumed[t.q]
-			})); c >= 0 {
-				line += fmt.Sprintf("; consumer-measured %s ms", msNum(c))
-			}
-			out = append(out, line)
-		}
-	}
-	out = append(out, r.exactlyOnceTargets(byW)...)
-	var peak float64
-	var seen []string
-	for _, w := range []string{"W1", "W2", "W3"} {
-		for _, res := range byW[w] {
-			peak = max(peak, float64(res.relayRSS)/1e6)
-		}
-		if len(byW[w]) > 0 {
-			seen = append(seen, w)
-		}
-	}
-	if len(seen) > 0 {
-		out = append(out, fmt.Sprintf("relay peak RSS ≤ 64 MB through %s: %.1f MB at most, %s", strings.Join(seen, ", "), peak, verdict(peak <= 64)))
-	}
-	if rs := byW["W2"]; len(rs) > 0 {
-		v := median(values(rs, func(r result) float64 { return r.cpuPer100k() }))
-		out = append(out, fmt.Sprintf("W2 relay CPU ≤ 0.5 CPU-s per 100k rows: %.2f, %s", v, verdict(v <= 0.5)))
-	}
-	return out
 }
 
 // goodSeconds lists, per run, the one-second windows whose p99 was at most

@@ -26,10 +26,12 @@ type result struct {
 	insert     float64 // loading the backlog, relay stopped
 	relay      float64 // relay start to the slot confirmed past the backlog
 	ack        float64 // relay start to Kafka's acknowledgement of the last row
+	consumer   float64 // relay start to the consumer here counting every row; -1 if not measured (--consume=false)
 	ceiling    float64 // pg_recvlogical draining a copy of the slot
 	relayCPU   float64 // CPU seconds of the relay process
 	relayRSS   int64   // peak resident set of the relay process, bytes
 	brokerCPU  float64 // CPU seconds of the broker process; -1 for external brokers
+	benchCPU   float64 // CPU seconds of this program while the relay drained (its consumer); -1 if not measured
 	senderCPU  float64 // CPU seconds of the walsender feeding the relay; -1 if unknown
 	ceilingCPU float64 // CPU seconds of pg_recvlogical
 	ceilingWS  float64 // CPU seconds of the walsender feeding pg_recvlogical; -1 if unknown
@@ -37,6 +39,11 @@ type result struct {
 	published  float64 // the relay's outbox_relay_events_published_total at the end
 	busy       float64 // share of the machine's CPU busy while the relay was timed; -1 if unknown
 	ceilBusy   float64 // the same while pg_recvlogical was
+
+	// stages is the relay's per-stage latency: over the whole drain for a
+	// backlog, over the measured rows for W3; nil if the relay does not
+	// export it.
+	stages stageLatency
 
 	// Exactly-once only: the relay's Kafka transactions (for W3, over the
 	// measured rows).
@@ -89,17 +96,25 @@ func (r result) oneLine() string {
 		s := fmt.Sprintf("%.0f tx/s; relay histogram p50 %s p99 %s p999 %s", r.rate,
 			fmtBucket(r.hist[0.5]), fmtBucket(r.hist[0.99]), fmtBucket(r.hist[0.999]))
 		if r.consumed != nil {
-			s += fmt.Sprintf("; consumer (%s) p50 %s p99 %s p999 %s, p99 ≤ %s in %d of %d seconds", r.isolation(), ms(r.consumed[0.5]), ms(r.consumed[0.99]), ms(r.consumed[0.999]), ms(r.goodLimit), r.goodSeconds, r.seconds)
+			s += fmt.Sprintf("; consumer (read_committed) p50 %s p99 %s p999 %s, p99 ≤ %s in %d of %d seconds", ms(r.consumed[0.5]), ms(r.consumed[0.99]), ms(r.consumed[0.999]), ms(r.goodLimit), r.goodSeconds, r.seconds)
 		}
 		s += fmt.Sprintf("; produce to ack p50 %s p99 %s", fmtBucket(r.produce[0.5]), fmtBucket(r.produce[0.99]))
-		return s + fmt.Sprintf("; lag p50 %.0f B max %.0f B; CPU %.2fs/100k rows; RSS %.1f MB; machine %.0f%% busy; cores: relay %.2f broker %.2f PostgreSQL %.2f bench %.2f",
-			r.lagP50, r.lagMax, r.cpuPer100k(), float64(r.relayRSS)/1e6, r.busy*100, r.cores.relay, r.cores.broker, r.cores.postgres, r.cores.bench) + r.txnLine()
+		return s + r.stagesLine(quantiles) + fmt.Sprintf("; lag p50 %.0f B max %.0f B; relay CPU %.2f µs/row; RSS %.1f MB; machine %.0f%% busy; cores: relay %.2f broker %.2f PostgreSQL %.2f bench %.2f",
+			r.lagP50, r.lagMax, r.cpuPerRow(), float64(r.relayRSS)/1e6, r.busy*100, r.cores.relay, r.cores.broker, r.cores.postgres, r.cores.bench) + r.txnLine()
 	}
-	s := fmt.Sprintf("%d rows inserted in %.1fs; relay %.2fs (%.0f rows/s, acked at %.2fs)", r.rows, r.insert, r.relay, r.rowsPerSec(), r.ack)
+	s := fmt.Sprintf("%d rows inserted in %.1fs; relay %.2fs (%.0f rows/s, acked at %.2fs", r.rows, r.insert, r.relay, r.rowsPerSec(), r.ack)
+	if r.consumer > 0 {
+		s += fmt.Sprintf(", to consumer %.2fs, %.0f rows/s", r.consumer, r.consumerRowsPerSec())
+	}
+	s += ")"
 	if r.ceiling > 0 {
 		s += fmt.Sprintf(", pg_recvlogical %.2fs (%.0f rows/s), ratio %.2f", r.ceiling, float64(r.rows)/r.ceiling, r.ratio())
+		if r.consumer > 0 {
+			s += fmt.Sprintf(", to consumer %.2f", r.consumerRatio())
+		}
 	}
-	s += fmt.Sprintf("; CPU %.2fs/100k rows; RSS %.1f MB; machine %.0f%% busy", r.cpuPer100k(), float64(r.relayRSS)/1e6, r.busy*100)
+	s += r.stagesLine([]float64{0.5, 0.99})
+	s += fmt.Sprintf("; relay CPU %.2f µs/row; RSS %.1f MB; machine %.0f%% busy", r.cpuPerRow(), float64(r.relayRSS)/1e6, r.busy*100)
 	if r.ceilBusy >= 0 {
 		s += fmt.Sprintf(" (%.0f%% under pg_recvlogical)", r.ceilBusy*100)
 	}
@@ -116,12 +131,23 @@ func (r result) txnLine() string {
 		r.txns.committed, r.txns.aborted, fmtBucket(r.txns.commit[0.5]), fmtBucket(r.txns.commit[0.99]))
 }
 
-// isolation is the isolation level of W3's consumer.
-func (r result) isolation() string {
-	if r.exactlyOnce {
-		return "read_committed"
+// stagesLine gives the quantiles qs of each stage in ms; empty if the
+// relay does not export them.
+func (r result) stagesLine(qs []float64) string {
+	if r.stages == nil {
+		return ""
 	}
-	return "read_uncommitted"
+	var parts []string
+	for _, st := range stages {
+		var vs []string
+		for _, q := range qs {
+			if v, ok := r.stages[st][q]; ok {
+				vs = append(vs, "p"+qName(q)+" "+ms(v.value))
+			}
+		}
+		parts = append(parts, st+" "+strings.Join(vs, " "))
+	}
+	return "; stages: " + strings.Join(parts, ", ")
 }
 
 func (r result) rowsPerSec() float64 { return float64(r.rows) / r.relay }
@@ -138,12 +164,30 @@ func (r result) ackRatio() float64 {
 	}
 	return r.ceiling / r.ack
 }
-func (r result) cpuPer100k() float64 { return r.relayCPU / float64(r.rows) * 1e5 }
+func (r result) consumerRowsPerSec() float64 { return pos(r.consumer, float64(r.rows)/r.consumer) }
+func (r result) consumerRatio() float64 {
+	if r.ceiling <= 0 || r.consumer <= 0 {
+		return -1
+	}
+	return r.ceiling / r.consumer
+}
+
+// cpuPerRow is the relay's CPU time, start-up included, over the rows of
+// the run, in µs.
+func (r result) cpuPerRow() float64 { return r.relayCPU / float64(r.rows) * 1e6 }
+
+// brokerCPUPerRow is cpuPerRow of the broker; -1 for external brokers.
+func (r result) brokerCPUPerRow() float64 {
+	if r.brokerCPU < 0 {
+		return -1
+	}
+	return r.brokerCPU / float64(r.rows) * 1e6
+}
 
 // newResult is a result of w's run with nothing measured yet.
 func (w workload) newResult(run int) result {
 	return result{workload: w.name, base: w.base, exactlyOnce: w.exactlyOnce, run: run,
-		brokerCPU: -1, senderCPU: -1, ceilingWS: -1, ceiling: -1, ceilingCPU: -1, busy: -1, ceilBusy: -1, decode: -1}
+		consumer: -1, brokerCPU: -1, benchCPU: -1, senderCPU: -1, ceilingWS: -1, ceiling: -1, ceilingCPU: -1, busy: -1, ceilBusy: -1, decode: -1}
 }
 
 // runOnce runs w once in a fresh database, with a fresh broker. prof, if
@@ -283,8 +327,22 @@ func (b *bench) backlogRun(ctx context.Context, w workload, run int, db string, 
 			return r, err
 		}
 	}
+	// The consumer connects before the relay starts: the clock does not
+	// count its start-up.
+	var rec *receiver
+	consuming, cctx := errgroup.WithContext(ctx)
+	cctx, stopConsuming := context.WithCancel(cctx)
+	defer stopConsuming()
+	if b.o.consume {
+		// Rows are numbered 1 to r.rows.
+		if rec, err = newReceiver(brokers, "outbox."+b.aggregateType(w, run), r.rows+1); err != nil {
+			return r, err
+		}
+		consuming.Go(func() error { return rec.run(cctx) })
+	}
 	cmd := exec.Command(b.relayBin, "run")
 	cmd.Env = b.relayEnv(w, b.srv.dsnFor(db), brokers, metricsAddr, pprofAddr)
+	bench0, benchErr := cpuSeconds(os.Getpid())
 	began, machine := time.Now(), machineCPU()
 	relay, err := start("relay", cmd)
 	if err != nil {
@@ -302,6 +360,20 @@ func (b *bench) backlogRun(ctx context.Context, w workload, run int, db string, 
 	r.relay = f.confirm.Sub(began).Seconds()
 	r.ack = f.ack.Sub(began).Seconds()
 	r.busy = machine.busySince()
+	if rec != nil {
+		last, err := rec.awaitCount(ctx, relay, r.rows, 2*time.Minute)
+		if err != nil {
+			return r, err
+		}
+		r.consumer = last.Sub(began).Seconds()
+		if s, err := cpuSeconds(os.Getpid()); err == nil && benchErr == nil {
+			r.benchCPU = s - bench0
+		}
+	}
+	stopConsuming()
+	if err := consuming.Wait(); err != nil {
+		return r, err
+	}
 	if err := profiling.Wait(); err != nil {
 		return r, err
 	}
@@ -345,6 +417,7 @@ func (b *bench) measureProcesses(ctx context.Context, r *result, relay, broker *
 		return fmt.Errorf("read the relay's metrics: %w", err)
 	}
 	r.published = m.sums[metricPublished]
+	r.stages = readStages(scrape{}, m, quantiles)
 	if r.exactlyOnce {
 		r.txns = readTxnStats(scrape{}, m)
 	}

@@ -35,13 +35,19 @@ type server struct {
 	binDir  string          // where pg_recvlogical is, for an external server
 }
 
-// openServer starts a private cluster when dsn is empty, else checks that
-// the server dsn names has wal_level=logical.
-func openServer(ctx context.Context, dsn, binDir string) (*server, error) {
+// openServer starts a private cluster when dsn is empty, with fsync on or
+// off as fsync says (pgtest's default is off, for tests), else checks that
+// the server dsn names has wal_level=logical; an external server keeps its
+// own fsync.
+func openServer(ctx context.Context, dsn, binDir string, fsync bool) (*server, error) {
 	if dsn == "" {
 		sctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
 		defer cancel()
-		c, err := pgtest.Start(sctx, pgtest.Options{BinDir: binDir})
+		settings := map[string]string{"fsync": "off"}
+		if fsync {
+			settings["fsync"] = "on"
+		}
+		c, err := pgtest.Start(sctx, pgtest.Options{BinDir: binDir, Settings: settings})
 		if err != nil {
 			return nil, fmt.Errorf("start a private PostgreSQL: %w", err)
 		}

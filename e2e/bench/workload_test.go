@@ -95,3 +95,30 @@ func TestDrainRatio(t *testing.T) {
 		t.Errorf("drainRatio (-want +got):\n%s", diff)
 	}
 }
+
+func TestParseFlagsMeasurement(t *testing.T) {
+	type got struct {
+		Writers                   int
+		Consume, W3Consume, Fsync bool
+	}
+	for _, tc := range []struct {
+		name string
+		args []string
+		want got
+	}{
+		{name: "default", want: got{Writers: 8, Consume: true, W3Consume: true, Fsync: true}},
+		{name: "off", args: []string{"--consume=false", "--w3-consume=false", "--pg-fsync=false", "--w3-writers", "4"},
+			want: got{Writers: 4}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			o, err := parseFlags(tc.args)
+			if err != nil {
+				t.Fatalf("parseFlags(%q): %v", tc.args, err)
+			}
+			g := got{Writers: o.w3Writers, Consume: o.consume, W3Consume: o.w3Consume, Fsync: o.pgFsync}
+			if diff := cmp.Diff(tc.want, g); diff != "" {
+				t.Errorf("parseFlags(%q) (-want +got):\n%s", tc.args, diff)
+			}
+		})
+	}
+}

@@ -1,0 +1,77 @@
+package main
+
+import (
+	"testing"
+
+	"github.com/google/go-cmp/cmp"
+)
+
+func TestTargets(t *testing.T) {
+	// W2: pg_recvlogical 10 s, the relay confirms at 5 s, the consumer has
+	// every row at 8 s: 2.0 to confirm, 1.25 with the consumer in the loop.
+	w2 := result{workload: "W2", base: "W2", run: 1, rows: 1_000_000, relay: 5, ack: 5, consumer: 8, ceiling: 10, relayCPU: 1.2, relayRSS: 40e6}
+	w4 := result{workload: "W4", base: "W4", run: 1, rows: 1000, relay: 2, ack: 2, consumer: -1, ceiling: 1, relayCPU: 1, relayRSS: 100e6}
+	w3 := result{workload: "W3", base: "W3", run: 1, rows: 1000, relayRSS: 70e6,
+		hist:     map[float64]bucketQuantile{0.99: {value: 0.004, lower: 0.003, upper: 0.005}, 0.999: {value: 0.012, lower: 0.01, upper: 0.015}},
+		consumed: map[float64]float64{0.99: 0.0045, 0.999: 0.021}}
+	for _, tc := range []struct {
+		name  string
+		opts  options
+		fsync string
+		byW   map[string][]result
+		want  []string
+	}{
+		{
+			name:  "backlogs",
+			opts:  options{w3Writers: 8},
+			fsync: "on",
+			byW:   map[string][]result{"W2": {w2}, "W4": {w4}},
+			want: []string{
+				"W4 relay ≥ 0.8 × pg_recvlogical (median, to the slot's confirmation): 0.50, **not met** (to ack 0.50)",
+				"W4 relay peak RSS ≤ 64 MB: 100.0 MB at most, **not met**",
+				"W2 ≥ 1.2 × pg_recvlogical with the consumer in the loop (median, until the consumer had every row): 1.25, **met** (relay to confirm 2.00, to ack 2.00)",
+				"W2 relay CPU ≤ 1.5 µs per row: 1.20 µs, **met**",
+			},
+		},
+		{
+			name:  "no consumer",
+			opts:  options{w3Writers: 8},
+			fsync: "on",
+			byW:   map[string][]result{"W2": {func() result { r := w2; r.consumer = -1; return r }()}},
+			want: []string{
+				"W2 ≥ 1.2 × pg_recvlogical with the consumer in the loop: not measured (--consume=false); relay to confirm 2.00",
+				"W2 relay CPU ≤ 1.5 µs per row: 1.20 µs, **met**",
+			},
+		},
+		{
+			name:  "W3 off target conditions",
+			opts:  options{w3Writers: 4},
+			fsync: "off",
+			byW:   map[string][]result{"W3": {w3}, "W4": {w4}},
+			want: []string{
+				"W4 relay ≥ 0.8 × pg_recvlogical (median, to the slot's confirmation): 0.50, **not met** (to ack 0.50)",
+				"W4 relay peak RSS ≤ 64 MB: 100.0 MB at most, **not met**",
+				"W3 with 8 writers, fsync on, consumer in the loop: commit-to-consumer p99 ≤ 5 ms: 4.5 ms, **met**; relay histogram (commit to ack) 4 ms (the target is for 8 writers and fsync=on; this run had --w3-writers 4, fsync=off)",
+				"W3 with 8 writers, fsync on, consumer in the loop: commit-to-consumer p999 ≤ 20 ms: 21 ms, **not met**; relay histogram (commit to ack) 12 ms (the target is for 8 writers and fsync=on; this run had --w3-writers 4, fsync=off)",
+			},
+		},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			r := report{opts: tc.opts, machine: machine{Fsync: tc.fsync}}
+			got := r.targets(tc.byW)
+			if diff := cmp.Diff(tc.want, got); diff != "" {
+				t.Errorf("targets (-want +got):\n%s", diff)
+			}
+		})
+	}
+}
+
+func TestPeakRSS(t *testing.T) {
+	byW := map[string][]result{
+		"W1": {{relayRSS: 30e6}, {relayRSS: 90e6}},
+		"W4": {{relayRSS: 80e6}},
+	}
+	if w, mb := (report{}).peakRSS(byW); w != "W1" || mb != 90 {
+		t.Errorf("peakRSS = %s, %g MB, want W1, 90 MB", w, mb)
+	}
+}
