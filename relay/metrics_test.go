@@ -210,7 +210,7 @@ func TestMetricsDefaultLimits(t *testing.T) {
 	got := gathered(t, reg)
 	for name, want := range map[string]sample{
 		"outbox_relay_inflight_events_limit": {"GAUGE", 5000},
-		"outbox_relay_inflight_bytes_limit":  {"GAUGE", 16 << 20},
+		"outbox_relay_inflight_bytes_limit":  {"GAUGE", DefaultMaxInflightBytes},
 	} {
 		if got[name] != want {
 			t.Errorf("gathered %s = %+v, want %+v", name, got[name], want)

@@ -54,7 +54,7 @@ const (
 // Defaults of the in-flight bounds.
 const (
 	DefaultMaxInflightEvents = 5000
-	DefaultMaxInflightBytes  = 16 << 20
+	DefaultMaxInflightBytes  = 8 << 20
 )
 
 // DefaultTransactionInterval is Config.TransactionInterval when zero.

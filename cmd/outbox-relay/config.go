@@ -81,7 +81,7 @@ func bindRun(fs *flag.FlagSet, c *Config) {
 	fs.StringVar(&c.Kafka.TransactionalID, "kafka-transactional-id", "", "under --delivery=exactly-once, the Kafka transactional ID; empty means outbox-relay-SLOT, so relays on one slot fence each other")
 	fs.IntVar(&c.Relay.MaxInflightEvents, "max-inflight-events", relay.DefaultMaxInflightEvents, "events published and not yet acknowledged before the relay stops reading")
 	fs.IntVar(&c.Relay.MaxInflightBytes, "max-inflight-bytes", relay.DefaultMaxInflightBytes, "bytes of events published and not yet acknowledged before the relay stops reading")
-	fs.Int64Var(&c.MemoryLimit, "memory-limit", 0, "soft memory limit of the process in bytes, where garbage collection runs harder; 0 means 3 × --max-inflight-bytes + 16 MiB (64 MiB by default); GOMEMLIMIT in the environment wins")
+	fs.Int64Var(&c.MemoryLimit, "memory-limit", 0, "soft memory limit of the process in bytes, where garbage collection runs harder; 0 means 3 × --max-inflight-bytes + 16 MiB (40 MiB by default); GOMEMLIMIT in the environment wins")
 	fs.DurationVar(&c.CDC.StatusInterval, "status-interval", time.Second, "longest time between two confirmations of the position to PostgreSQL; a position that advances is confirmed within 100ms")
 	fs.DurationVar(&c.CDC.ShutdownTimeout, "shutdown-timeout", 30*time.Second, "on SIGTERM, how long to wait for in-flight events before exiting")
 	fs.BoolVar(&c.CDC.CreateSlot, "create-slot", false, "create the replication slot if it is missing at start, instead of stopping (a new slot sees only later transactions: rows written before it are not relayed); the setup command creates it too; a slot lost while running always stops the relay")

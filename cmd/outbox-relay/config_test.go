@@ -34,6 +34,7 @@ func TestRunRejectsBadConfiguration(t *testing.T) {
 		{"no brokers", []string{"run", "--pg-dsn", "postgres://h/db", "--kafka-brokers", " , "}, nil, "broker"},
 		{"bad log format", []string{"run", "--pg-dsn", "postgres://h/db", "--log-format", "xml"}, nil, "--log-format"},
 		{"negative bound", []string{"run", "--pg-dsn", "postgres://h/db", "--max-inflight-events", "-1"}, nil, "in-flight events"},
+		{"negative memory limit", []string{"run", "--pg-dsn", "postgres://h/db", "--memory-limit", "-1"}, nil, "--memory-limit is -1"},
 		{"pprof on all interfaces", []string{"run", "--pg-dsn", "postgres://h/db", "--pprof-addr", "0.0.0.0:6060"}, nil, "--pprof-addr \"0.0.0.0:6060\": pprof must listen on a loopback address; use 127.0.0.1:6060"},
 		{"pprof without host", []string{"run", "--pg-dsn", "postgres://h/db", "--pprof-addr", ":6060"}, nil, "loopback"},
 		{"pprof on IPv6 any", []string{"run", "--pg-dsn", "postgres://h/db", "--pprof-addr", "[::]:6060"}, nil, "loopback"},
@@ -182,5 +183,22 @@ func TestHealthcheck(t *testing.T) {
 	}
 	if err := run(context.Background(), []string{"healthcheck", "--metrics-addr", "127.0.0.1:1"}, &stdout, &stderr); err == nil {
 		t.Error("healthcheck with nothing listening = nil, want an error")
+	}
+}
+
+func TestMemoryLimit(t *testing.T) {
+	for _, c := range []struct {
+		limit    int64
+		inflight int
+		want     int64
+	}{
+		{0, 8 << 20, 40 << 20},
+		{0, 0, 40 << 20}, // the relay's default bound
+		{0, 64 << 20, 3*64<<20 + 16<<20},
+		{100 << 20, 8 << 20, 100 << 20},
+	} {
+		if got := memoryLimit(c.limit, c.inflight); got != c.want {
+			t.Errorf("memoryLimit(%d, %d) = %d, want %d", c.limit, c.inflight, got, c.want)
+		}
 	}
 }

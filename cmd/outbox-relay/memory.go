@@ -16,7 +16,7 @@ const memoryBase = 16 << 20
 // memoryLimit returns the soft memory limit for the Go runtime: limit when
 // positive, else three times the in-flight byte bound (the events, the
 // Kafka client's copy of them in its requests, and room for the garbage
-// collector to work in) plus memoryBase: 64 MiB with the default bounds.
+// collector to work in) plus memoryBase: 40 MiB with the default bounds.
 func memoryLimit(limit int64, inflightBytes int) int64 {
 	if limit > 0 {
 		return limit

@@ -289,6 +289,13 @@ func (c Config) opts() []kgo.Opt {
 		// Java client's default partitioner does.
 		kgo.RecordPartitioner(kgo.StickyKeyPartitioner(nil)),
 		kgo.ProducerBatchMaxBytes(int32(c.MaxMessageBytes)),
+		// A produce request carries a batch of every partition with
+		// records, up to 100 MiB by default: with big events, ten
+		// partitions make 10 MiB requests, which the client serializes
+		// into buffers of its own beside the events. Two batches' worth
+		// per request keeps those buffers small; five requests in flight
+		// keep the pipe full.
+		kgo.BrokerMaxWriteBytes(int32(min(2*c.MaxMessageBytes, maxMessageBytes))),
 		// One codec and no fallback: franz-go's default is snappy, then
 		// none.
 		kgo.ProducerBatchCompression(c.Compression.codec()),
