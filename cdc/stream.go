@@ -1,9 +1,11 @@
 package cdc
 
 import (
+	"bufio"
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"strings"
@@ -316,6 +318,7 @@ func (s *Stream) connect(ctx context.Context) (*pgconn.PgConn, identity, time.Du
 
 	pcfg := ccfg.Config.Copy()
 	pcfg.RuntimeParams["replication"] = "database"
+	pcfg.BuildFrontend = replicationFrontend
 	conn, err := pgconn.ConnectConfig(ctx, pcfg)
 	if err != nil {
 		var pgErr *pgconn.PgError
@@ -470,6 +473,7 @@ func (s *Stream) loop(ctx context.Context, conn *pgconn.PgConn, h Handler, start
 		sent       pglogrepl.LSN // the position last confirmed
 		nextPrompt time.Time     // when to look for a position to confirm early
 		heard      = time.Now()  // when the server last sent a message
+		fresh      bool          // heard was read after the last message: it is now
 		asked      bool          // a reply was requested since heard
 		wait       = time.NewTimer(time.Hour)
 	)
@@ -483,7 +487,12 @@ func (s *Stream) loop(ctx context.Context, conn *pgconn.PgConn, h Handler, start
 		return nil
 	}
 	for {
-		now := time.Now()
+		// One clock read per message: right after one, heard is now.
+		now := heard
+		if !fresh {
+			now = time.Now()
+		}
+		fresh = false
 		s.beat.Store(now.UnixNano())
 		if ctx.Err() != nil {
 			if stopBy.IsZero() {
@@ -572,7 +581,7 @@ func (s *Stream) loop(ctx context.Context, conn *pgconn.PgConn, h Handler, start
 			}
 			return fmt.Errorf("receive from replication stream on slot %q: %w", s.cfg.Slot, err)
 		}
-		heard, asked = time.Now(), false
+		heard, fresh, asked = time.Now(), true, false
 		switch msg := msg.(type) {
 		case *pgproto3.CopyData:
 			if len(msg.Data) == 0 {
@@ -687,6 +696,17 @@ func (s *Stream) sendStatus(conn *pgconn.PgConn, flushed pglogrepl.LSN, reply bo
 	s.sent = flushed
 	s.m.confirmed.Set(float64(flushed))
 	return nil
+}
+
+// readBuffer is the replication connection's read buffer. pgx reads at most
+// 8 KiB per read call, one call for a few rows of a busy stream; reading
+// 64 KiB at a time makes eight times fewer calls, for one more copy of
+// bytes that are in cache.
+const readBuffer = 64 << 10
+
+// replicationFrontend is pgproto3.NewFrontend reading through readBuffer.
+func replicationFrontend(r io.Reader, w io.Writer) *pgproto3.Frontend {
+	return pgproto3.NewFrontend(bufio.NewReaderSize(r, readBuffer), w)
 }
 
 func isTimeout(err error) bool {

@@ -6,11 +6,14 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 )
 
+// metrics are the Relay's series. Gauges of what the Relay tracks anyway
+// (in flight, flushed, lag) are read at scrape time, so that publishing an
+// event updates no gauge.
 type metrics struct {
-	inflightEvents prometheus.Gauge
-	inflightBytes  prometheus.Gauge
+	inflightEvents prometheus.GaugeFunc
+	inflightBytes  prometheus.GaugeFunc
 	transactions   prometheus.Counter
-	flushedLSN     prometheus.Gauge
+	flushedLSN     prometheus.GaugeFunc
 	latency        prometheus.Histogram
 	replayed       prometheus.Counter
 	// Stages of latency, which add up to latency: commit to the row read
@@ -20,24 +23,30 @@ type metrics struct {
 	publishErrors, deadLetterErrors prometheus.Counter
 }
 
-func newMetrics(reg prometheus.Registerer, cfg Config, lagSeconds func() float64) (*metrics, error) {
+func newMetrics(reg prometheus.Registerer, cfg Config, r *Relay) (*metrics, error) {
 	m := &metrics{
-		inflightEvents: prometheus.NewGauge(prometheus.GaugeOpts{
+		inflightEvents: prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 			Name: "outbox_relay_inflight_events",
 			Help: "Events handed to the sink and not yet acknowledged.",
+		}, func() float64 {
+			n, _ := r.inflight()
+			return float64(n)
 		}),
-		inflightBytes: prometheus.NewGauge(prometheus.GaugeOpts{
+		inflightBytes: prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 			Name: "outbox_relay_inflight_bytes",
 			Help: "Approximate bytes of events handed to the sink and not yet acknowledged.",
+		}, func() float64 {
+			_, n := r.inflight()
+			return float64(n)
 		}),
 		transactions: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "outbox_relay_transactions_total",
 			Help: "Committed transactions read from the replication stream.",
 		}),
-		flushedLSN: prometheus.NewGauge(prometheus.GaugeOpts{
+		flushedLSN: prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 			Name: "outbox_relay_flushed_lsn",
 			Help: "Position up to which every event is acknowledged, as a WAL byte offset.",
-		}),
+		}, func() float64 { return float64(r.Flushed()) }),
 		latency: prometheus.NewHistogram(prometheus.HistogramOpts{
 			Name:    "outbox_relay_end_to_end_latency_seconds",
 			Help:    "Time from a transaction's commit to the sink's acknowledgement of each of its events.",
@@ -69,7 +78,7 @@ func newMetrics(reg prometheus.Registerer, cfg Config, lagSeconds func() float64
 	lag := prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 		Name: "outbox_relay_replication_lag_seconds",
 		Help: "Time since the commit of the oldest transaction whose events are not all acknowledged; 0 when none is.",
-	}, lagSeconds)
+	}, r.lagSeconds)
 	m.publishErrors = errorsCounter("publish")
 	m.deadLetterErrors = errorsCounter("dead_letter")
 	limitEvents.Set(float64(cfg.MaxInflightEvents))

@@ -232,10 +232,9 @@ func TestNewRegistersOnce(t *testing.T) {
 
 // TestFlushedMetricAfterConcurrentAcks acknowledges each transaction's
 // events from several goroutines at once and then compares
-// outbox_relay_flushed_lsn with Flushed. Every ack reads the position under
-// the lock but sets the gauge after releasing it, so an ack that did not
-// move the position can set its older value after the ack that did, and the
-// gauge stays behind (until the next Commit, ack or Keepalive sets it).
+// outbox_relay_flushed_lsn with Flushed. A gauge each ack set after
+// releasing the lock could be left behind by an ack that did not move the
+// position; the gauge read at scrape time cannot.
 func TestFlushedMetricAfterConcurrentAcks(t *testing.T) {
 	const (
 		rounds = 3000

@@ -182,7 +182,7 @@ func New(cfg Config, sink Sink, logger *slog.Logger, reg prometheus.Registerer) 
 		}
 		r.tx = tx
 	}
-	m, err := newMetrics(reg, cfg, r.lagSeconds)
+	m, err := newMetrics(reg, cfg, r)
 	if err != nil {
 		return nil, err
 	}
@@ -296,39 +296,61 @@ func (r *Relay) Insert(ctx context.Context, ev *schema.Event) error {
 	r.inflightEvents++
 	r.inflightBytes += size
 	r.mu.Unlock()
-	r.m.inflightEvents.Inc()
-	r.m.inflightBytes.Add(float64(size))
 
 	// The sink's delivery must outlive a cancelled stream: shutdown drains
 	// what is in flight instead of abandoning it.
 	if ctx.Done() != nil {
 		ctx = context.WithoutCancel(ctx)
 	}
-	p := pending{seq: r.seq, size: size, ev: *ev, handed: time.Now()}
+	p := newPending()
+	p.r, p.ctx, p.seq, p.size, p.ev, p.handed = r, ctx, r.seq, size, *ev, time.Now()
 	if !ev.Received.IsZero() {
 		r.m.receive.Observe(max(0, ev.Received.Sub(ev.CommitTime).Seconds()))
 		r.m.publish.Observe(p.handed.Sub(ev.Received).Seconds())
 	}
-	r.sink.Publish(ctx, ev, func(err error) { r.ack(ctx, &p, err) })
+	r.sink.Publish(ctx, ev, p.done)
 	return nil
 }
 
-// pending is an event between Publish and its acknowledgement.
+// pending is an event between Publish and its acknowledgement. Pendings
+// are pooled, each with its done bound once, so that publishing an event
+// allocates nothing here; settle returns p to the pool.
 type pending struct {
+	r      *Relay
+	ctx    context.Context
 	seq    uint64
 	size   int
 	ev     schema.Event // a copy: the stream reuses its Event
 	handed time.Time    // when it was handed to the Sink
+	done   func(error)  // p.ack, the callback handed to the Sink
+}
+
+var pendings sync.Pool
+
+// newPending returns a pending from the pool, or a new one.
+func newPending() *pending {
+	if p, ok := pendings.Get().(*pending); ok {
+		return p
+	}
+	p := new(pending)
+	p.done = p.ack
+	return p
+}
+
+// release returns p to the pool, keeping no reference to its event.
+func (p *pending) release() {
+	*p = pending{done: p.done}
+	pendings.Put(p)
 }
 
 // ack takes the Sink's verdict on p. Under PolicyDLQ a poison event goes to
 // the dead-letter topic, and counts as acknowledged once it is there.
-func (r *Relay) ack(ctx context.Context, p *pending, err error) {
+func (p *pending) ack(err error) {
 	if err == nil {
-		r.settle(p, nil)
+		p.r.settle(p, nil)
 		return
 	}
-	r.sinkFailed(ctx, p, err)
+	p.r.sinkFailed(p.ctx, p, err)
 }
 
 // sinkFailed routes an event the Sink failed: a poison event goes to the
@@ -360,9 +382,11 @@ func (r *Relay) sinkFailed(ctx context.Context, p *pending, err error) {
 	r.settle(p, err)
 }
 
-// settle records p as acknowledged, or as the Relay's failure.
+// settle records p as acknowledged, or as the Relay's failure, and releases
+// it.
 func (r *Relay) settle(p *pending, err error) {
-	seq, size, committed, id, pos := p.seq, p.size, p.ev.CommitTime, p.ev.ID, p.ev.Position
+	seq, size, committed, handed, id, pos := p.seq, p.size, p.ev.CommitTime, p.handed, p.ev.ID, p.ev.Position
+	p.release()
 	r.mu.Lock()
 	wasFull := r.fullLocked()
 	r.inflightEvents--
@@ -379,21 +403,15 @@ func (r *Relay) settle(p *pending, err error) {
 		r.m.publishErrors.Inc()
 	}
 	signal := (wasFull && !r.fullLocked()) || r.inflightEvents == 0
-	if err == nil {
-		// Under the lock, so that a stale position never overwrites a newer one.
-		r.publishFlushedLocked()
-	}
 	r.mu.Unlock()
 
 	if halted {
 		r.halt(err)
 	}
-	r.m.inflightEvents.Dec()
-	r.m.inflightBytes.Sub(float64(size))
 	if err == nil {
 		now := time.Now()
 		r.m.latency.Observe(now.Sub(committed).Seconds())
-		r.m.acknowledge.Observe(now.Sub(p.handed).Seconds())
+		r.m.acknowledge.Observe(now.Sub(handed).Seconds())
 	}
 	if signal {
 		select {
@@ -412,7 +430,6 @@ func (r *Relay) Commit(end pglogrepl.LSN) {
 	r.lastCommit, r.resumeFrom = r.commitLSN, 0
 	r.mu.Lock()
 	r.wm.commit(r.seq, end)
-	r.publishFlushedLocked()
 	r.mu.Unlock()
 	r.m.transactions.Inc()
 	if r.tx != nil {
@@ -428,7 +445,6 @@ func (r *Relay) Keepalive(walEnd pglogrepl.LSN) {
 	if r.tx != nil {
 		r.advanceCommittedLocked()
 	}
-	r.publishFlushedLocked()
 	r.mu.Unlock()
 }
 
@@ -467,9 +483,11 @@ func (r *Relay) flushedLocked() pglogrepl.LSN {
 	return r.wm.flushed
 }
 
-// publishFlushedLocked sets the flushed-position gauge. r.mu is held.
-func (r *Relay) publishFlushedLocked() {
-	r.m.flushedLSN.Set(float64(r.flushedLocked()))
+// inflight returns the events and bytes in flight.
+func (r *Relay) inflight() (events, bytes int) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.inflightEvents, r.inflightBytes
 }
 
 // Drain flushes the Sink and waits until every published event is

@@ -95,7 +95,6 @@ func (r *Relay) advanceCommittedLocked() {
 func (r *Relay) raiseCommittedLocked(lsn pglogrepl.LSN) {
 	if lsn > r.committed {
 		r.committed = lsn
-		r.publishFlushedLocked()
 	}
 }
 

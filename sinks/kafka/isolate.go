@@ -1,14 +1,12 @@
 package kafka
 
 import (
-	"context"
 	"errors"
 	"fmt"
 	"time"
 
 	"github.com/cenkalti/backoff/v5"
 	"github.com/twmb/franz-go/pkg/kerr"
-	"github.com/twmb/franz-go/pkg/kgo"
 )
 
 // When the broker refuses a produce batch for good, franz-go fails every
@@ -41,48 +39,40 @@ func topicRefusal(err error) bool {
 		errors.Is(err, kerr.InvalidTopicException) || errors.Is(err, kerr.UnknownTopicID)
 }
 
-// held is a record waiting to be sent alone, and what to call once it has
-// an outcome.
-type held struct {
-	ctx    context.Context
-	rec    *kgo.Record
-	finish func(error)
+// holdAlone queues f to be sent alone.
+func (s *Sink) holdAlone(f *flight) {
+	s.isolate.add(func() { s.sendAlone(f) })
 }
 
-// holdAlone queues h to be sent alone.
-func (s *Sink) holdAlone(h held) {
-	s.isolate.add(func() { s.sendAlone(h) })
-}
-
-// sendAlone produces h's record on the single-record client until it has an
+// sendAlone produces f's record on the single-record client until it has an
 // outcome that is the record's own: success, a refusal of the record, or any
 // error but a topic-level refusal, which it retries with backoff while the
 // Sink is open.
-func (s *Sink) sendAlone(h held) {
+func (s *Sink) sendAlone(f *flight) {
 	b := backoff.NewExponentialBackOff()
 	b.InitialInterval = 500 * time.Millisecond
 	b.MaxInterval = 30 * time.Second
 	for attempt := 1; ; attempt++ {
 		if err := s.haltedErr(); err != nil {
-			h.finish(err)
+			f.finish(err)
 			return
 		}
 		s.metrics.resentAlone.Inc()
-		err := s.alone.ProduceSync(h.ctx, h.rec).FirstErr()
+		err := s.alone.ProduceSync(f.ctx, &f.rec).FirstErr()
 		if err == nil || !topicRefusal(err) {
-			h.finish(err)
+			f.finish(err)
 			return
 		}
-		s.metrics.topicRefusals.WithLabelValues(h.rec.Topic).Inc()
+		s.metrics.topicRefusals.WithLabelValues(f.rec.Topic).Inc()
 		next := b.NextBackOff()
 		s.log.Error("broker refuses writes to the topic; holding its events and retrying: grant the relay's principal WRITE on the topic, or create it",
-			"topic", h.rec.Topic, "attempt", attempt, "retry_in", next.String(), "err", err)
+			"topic", f.rec.Topic, "attempt", attempt, "retry_in", next.String(), "err", err)
 		t := time.NewTimer(next)
 		select {
 		case <-t.C:
 		case <-s.closing:
 			t.Stop()
-			h.finish(fmt.Errorf("sink closed while the broker refused topic %q: %w", h.rec.Topic, err))
+			f.finish(fmt.Errorf("sink closed while the broker refused topic %q: %w", f.rec.Topic, err))
 			return
 		}
 	}

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"unsafe"
 
 	"github.com/twmb/franz-go/pkg/kgo"
 
@@ -56,20 +57,40 @@ type mapper struct {
 //
 // Headers are HeaderID, HeaderEventType, HeaderAggregateType and
 // HeaderPosition, then each member of the JSON object ev.Headers in the
-// order written: a string's value is its unescaped text, null's is empty,
+// order written (names and values alias ev.Headers unless they had escapes,
+// so ev.Headers must not change while the record lives): a string's value
+// is its unescaped text, null's is empty,
 // and any other value's is its JSON text. Members named like the first four
 // are dropped. Nil, empty, or JSON null ev.Headers add no headers.
 func (m *mapper) record(ev *schema.Event) (*kgo.Record, *topic, error) {
-	if ev.AggregateID == "" {
-		return nil, nil, &RecordError{Reason: ReasonAggregateID, Err: fmt.Errorf("event %s: %w", ev.ID, schema.ErrNoAggregateID)}
-	}
-	t, err := m.topics.lookup(ev)
+	r := new(kgo.Record)
+	var buf []byte
+	t, err := m.fill(r, &buf, ev)
 	if err != nil {
 		return nil, nil, err
 	}
+	return r, t, nil
+}
 
-	// One buffer holds the key and the first four header values.
-	buf := make([]byte, 0, len(ev.AggregateID)+len(ev.ID)+len(ev.EventType)+len(ev.AggregateType)+schema.PositionLen)
+// fill is record writing into r, reusing r's header slice, and into *buf,
+// reusing it when it is large enough or else replacing it: r and *buf then
+// belong to the record until it is done.
+func (m *mapper) fill(r *kgo.Record, bufp *[]byte, ev *schema.Event) (*topic, error) {
+	if ev.AggregateID == "" {
+		return nil, &RecordError{Reason: ReasonAggregateID, Err: fmt.Errorf("event %s: %w", ev.ID, schema.ErrNoAggregateID)}
+	}
+	t, err := m.topics.lookup(ev)
+	if err != nil {
+		return nil, err
+	}
+
+	// One buffer holds the key and the first four header values; it is
+	// large enough up front, so that the parts taken from it stay in it.
+	need := len(ev.AggregateID) + len(ev.ID) + len(ev.EventType) + len(ev.AggregateType) + schema.PositionLen
+	if cap(*bufp) < need {
+		*bufp = make([]byte, 0, need)
+	}
+	buf := (*bufp)[:0]
 	var key, id, eventType, aggregateType, position []byte
 	buf, key = appendPart(buf, ev.AggregateID)
 	buf, id = appendPart(buf, ev.ID)
@@ -81,24 +102,28 @@ func (m *mapper) record(ev *schema.Event) (*kgo.Record, *topic, error) {
 	if len(ev.Headers) > 2 {
 		n += bytes.Count(ev.Headers, []byte{':'}) // at least one per member
 	}
-	headers := make([]kgo.RecordHeader, reservedHeaders, n)
-	headers[0] = kgo.RecordHeader{Key: HeaderID, Value: id}
-	headers[1] = kgo.RecordHeader{Key: HeaderEventType, Value: eventType}
-	headers[2] = kgo.RecordHeader{Key: HeaderAggregateType, Value: aggregateType}
-	headers[3] = kgo.RecordHeader{Key: HeaderPosition, Value: position}
+	headers := r.Headers[:0]
+	if cap(headers) < n {
+		headers = make([]kgo.RecordHeader, 0, n)
+	}
+	headers = append(headers,
+		kgo.RecordHeader{Key: HeaderID, Value: id},
+		kgo.RecordHeader{Key: HeaderEventType, Value: eventType},
+		kgo.RecordHeader{Key: HeaderAggregateType, Value: aggregateType},
+		kgo.RecordHeader{Key: HeaderPosition, Value: position})
 	headers, err = appendJSONHeaders(headers, ev.Headers)
 	if err != nil {
-		return nil, nil, &RecordError{Reason: ReasonHeaders, Err: fmt.Errorf(
+		return nil, &RecordError{Reason: ReasonHeaders, Err: fmt.Errorf(
 			"event %s: %w; write headers as a JSON object such as {\"trace_id\": \"abc\"}, or NULL", ev.ID, err)}
 	}
 
-	r := &kgo.Record{Topic: t.name, Key: key, Value: ev.Payload, Headers: headers}
+	*r = kgo.Record{Topic: t.name, Key: key, Value: ev.Payload, Headers: headers}
 	if size := batchBytes(r); size > m.maxBytes {
-		return nil, nil, &RecordError{Reason: ReasonSize, Err: fmt.Errorf(
+		return nil, &RecordError{Reason: ReasonSize, Err: fmt.Errorf(
 			"event %s: record of about %d bytes (payload %d) exceeds the %d-byte batch limit; shrink the payload, or raise the limit along with the topic's max.message.bytes",
 			ev.ID, size, len(ev.Payload), m.maxBytes)}
 	}
-	return r, t, nil
+	return t, nil
 }
 
 // appendPart appends s to buf and also returns s's bytes within buf, capped
@@ -171,7 +196,9 @@ func appendJSONHeaders(hs []kgo.RecordHeader, obj []byte) ([]kgo.RecordHeader, e
 		default:
 			val = rawVal
 		}
-		hs = append(hs, kgo.RecordHeader{Key: string(key), Value: val})
+		// The name aliases obj, which the record's event owns and
+		// nobody changes, like the values: no copy per header.
+		hs = append(hs, kgo.RecordHeader{Key: unsafe.String(unsafe.SliceData(key), len(key)), Value: val})
 	}
 }
 

@@ -176,40 +176,18 @@ func New(cfg Config, logger *slog.Logger, reg prometheus.Registerer) (*Sink, err
 // partition, to keep order). Pass a context that outlives draining.
 func (s *Sink) Publish(ctx context.Context, ev *schema.Event, done func(error)) {
 	start := time.Now()
-	rec, t, ok := s.prepare(ev, done)
+	f, ok := s.prepare(ev, done)
 	if !ok {
 		return
 	}
-	id := ev.ID
+	f.ctx, f.id, f.start, f.done = ctx, ev.ID, start, done
 	s.inflight.add()
-	finish := func(err error) {
-		if err != nil {
-			err = s.produceErr(id, t.name, err)
-		} else {
-			t.published.Inc()
-			t.bytes.Add(float64(len(rec.Value)))
-			s.metrics.duration.Observe(time.Since(start).Seconds())
-		}
-		done(err)
-		s.inflight.remove()
-	}
-	if s.txn != nil {
-		// In a transaction any failure dooms it whole (txn.go): nothing
-		// is sent again alone.
-		s.client.Produce(ctx, rec, func(_ *kgo.Record, err error) { finish(err) })
+	// While records wait to be sent alone, events queue behind them. (The
+	// idle check first spares the closure on the hot path.)
+	if s.txn == nil && !s.isolate.idle.Load() && s.isolate.addIfBusy(func() { s.sendAlone(f) }) {
 		return
 	}
-	// While records wait to be sent alone, events queue behind them.
-	if s.isolate.addIfBusy(func() { s.sendAlone(held{ctx, rec, finish}) }) {
-		return
-	}
-	s.client.Produce(ctx, rec, func(_ *kgo.Record, err error) {
-		if err != nil && (batchRefusal(err) || topicRefusal(err)) {
-			s.holdAlone(held{ctx, rec, finish})
-			return
-		}
-		finish(err)
-	})
+	s.client.Produce(ctx, &f.rec, f.promise)
 }
 
 // produceErr wraps the error franz-go gave the record of event id.
@@ -220,24 +198,25 @@ func (s *Sink) produceErr(id, topic string, err error) error {
 	return fmt.Errorf("produce event %s to topic %q: %w", id, topic, err)
 }
 
-// prepare maps ev to its record, or calls done with why it is not sent:
-// the Sink halted or, in exactly-once mode, can start no transaction, or the
-// event cannot become a record (a *RecordError).
-func (s *Sink) prepare(ev *schema.Event, done func(error)) (*kgo.Record, *topic, bool) {
+// prepare maps ev to its record in a flight, or calls done with why it is
+// not sent: the Sink halted or, in exactly-once mode, can start no
+// transaction, or the event cannot become a record (a *RecordError).
+func (s *Sink) prepare(ev *schema.Event, done func(error)) (*flight, bool) {
 	err := s.haltedErr()
 	if err == nil && s.txn != nil {
 		err = s.txn.usable()
 	}
 	if err != nil {
 		done(fmt.Errorf("event %s not sent: %w", ev.ID, err))
-		return nil, nil, false
+		return nil, false
 	}
-	rec, t, err := s.mapper.record(ev)
-	if err != nil {
+	f := s.newFlight()
+	if f.topic, err = s.mapper.fill(&f.rec, &f.buf, ev); err != nil {
+		f.release()
 		done(err)
-		return nil, nil, false
+		return nil, false
 	}
-	return rec, t, true
+	return f, true
 }
 
 // Flush sends buffered records at once, ignoring Linger, and blocks until
