@@ -192,6 +192,25 @@ func TestMetricsDuringRun(t *testing.T) {
 	if n := value(m, "outbox_relay_end_to_end_latency_seconds", nil); n < 200 {
 		t.Errorf("end-to-end latency observations = %v, want ≥ 200", n)
 	}
+	// Each stage of the latency is timed for every event: the stream
+	// stamped when it read the row.
+	for _, stage := range []string{"receive", "publish", "acknowledge"} {
+		if n := value(m, "outbox_relay_stage_latency_seconds", map[string]string{"stage": stage}); n < 200 {
+			t.Errorf("stage_latency_seconds{stage=%s} observations = %v, want ≥ 200", stage, n)
+		}
+	}
+	// The runtime runs on the default core and under the memory limit
+	// derived from the in-flight byte bound (8 MiB: 40 MiB).
+	if os.Getenv("GOMAXPROCS") == "" {
+		if n := value(m, "go_sched_gomaxprocs_threads", nil); n != 1 {
+			t.Errorf("go_sched_gomaxprocs_threads = %v, want 1 (--max-procs default)", n)
+		}
+	}
+	if os.Getenv("GOMEMLIMIT") == "" {
+		if n := value(m, "go_gc_gomemlimit_bytes", nil); n != 40<<20 {
+			t.Errorf("go_gc_gomemlimit_bytes = %v, want %d (3 × 8 MiB + 16 MiB)", n, 40<<20)
+		}
+	}
 	if n := value(m, "outbox_relay_events_published_total", map[string]string{"topic": "outbox.order"}); n != 200 {
 		t.Errorf("events_published_total{topic=outbox.order} = %v, want 200", n)
 	}

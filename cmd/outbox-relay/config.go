@@ -33,6 +33,9 @@ type Config struct {
 	// MemoryLimit is the Go runtime's soft memory limit in bytes; zero
 	// derives it from Relay.MaxInflightBytes (see memory.go).
 	MemoryLimit int64
+	// MaxProcs is the Go runtime's GOMAXPROCS; zero keeps Go's default
+	// (see runtime.go).
+	MaxProcs int
 
 	// pprof is the deprecated --pprof: PprofAddr defaultPprofAddr.
 	pprof bool
@@ -81,6 +84,7 @@ func bindRun(fs *flag.FlagSet, c *Config) {
 	fs.StringVar(&c.Kafka.TransactionalID, "kafka-transactional-id", "", "under --delivery=exactly-once, the Kafka transactional ID; empty means outbox-relay-SLOT, so relays on one slot fence each other")
 	fs.IntVar(&c.Relay.MaxInflightEvents, "max-inflight-events", relay.DefaultMaxInflightEvents, "events published and not yet acknowledged before the relay stops reading")
 	fs.IntVar(&c.Relay.MaxInflightBytes, "max-inflight-bytes", relay.DefaultMaxInflightBytes, "bytes of events published and not yet acknowledged before the relay stops reading")
+	fs.IntVar(&c.MaxProcs, "max-procs", DefaultMaxProcs, "cores that run the relay's Go code at once (GOMAXPROCS); 0 means every CPU available; GOMAXPROCS in the environment wins")
 	fs.Int64Var(&c.MemoryLimit, "memory-limit", 0, "soft memory limit of the process in bytes, where garbage collection runs harder; 0 means 3 × --max-inflight-bytes + 16 MiB (40 MiB by default); GOMEMLIMIT in the environment wins")
 	fs.DurationVar(&c.CDC.StatusInterval, "status-interval", time.Second, "longest time between two confirmations of the position to PostgreSQL; a position that advances is confirmed within 100ms")
 	fs.DurationVar(&c.CDC.ShutdownTimeout, "shutdown-timeout", 30*time.Second, "on SIGTERM, how long to wait for in-flight events before exiting")
@@ -164,6 +168,9 @@ func (c *Config) finishRun() error {
 	}
 	if err := c.Kafka.Validate(); err != nil {
 		return usageError{err}
+	}
+	if c.MaxProcs < 0 {
+		return usageError{fmt.Errorf("--max-procs is %d; use a positive number of cores, or 0 for every CPU available", c.MaxProcs)}
 	}
 	if c.MemoryLimit < 0 {
 		return usageError{fmt.Errorf("--memory-limit is %d; use a positive number of bytes, or 0 for 3 × --max-inflight-bytes + 16 MiB", c.MemoryLimit)}

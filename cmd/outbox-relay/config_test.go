@@ -34,6 +34,7 @@ func TestRunRejectsBadConfiguration(t *testing.T) {
 		{"no brokers", []string{"run", "--pg-dsn", "postgres://h/db", "--kafka-brokers", " , "}, nil, "broker"},
 		{"bad log format", []string{"run", "--pg-dsn", "postgres://h/db", "--log-format", "xml"}, nil, "--log-format"},
 		{"negative bound", []string{"run", "--pg-dsn", "postgres://h/db", "--max-inflight-events", "-1"}, nil, "in-flight events"},
+		{"negative max procs", []string{"run", "--pg-dsn", "postgres://h/db", "--max-procs", "-2"}, nil, "--max-procs is -2"},
 		{"negative memory limit", []string{"run", "--pg-dsn", "postgres://h/db", "--memory-limit", "-1"}, nil, "--memory-limit is -1"},
 		{"pprof on all interfaces", []string{"run", "--pg-dsn", "postgres://h/db", "--pprof-addr", "0.0.0.0:6060"}, nil, "--pprof-addr \"0.0.0.0:6060\": pprof must listen on a loopback address; use 127.0.0.1:6060"},
 		{"pprof without host", []string{"run", "--pg-dsn", "postgres://h/db", "--pprof-addr", ":6060"}, nil, "loopback"},

@@ -24,6 +24,7 @@ func relayUntilDone(ctx context.Context, cfg Config, stderr io.Writer) error {
 	logger := cfg.logger(stderr)
 	logger.Info("starting", "version", version, "commit", commit, "cdc", cfg.CDC, "kafka", cfg.Kafka)
 	applyMemoryLimit(cfg.MemoryLimit, cfg.Relay.MaxInflightBytes, logger)
+	applyMaxProcs(cfg.MaxProcs, logger)
 	if cfg.pprof {
 		logger.Warn("--pprof is deprecated; use --pprof-addr="+defaultPprofAddr, "addr", cfg.PprofAddr)
 	}
