@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"os"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -354,4 +355,102 @@ func TestPruneJanitor(t *testing.T) {
 	if code := p.term(40 * time.Second); code != 0 {
 		t.Errorf("exit code after SIGTERM = %d, want 0\n%s", code, p.logText())
 	}
+}
+
+// TestPruneWriterLatency is a measurement, not a check: it reports the p50
+// and p99 of single-row insert transactions from four writers, first alone,
+// then while `outbox-relay prune` deletes a 1,000,000-row backlog. Timings are
+// logged, never asserted.
+func TestPruneWriterLatency(t *testing.T) {
+	if testing.Short() {
+		t.Skip("measures against PostgreSQL; skipped by -short")
+	}
+	e := newEnv(t)
+	ctx := t.Context()
+	conn, err := pgx.Connect(ctx, e.dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close(context.Background())
+	const backlog = 1_000_000
+	if _, err := conn.Exec(ctx, `INSERT INTO outbox (id, aggregate_type, aggregate_id, event_type, payload, created_at)
+		SELECT gen_random_uuid(), 'bench', 'a-' || i, 'e', '{"n": 1}', now() - interval '1 day' FROM generate_series(1, $1) i`, backlog); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := conn.Exec(ctx, "VACUUM ANALYZE outbox"); err != nil {
+		t.Fatal(err)
+	}
+	// No relay runs here: record a horizon as if the slot had confirmed it.
+	h, err := schema.TakeHorizon(ctx, conn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	h.ConfirmedLSN = h.LSN
+	if err := schema.SaveHorizon(ctx, conn, schema.DefaultTable, e.slot, h); err != nil {
+		t.Fatal(err)
+	}
+
+	measure := func(d time.Duration, during func()) []time.Duration {
+		stop := make(chan struct{})
+		var mu sync.Mutex
+		var lat []time.Duration
+		var wg sync.WaitGroup
+		for w := range 4 {
+			wg.Go(func() {
+				c, err := pgx.Connect(ctx, e.dsn)
+				if err != nil {
+					t.Error(err)
+					return
+				}
+				defer c.Close(context.Background())
+				for i := 0; ; i++ {
+					select {
+					case <-stop:
+						return
+					default:
+					}
+					start := time.Now()
+					if err := schema.Insert(ctx, c, pruneMsg("bench", fmt.Sprintf("w%d-%d", w, i))); err != nil {
+						t.Error(err)
+						return
+					}
+					mu.Lock()
+					lat = append(lat, time.Since(start))
+					mu.Unlock()
+				}
+			})
+		}
+		if during != nil {
+			during()
+		} else {
+			time.Sleep(d)
+		}
+		close(stop)
+		wg.Wait()
+		return lat
+	}
+	quantiles := func(lat []time.Duration) string {
+		if len(lat) == 0 {
+			return "no inserts"
+		}
+		slices.Sort(lat)
+		q := func(f float64) time.Duration { return lat[min(len(lat)-1, int(f*float64(len(lat))))] }
+		return fmt.Sprintf("%d inserts, p50 %s, p99 %s, max %s", len(lat), q(0.50), q(0.99), lat[len(lat)-1])
+	}
+
+	alone := measure(5*time.Second, nil)
+	var pruneOut string
+	var pruneTook time.Duration
+	with := measure(0, func() {
+		start := time.Now()
+		r := runCmd(t, e.command(ctx, "prune", "--older-than", "1h"), 2*time.Minute)
+		pruneTook = time.Since(start)
+		if r.code != 0 {
+			t.Errorf("prune: exit %d\n%s%s", r.code, r.stdout, r.stderr)
+		}
+		pruneOut = strings.TrimSpace(r.stdout[strings.LastIndex(strings.TrimSpace(r.stdout), "\n")+1:])
+	})
+	t.Logf("writers alone (5 s):          %s", quantiles(alone))
+	t.Logf("writers during prune (%s): %s", pruneTook.Round(time.Millisecond), quantiles(with))
+	t.Logf("prune: %s", pruneOut)
 }

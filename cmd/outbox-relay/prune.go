@@ -54,6 +54,9 @@ func (r *retention) Set(s string) error {
 // parseRetention reads a non-negative Go duration, optionally led by a
 // number of days: "7d", "1d12h", "90m".
 func parseRetention(s string) (time.Duration, error) {
+	if s == "" {
+		return 0, fmt.Errorf("empty duration: want one such as 7d, 36h or 90m (0s for every confirmed row)")
+	}
 	var days time.Duration
 	rest := s
 	if i := strings.IndexByte(s, 'd'); i >= 0 {
