@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"math/rand/v2"
+	"net/url"
 	"os"
 	"slices"
 	"strconv"
@@ -453,4 +454,48 @@ func TestPruneWriterLatency(t *testing.T) {
 	t.Logf("writers alone (5 s):          %s", quantiles(alone))
 	t.Logf("writers during prune (%s): %s", pruneTook.Round(time.Millisecond), quantiles(with))
 	t.Logf("prune: %s", pruneOut)
+}
+
+// TestHorizonLeastRole runs the relay as the least-privilege role without
+// the state table's grant: it relays, warns once with the GRANT to run, and
+// records horizons as soon as the grant is given.
+func TestHorizonLeastRole(t *testing.T) {
+	e := newEnv(t)
+	role := fmt.Sprintf("outbox_relay_h%d", rand.Uint32())
+	ident := pgx.Identifier{role}.Sanitize()
+	db := sqlOn(t, e.dsn, "SELECT current_database()")
+	sqlOn(t, e.dsn, "CREATE ROLE "+ident+" LOGIN REPLICATION", "GRANT CONNECT ON DATABASE "+pgx.Identifier{db}.Sanitize()+" TO "+ident)
+	t.Cleanup(func() { sqlOn(t, e.dsn, "DROP OWNED BY "+ident, "DROP ROLE "+ident) })
+	u, err := url.Parse(e.dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	u.User = url.User(role)
+
+	p := e.start("OUTBOX_RELAY_PG_DSN="+u.String(), "OUTBOX_RELAY_STATUS_INTERVAL=200ms")
+	p.waitStreaming(30 * time.Second)
+	insertEvents(t, e.dsn, "order", 1, 5)
+	expectEvents(t, e.consumer(), p, 5)
+	const warning = "cannot record the confirmed horizon"
+	if !p.waitLogged(warning, 1, 30*time.Second) {
+		t.Fatalf("no warning %q\n%s", warning, p.logText())
+	}
+	if text := p.logText(); !strings.Contains(text, "GRANT SELECT, INSERT, UPDATE ON "+`\"public\".\"outbox_relay_state\" TO `+`\"`+role+`\"`) {
+		t.Errorf("the warning does not name the GRANT to run\n%s", text)
+	}
+	time.Sleep(3 * time.Second) // several more failed saves
+	if n := p.logged(warning); n != 1 {
+		t.Errorf("warned %d times, want once", n)
+	}
+
+	sqlOn(t, e.dsn, "GRANT SELECT, INSERT, UPDATE ON public.outbox_relay_state TO "+ident)
+	if !p.waitLogged("recording the confirmed horizon again", 1, 30*time.Second) {
+		t.Fatalf("no horizon recorded after the grant\n%s", p.logText())
+	}
+	if n := sqlOn(t, e.dsn, "SELECT count(*) FROM outbox_relay_state WHERE slot_name = '"+e.slot+"'"); n != "1" {
+		t.Errorf("state rows of slot %s = %s, want 1", e.slot, n)
+	}
+	if code := p.term(30 * time.Second); code != 0 {
+		t.Errorf("exit code after SIGTERM = %d, want 0\n%s", code, p.logText())
+	}
 }
