@@ -18,7 +18,8 @@ type Migration struct {
 	SQL     string
 }
 
-// Migrations returns the DDL that creates the outbox table t with columns c,
+// Migrations returns the DDL that creates the outbox table t with columns c
+// and the relay's state table next to it (Table.StateTable),
 // oldest first. Every statement is idempotent (IF NOT EXISTS), so running
 // them against an existing table changes nothing.
 func Migrations(t Table, c Columns) ([]Migration, error) {
@@ -33,6 +34,7 @@ func Migrations(t Table, c Columns) ([]Migration, error) {
 	}
 	r := strings.NewReplacer(
 		"{{table}}", t.Quoted(),
+		"{{state_table}}", t.StateTable().Quoted(),
 		"{{id}}", quoteIdent(c.ID),
 		"{{aggregate_type}}", quoteIdent(c.AggregateType),
 		"{{aggregate_id}}", quoteIdent(c.AggregateID),
