@@ -36,6 +36,12 @@ type Config struct {
 	// MaxProcs is the Go runtime's GOMAXPROCS; zero keeps Go's default
 	// (see runtime.go).
 	MaxProcs int
+	// OnSlotLost is what run does when its slot is lost: onSlotLostFail
+	// or onSlotLostRecover (see slotlost.go).
+	OnSlotLost string
+	// CreatedAtColumn is the timestamp column that orders rows read from
+	// the table, by replay and by recovery.
+	CreatedAtColumn string
 
 	// pprof is the deprecated --pprof: PprofAddr defaultPprofAddr.
 	pprof bool
@@ -92,6 +98,8 @@ func bindRun(fs *flag.FlagSet, c *Config) {
 	fs.StringVar(&c.MetricsAddr, "metrics-addr", ":9479", "address serving /metrics, /healthz and /readyz; empty disables")
 	fs.StringVar(&c.PprofAddr, "pprof-addr", "", "loopback address serving Go profiles under /debug/pprof/, e.g. 127.0.0.1:6060; empty disables")
 	fs.BoolVar(&c.pprof, "pprof", false, "deprecated: use --pprof-addr=127.0.0.1:6060")
+	fs.StringVar(&c.OnSlotLost, "on-slot-lost", onSlotLostFail, "when the slot is invalidated or disappears: fail (stop, saying since when events may be missing) or recover (recreate it and republish from the outbox table every row not confirmed, then stream on)")
+	fs.StringVar(&c.CreatedAtColumn, "column-created-at", schema.DefaultCreatedAt, "timestamp column ordering the rows replay and recovery read from the table")
 	bindKafkaSecurity(fs, c)
 }
 
@@ -174,6 +182,11 @@ func (c *Config) finishRun() error {
 	}
 	if c.MemoryLimit < 0 {
 		return usageError{fmt.Errorf("--memory-limit is %d; use a positive number of bytes, or 0 for 3 × --max-inflight-bytes + 16 MiB", c.MemoryLimit)}
+	}
+	switch c.OnSlotLost {
+	case onSlotLostFail, onSlotLostRecover:
+	default:
+		return usageError{fmt.Errorf("--on-slot-lost %q: use %s or %s", c.OnSlotLost, onSlotLostFail, onSlotLostRecover)}
 	}
 	if c.pprof && c.PprofAddr == "" {
 		c.PprofAddr = defaultPprofAddr
