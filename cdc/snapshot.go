@@ -63,7 +63,7 @@ func Recreate(ctx context.Context, cfg Config, logger *slog.Logger, fn func(ctx 
 		if _, err := db.Exec(ctx, "SELECT pg_drop_replication_slot($1)", cfg.Slot); err != nil {
 			return false, fmt.Errorf("drop invalidated slot %q: %w", cfg.Slot, err)
 		}
-		logger.Warn("dropped the invalidated slot", "lsn", slot.ConfirmedFlush)
+		logger.Warn("dropped the invalidated slot", "lsn", slot.ConfirmedFlush.String())
 	case slot.Usable() == nil:
 		logger.Info("slot is usable again: another relay recreated it")
 		return false, nil
@@ -89,7 +89,7 @@ func Recreate(ctx context.Context, cfg Config, logger *slog.Logger, fn func(ctx 
 	if err != nil {
 		return false, fmt.Errorf("slot %q created at %q: %w", cfg.Slot, res.ConsistentPoint, err)
 	}
-	logger.Info("slot created with an exported snapshot", "lsn", start, "snapshot", res.SnapshotName)
+	logger.Info("slot created with an exported snapshot", "lsn", start.String(), "snapshot", res.SnapshotName)
 
 	fail := func(err error) (bool, error) {
 		// The snapshot's rows were not all handled: a stream from the new
@@ -101,7 +101,7 @@ func Recreate(ctx context.Context, cfg Config, logger *slog.Logger, fn func(ctx 
 			return false, fmt.Errorf("%w; the new slot %q could not be dropped (%w): drop it (SELECT pg_drop_replication_slot('%s')) before the next start, or rows committed before %s are never published",
 				err, cfg.Slot, derr, cfg.Slot, start)
 		}
-		logger.Warn("dropped the new slot again: its snapshot's rows were not all handled", "lsn", start)
+		logger.Warn("dropped the new slot again: its snapshot's rows were not all handled", "lsn", start.String())
 		return false, err
 	}
 	tx, err := db.BeginTx(ctx, pgx.TxOptions{IsoLevel: pgx.RepeatableRead, AccessMode: pgx.ReadOnly})

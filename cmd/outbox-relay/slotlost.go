@@ -120,12 +120,13 @@ func lostSlotError(ctx context.Context, cfg Config, err error, flushed pglogrepl
 // streamed from it, every row of the new slot's snapshot not committed in
 // the recorded confirmed horizon (every row when none is recorded).
 func recoverSlot(ctx context.Context, cfg Config, logger *slog.Logger, m *recoveryMetrics) error {
+	base := logger
 	logger = logger.With("component", "recovery", "slot", cfg.CDC.Slot)
 	logger.Warn("replication slot lost; recovering: recreating it and republishing the unconfirmed rows from the outbox table")
 	started := time.Now()
 	kcfg := cfg.Kafka
 	kcfg.TransactionalID, kcfg.CheckpointKey = "", "" // republished rows are at-least-once
-	recreated, err := cdc.Recreate(ctx, cfg.CDC, logger, func(ctx context.Context, tx pgx.Tx, start pglogrepl.LSN) error {
+	recreated, err := cdc.Recreate(ctx, cfg.CDC, base, func(ctx context.Context, tx pgx.Tx, start pglogrepl.LSN) error {
 		q := cfg.replayQuery()
 		h, found, err := loadHorizon(ctx, tx, cfg)
 		if err != nil {
@@ -134,7 +135,7 @@ func recoverSlot(ctx context.Context, cfg Config, logger *slog.Logger, m *recove
 		if found {
 			q.Skip, q.SkipArg = cfg.CDC.Table.CommittedIn, h.Snapshot
 			logger.Info("republishing the rows the confirmed horizon does not cover",
-				"lsn", h.ConfirmedLSN, "horizon_time", h.Time.UTC().Format(time.RFC3339Nano))
+				"lsn", h.ConfirmedLSN.String(), "horizon_time", h.Time.UTC().Format(time.RFC3339Nano))
 		} else {
 			logger.Warn("no confirmed horizon is recorded for the slot: republishing every row of the outbox table")
 		}
@@ -171,7 +172,7 @@ func recoverSlot(ctx context.Context, cfg Config, logger *slog.Logger, m *recove
 			note = "no confirmed horizon was recorded, so every row of the table went again: most are duplicates (same id header)"
 		}
 		logger.Warn("republished the unconfirmed rows; streaming the new slot from its start",
-			"rows", st.Rows, "dead_lettered", st.DeadLettered, "lsn", start, "took", st.Took.Round(time.Millisecond).String(), "duplicates", note)
+			"rows", st.Rows, "dead_lettered", st.DeadLettered, "lsn", start.String(), "took", st.Took.Round(time.Millisecond).String(), "duplicates", note)
 		return nil
 	})
 	if err != nil {
