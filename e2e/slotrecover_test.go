@@ -3,6 +3,7 @@ package e2e
 import (
 	"context"
 	"fmt"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -21,8 +22,14 @@ import (
 // exits non-zero with one line saying what was lost and the fix; under
 // recover it republishes every committed row, while a writer goes on
 // inserting, and streams on: every row arrives, duplicates are counted, and
-// each aggregate's republished rows come before its streamed ones.
+// each aggregate's republished rows come before its streamed ones. With a
+// confirmed horizon recorded, the rows it covers are not republished.
 func TestSlotInvalidatedRecover(t *testing.T) {
+	t.Run("no horizon", func(t *testing.T) { testSlotInvalidatedRecover(t, false) })
+	t.Run("horizon", func(t *testing.T) { testSlotInvalidatedRecover(t, true) })
+}
+
+func testSlotInvalidatedRecover(t *testing.T, horizon bool) {
 	cluster, err := pgtest.Start(t.Context(), pgtest.Options{Logf: t.Logf, Settings: map[string]string{"max_slot_wal_keep_size": "16MB"}})
 	if err != nil {
 		t.Fatal(err)
@@ -62,6 +69,22 @@ func TestSlotInvalidatedRecover(t *testing.T) {
 	p.waitStreaming(30 * time.Second)
 	batch("confirmed", 10, 5)
 	e.catchUp(t, time.Now(), 30*time.Second)
+	if horizon {
+		var h schema.Horizon
+		e.query(t, 10*time.Second, func(ctx context.Context, conn *pgx.Conn) error {
+			var err error
+			h, err = schema.TakeHorizon(ctx, conn)
+			return err
+		})
+		e.catchUp(t, time.Now(), 30*time.Second)
+		h.ConfirmedLSN = e.slotState(t).confirmed
+		if h.ConfirmedLSN < h.LSN {
+			t.Fatalf("slot confirmed %s, short of the horizon's %s", h.ConfirmedLSN, h.LSN)
+		}
+		e.query(t, 10*time.Second, func(ctx context.Context, conn *pgx.Conn) error {
+			return schema.SaveHorizon(ctx, conn, schema.DefaultTable, e.slot, h)
+		})
+	}
 	if code := p.term(30 * time.Second); code != 0 {
 		t.Fatalf("relay exit code %d after SIGTERM\n%s", code, p.logText())
 	}
@@ -193,7 +216,17 @@ func TestSlotInvalidatedRecover(t *testing.T) {
 		t.Errorf("recovery metrics: %s, want one recovery and some republished rows", republished)
 	}
 	logText := p.logText()
-	for _, w := range []string{"dropped the invalidated slot", "slot created with an exported snapshot", "no confirmed horizon is recorded", "republished the unconfirmed rows"} {
+	wantLogs := []string{"dropped the invalidated slot", "slot created with an exported snapshot", "no confirmed horizon is recorded", "republished the unconfirmed rows"}
+	if horizon {
+		wantLogs[2] = "republishing the rows the confirmed horizon does not cover"
+		// The 50 rows the horizon covers are not sent again.
+		for id, n := range seen {
+			if n > 1 && slices.Contains(want[:50], id) {
+				t.Errorf("row %s, covered by the confirmed horizon, arrived %d times", id, n)
+			}
+		}
+	}
+	for _, w := range wantLogs {
 		if !strings.Contains(logText, w) {
 			t.Errorf("relay log lacks %q\n%s", w, logText)
 		}
