@@ -52,6 +52,8 @@ metrics=(
 	outbox_relay_flushed_lsn
 	outbox_relay_backpressure_waits_total
 	outbox_relay_replayed_rows_skipped_total
+	outbox_relay_slot_recoveries_total
+	outbox_relay_slot_recovery_republished_events_total
 	outbox_relay_build_info
 )
 histograms=(outbox_relay_end_to_end_latency_seconds outbox_relay_publish_duration_seconds)

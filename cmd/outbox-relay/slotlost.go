@@ -87,7 +87,7 @@ func loadHorizon(ctx context.Context, tx pgx.Tx, cfg Config) (schema.Horizon, bo
 // since when, and the fix, on one line. flushed is the last position the
 // relay acknowledged in this process, if any.
 func lostSlotError(ctx context.Context, cfg Config, err error, flushed pglogrepl.LSN) error {
-	what, sentinel := "disappeared (dropped, or a failover to a server without it)", cdc.ErrSlotLost
+	what, sentinel := "disappeared while the relay was running (dropped, or a failover to a server without it)", cdc.ErrSlotLost
 	if errors.Is(err, cdc.ErrSlotInvalidated) {
 		what, sentinel = "was invalidated (wal_status = lost: the server removed WAL it still needed, see max_slot_wal_keep_size)", cdc.ErrSlotInvalidated
 	}
@@ -112,7 +112,7 @@ func lostSlotError(ctx context.Context, cfg Config, err error, flushed pglogrepl
 	if since != 0 {
 		pos = "its last confirmed position " + since.String()
 	}
-	return fmt.Errorf("replication slot %q %s: events committed after %s%s may not have reached Kafka; fix: restart once with --on-slot-lost=recover (OUTBOX_RELAY_ON_SLOT_LOST=recover), which recreates the slot and republishes from the outbox table every row not confirmed: %w",
+	return fmt.Errorf("replication slot %q %s: events committed after %s%s may not have reached Kafka; fix: restart once with --on-slot-lost=recover (OUTBOX_RELAY_ON_SLOT_LOST=recover), which recreates the slot and republishes from the outbox table every row not confirmed (or recreate it with `outbox-relay setup` and republish with `outbox-relay replay --since`): %w",
 		cfg.CDC.Slot, what, pos, when, sentinel)
 }
 
