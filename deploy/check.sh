@@ -53,6 +53,8 @@ metrics=(
 	outbox_relay_flushed_lsn
 	outbox_relay_backpressure_waits_total
 	outbox_relay_replayed_rows_skipped_total
+	outbox_relay_slot_recoveries_total
+	outbox_relay_slot_recovery_republished_events_total
 	outbox_relay_build_info
 	outbox_relay_pruned_rows_total
 	outbox_relay_outbox_table_bytes

@@ -33,6 +33,10 @@ type Event struct {
 	Received time.Time
 	// Table is the qualified name of the table the row came from.
 	Table string
+	// Replayed is when the replay that read the row from the table, not
+	// from the replication stream, started; zero for a streamed row. A
+	// replayed event's Position is zero: the table holds no commit LSN.
+	Replayed time.Time
 }
 
 // Size approximates the memory an event holds, for in-flight byte limits.

@@ -36,6 +36,11 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	bindDatabase(setupFS, &setupCfg)
 	setupFS.BoolVar(&dryRun, "dry-run", false, "print the SQL setup may run, and run nothing")
 
+	var replayCfg Config
+	var replayOpts replayFlags
+	replayFS := newFS("replay")
+	bindReplay(replayFS, &replayCfg, &replayOpts)
+
 	var statusCfg Config
 	var asJSON bool
 	statusFS := newFS("status")
@@ -50,7 +55,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 
 	root = &ffcli.Command{
 		Name:       "outbox-relay",
-		ShortUsage: "outbox-relay <setup|run|status|prune|healthcheck|version> [flags]",
+		ShortUsage: "outbox-relay <setup|run|replay|status|prune|healthcheck|version> [flags]",
 		ShortHelp:  "Publish committed outbox rows from PostgreSQL to Kafka.",
 		LongHelp:   "Every flag is also an environment variable: --pg-dsn is OUTBOX_RELAY_PG_DSN. A flag beats the environment.",
 		FlagSet:    newFS(""),
@@ -82,6 +87,20 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 						return err
 					}
 					return relayUntilDone(ctx, runCfg, stderr)
+				},
+			},
+			{
+				Name:       "replay",
+				ShortUsage: "outbox-relay replay --since <time|event id> [--until <time|event id>] [--aggregate-type T] [--rate N/s] [--dry-run] [flags]",
+				ShortHelp:  "Publish rows still in the outbox table to Kafka again, as run would, with the header replayed=true.",
+				FlagSet:    replayFS,
+				UsageFunc:  usage,
+				Options:    opts,
+				Exec: func(ctx context.Context, _ []string) error {
+					if err := replayCfg.finishRun(); err != nil {
+						return err
+					}
+					return replay(ctx, replayCfg, replayOpts, stdout, stderr)
 				},
 			},
 			{
@@ -124,7 +143,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		},
 		Exec: func(context.Context, []string) error {
 			fmt.Fprintln(stderr, usage(root))
-			return usageError{errors.New("name a subcommand: setup, run, status, prune or version")}
+			return usageError{errors.New("name a subcommand: setup, run, replay, status, prune or version")}
 		},
 	}
 	err := root.Parse(args)

@@ -36,6 +36,12 @@ type Config struct {
 	// MaxProcs is the Go runtime's GOMAXPROCS; zero keeps Go's default
 	// (see runtime.go).
 	MaxProcs int
+	// OnSlotLost is what run does when its slot is lost: onSlotLostFail
+	// or onSlotLostRecover (see slotlost.go).
+	OnSlotLost string
+	// CreatedAtColumn is the timestamp column that orders rows read from
+	// the table, by replay and by recovery.
+	CreatedAtColumn string
 
 	// PruneOlderThan turns on the janitor: rows older than it and confirmed
 	// are deleted every PruneInterval. Zero means off.
@@ -100,6 +106,8 @@ func bindRun(fs *flag.FlagSet, c *Config) {
 	fs.BoolVar(&c.pprof, "pprof", false, "deprecated: use --pprof-addr=127.0.0.1:6060")
 	fs.Var(&c.pruneOlderThan, "prune-older-than", "delete outbox rows older than this (7d, 36h) once the relay has confirmed them, every --prune-interval; 0 means never")
 	fs.DurationVar(&c.PruneInterval, "prune-interval", DefaultPruneInterval, "under --prune-older-than, how often to prune")
+	fs.StringVar(&c.OnSlotLost, "on-slot-lost", onSlotLostFail, "when the slot is invalidated or disappears: fail (stop, saying since when events may be missing) or recover (recreate it and republish from the outbox table every row not confirmed, then stream on)")
+	fs.StringVar(&c.CreatedAtColumn, "column-created-at", schema.DefaultCreatedAt, "timestamp column ordering the rows replay and recovery read from the table")
 	bindKafkaSecurity(fs, c)
 }
 
@@ -186,6 +194,11 @@ func (c *Config) finishRun() error {
 	c.PruneOlderThan = c.pruneOlderThan.d
 	if c.PruneOlderThan > 0 && c.PruneInterval <= 0 {
 		return usageError{fmt.Errorf("--prune-interval is %s; use a positive duration, e.g. %s", c.PruneInterval, DefaultPruneInterval)}
+	}
+	switch c.OnSlotLost {
+	case onSlotLostFail, onSlotLostRecover:
+	default:
+		return usageError{fmt.Errorf("--on-slot-lost %q: use %s or %s", c.OnSlotLost, onSlotLostFail, onSlotLostRecover)}
 	}
 	if c.pprof && c.PprofAddr == "" {
 		c.PprofAddr = defaultPprofAddr

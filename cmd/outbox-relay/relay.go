@@ -4,8 +4,10 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"log/slog"
 	"time"
 
+	"github.com/jackc/pglogrepl"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"golang.org/x/sync/errgroup"
@@ -19,7 +21,9 @@ import (
 const brokerCheckTimeout = 10 * time.Second
 
 // relayUntilDone runs the daemon: the replication stream, the relay core and
-// the metrics server, until ctx ends or one of them fails.
+// the metrics server, until ctx ends or one of them fails. When the slot is
+// lost it stops, or under --on-slot-lost=recover recovers it (slotlost.go)
+// and runs again.
 func relayUntilDone(ctx context.Context, cfg Config, stderr io.Writer) error {
 	logger := cfg.logger(stderr)
 	logger.Info("starting", "version", version, "commit", commit, "cdc", cfg.CDC, "kafka", cfg.Kafka)
@@ -28,17 +32,45 @@ func relayUntilDone(ctx context.Context, cfg Config, stderr io.Writer) error {
 	if cfg.pprof {
 		logger.Warn("--pprof is deprecated; use --pprof-addr="+defaultPprofAddr, "addr", cfg.PprofAddr)
 	}
+	rm := newRecoveryMetrics()
+	for {
+		flushed, err := relayOnce(ctx, cfg, logger, rm)
+		if err == nil || ctx.Err() != nil || !slotLost(err, cfg) {
+			return err
+		}
+		if cfg.OnSlotLost != onSlotLostRecover {
+			return lostSlotError(ctx, cfg, err, flushed)
+		}
+		if err := recoverSlot(ctx, cfg, logger, rm); err != nil {
+			if ctx.Err() != nil {
+				return nil
+			}
+			return err
+		}
+	}
+}
 
+// relayOnce is one run of the daemon, with a registry of its own; it also
+// returns the last position the relay core acknowledged.
+func relayOnce(ctx context.Context, cfg Config, logger *slog.Logger, rm *recoveryMetrics) (pglogrepl.LSN, error) {
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 		buildInfo(),
 	)
+	if err := rm.register(reg); err != nil {
+		return 0, err
+	}
+	return relayWith(ctx, cfg, logger, reg)
+}
 
+// relayWith runs the stream, the relay core and the metrics server,
+// registering their metrics with reg.
+func relayWith(ctx context.Context, cfg Config, logger *slog.Logger, reg *prometheus.Registry) (pglogrepl.LSN, error) {
 	sink, err := kafka.New(cfg.Kafka, logger, reg)
 	if err != nil {
-		return err
+		return 0, err
 	}
 	defer sink.Close()
 	pctx, cancel := context.WithTimeout(ctx, brokerCheckTimeout)
@@ -46,9 +78,9 @@ func relayUntilDone(ctx context.Context, cfg Config, stderr io.Writer) error {
 	cancel()
 	if err != nil {
 		if ctx.Err() != nil {
-			return nil
+			return 0, nil
 		}
-		return err
+		return 0, err
 	}
 
 	if cfg.Relay.Delivery == relay.DeliveryExactlyOnce {
@@ -56,28 +88,28 @@ func relayUntilDone(ctx context.Context, cfg Config, stderr io.Writer) error {
 		err := sink.CreateCheckpointTopic(cctx)
 		cancel()
 		if err != nil {
-			return err
+			return 0, err
 		}
 		logger.Info("exactly-once delivery", "transactional_id", cfg.Kafka.TransactionalID, "checkpoint_topic", kafka.CheckpointTopic,
 			"transaction_interval", cfg.Relay.TransactionInterval.String())
 	}
 	core, err := relay.New(cfg.Relay, sink, logger, reg)
 	if err != nil {
-		return err
+		return 0, err
 	}
 	stream, err := cdc.New(cfg.CDC, logger, reg)
 	if err != nil {
-		return err
+		return 0, err
 	}
 
 	monitor, err := cdc.NewMonitor(cfg.CDC, healthInterval, logger, reg)
 	if err != nil {
-		return err
+		return 0, err
 	}
 	h := &health{stream: stream, monitor: monitor, ping: sink.Ping}
 	cm, err := newCleanupMetrics(reg)
 	if err != nil {
-		return err
+		return 0, err
 	}
 	keeper := newHorizonKeeper(cfg.CDC, max(cfg.CDC.StatusInterval, time.Second), logger, cm)
 
@@ -100,8 +132,8 @@ func relayUntilDone(ctx context.Context, cfg Config, stderr io.Writer) error {
 		g.Go(func() error { return serveHTTP(gctx, "pprof", "pprof-addr", cfg.PprofAddr, pprofHandler(), logger) })
 	}
 	if err := g.Wait(); err != nil {
-		return fmt.Errorf("relay stopped: %w", err)
+		return core.Flushed(), fmt.Errorf("relay stopped: %w", err)
 	}
 	logger.Info("stopped")
-	return nil
+	return core.Flushed(), nil
 }

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"time"
 	"unsafe"
 
 	"github.com/twmb/franz-go/pkg/kgo"
@@ -29,15 +30,29 @@ const (
 	HeaderPosition = "position"
 )
 
+// Names of the headers a replayed event's record carries after the four
+// above (see schema.Event.Replayed): HeaderReplayed is "true" and
+// HeaderReplayStarted the replay's start time in RFC 3339 with nanoseconds,
+// UTC. A replayed record's position is 24 zeros: it sorts before every
+// streamed one, so it never moves a consumer's greatest position, and
+// consumers deduplicate it by HeaderID.
+const (
+	HeaderReplayed      = "replayed"
+	HeaderReplayStarted = "replay_started"
+)
+
 const reservedHeaders = 4
 
 func reservedHeader(key []byte) bool {
 	switch string(key) {
-	case HeaderID, HeaderEventType, HeaderAggregateType, HeaderPosition:
+	case HeaderID, HeaderEventType, HeaderAggregateType, HeaderPosition, HeaderReplayed, HeaderReplayStarted:
 		return true
 	}
 	return false
 }
+
+// replayedValue is HeaderReplayed's value.
+var replayedValue = []byte("true")
 
 // mapper turns events into records. It holds no client, so tests and
 // benchmarks use it alone. It is safe for concurrent use.
@@ -50,18 +65,19 @@ type mapper struct {
 // with a *RecordError when the event cannot become a legal record; see the
 // Reason constants. The value is ev.Payload itself, not a copy (nil makes a
 // null value, a tombstone on compacted topics), and header values taken
-// from ev.Headers alias it unless they had escapes; the key and the first
-// four header values share one new buffer. The timestamp is left for
-// franz-go to set when producing, so retention counts from publishing, not
+// from ev.Headers alias it unless they had escapes; the key, the first four
+// header values and a replay's start time share one new buffer. The
+// timestamp is left for franz-go to set when producing, so retention counts from publishing, not
 // from the commit, and a replayed backlog is not expired at once.
 //
 // Headers are HeaderID, HeaderEventType, HeaderAggregateType and
-// HeaderPosition, then each member of the JSON object ev.Headers in the
+// HeaderPosition, for a replayed event HeaderReplayed and
+// HeaderReplayStarted, then each member of the JSON object ev.Headers in the
 // order written (names and values alias ev.Headers unless they had escapes,
 // so ev.Headers must not change while the record lives): a string's value
 // is its unescaped text, null's is empty,
-// and any other value's is its JSON text. Members named like the first four
-// are dropped. Nil, empty, or JSON null ev.Headers add no headers.
+// and any other value's is its JSON text. Members named like the relay's own
+// headers are dropped. Nil, empty, or JSON null ev.Headers add no headers.
 func (m *mapper) record(ev *schema.Event) (*kgo.Record, *topic, error) {
 	r := new(kgo.Record)
 	var buf []byte
@@ -84,9 +100,14 @@ func (m *mapper) fill(r *kgo.Record, bufp *[]byte, ev *schema.Event) (*topic, er
 		return nil, err
 	}
 
-	// One buffer holds the key and the first four header values; it is
-	// large enough up front, so that the parts taken from it stay in it.
+	// One buffer holds the key, the first four header values and a
+	// replay's start time; it is large enough up front, so that the parts
+	// taken from it stay in it.
 	need := len(ev.AggregateID) + len(ev.ID) + len(ev.EventType) + len(ev.AggregateType) + schema.PositionLen
+	replayed := !ev.Replayed.IsZero()
+	if replayed {
+		need += len(time.RFC3339Nano) + 6 // a year of five digits and a zone offset at worst
+	}
 	if cap(*bufp) < need {
 		*bufp = make([]byte, 0, need)
 	}
@@ -97,8 +118,17 @@ func (m *mapper) fill(r *kgo.Record, bufp *[]byte, ev *schema.Event) (*topic, er
 	buf, eventType = appendPart(buf, ev.EventType)
 	buf, aggregateType = appendPart(buf, ev.AggregateType)
 	position = ev.Position.AppendText(buf)[len(buf):]
+	var started []byte
+	if replayed {
+		buf = buf[:len(buf)+len(position)]
+		position = position[:len(position):len(position)]
+		started = ev.Replayed.UTC().AppendFormat(buf, time.RFC3339Nano)[len(buf):]
+	}
 
 	n := reservedHeaders
+	if replayed {
+		n += 2
+	}
 	if len(ev.Headers) > 2 {
 		n += bytes.Count(ev.Headers, []byte{':'}) // at least one per member
 	}
@@ -111,6 +141,11 @@ func (m *mapper) fill(r *kgo.Record, bufp *[]byte, ev *schema.Event) (*topic, er
 		kgo.RecordHeader{Key: HeaderEventType, Value: eventType},
 		kgo.RecordHeader{Key: HeaderAggregateType, Value: aggregateType},
 		kgo.RecordHeader{Key: HeaderPosition, Value: position})
+	if replayed {
+		headers = append(headers,
+			kgo.RecordHeader{Key: HeaderReplayed, Value: replayedValue},
+			kgo.RecordHeader{Key: HeaderReplayStarted, Value: started})
+	}
 	headers, err = appendJSONHeaders(headers, ev.Headers)
 	if err != nil {
 		return nil, &RecordError{Reason: ReasonHeaders, Err: fmt.Errorf(

@@ -222,6 +222,49 @@ func TestRecordPosition(t *testing.T) {
 	}
 }
 
+// TestRecordReplayed checks the headers of an event read from the table: the
+// replay headers after the four fixed ones, a zero position, and an event
+// header of a reserved replay name dropped.
+func TestRecordReplayed(t *testing.T) {
+	ev := testEvent()
+	ev.Position = schema.Position{}
+	ev.Replayed = time.Date(2026, 11, 26, 13, 4, 5, 600, time.FixedZone("CET", 3600))
+	ev.Headers = []byte(`{"replayed": "false", "trace": "t1"}`)
+	r, _, err := newTestMapper(t, DefaultTopic, DefaultMaxMessageBytes).record(ev)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := append(fixed(ev),
+		header{Key: "replayed", Value: "true"},
+		header{Key: "replay_started", Value: "2026-11-26T12:04:05.0000006Z"},
+		header{Key: "trace", Value: "t1"})
+	if got := recordOf(r).Headers; !cmp.Equal(got, want) {
+		t.Errorf("record(%+v) headers = %+v, want %+v", ev, got, want)
+	}
+	if got := string(r.Headers[3].Value); got != "000000000000000000000000" {
+		t.Errorf("replayed record position = %q, want 24 zeros", got)
+	}
+	if string(r.Key) != ev.AggregateID {
+		t.Errorf("replayed record key = %q, want %q", r.Key, ev.AggregateID)
+	}
+}
+
+func TestTopicNamer(t *testing.T) {
+	name, err := TopicNamer("")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ev := testEvent()
+	if got, err := name(ev); err != nil || got != "outbox.order" {
+		t.Errorf("TopicNamer(\"\")(%+v) = %q, %v, want outbox.order", ev, got, err)
+	}
+	ev.AggregateType = "no spaces"
+	var re *RecordError
+	if _, err := name(ev); !errors.As(err, &re) || re.Reason != ReasonTopic {
+		t.Errorf("TopicNamer(\"\")(%+v) error = %v, want a RecordError with reason %q", ev, err, ReasonTopic)
+	}
+}
+
 func TestRecordRejects(t *testing.T) {
 	tests := []struct {
 		name     string

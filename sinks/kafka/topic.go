@@ -210,3 +210,30 @@ func (c *topicCache) lookup(ev *schema.Event) (*topic, error) {
 	}
 	return t, nil
 }
+
+// TopicNamer returns the function that names each event's topic as a Sink
+// with Config.Topic set to template does (empty means DefaultTopic), for
+// callers that show where events would go without producing them. The
+// function returns a *RecordError for a name Kafka would refuse.
+func TopicNamer(template string) (func(ev *schema.Event) (string, error), error) {
+	if template == "" {
+		template = DefaultTopic
+	}
+	tmpl, err := parseTopicTemplate(template)
+	if err != nil {
+		return nil, fmt.Errorf("kafka: %w", err)
+	}
+	// Nothing reads these counters.
+	m, err := newMetrics(prometheus.NewRegistry(), func() int { return 0 })
+	if err != nil {
+		return nil, err
+	}
+	c := newTopicCache(tmpl, m)
+	return func(ev *schema.Event) (string, error) {
+		t, err := c.lookup(ev)
+		if err != nil {
+			return "", err
+		}
+		return t.name, nil
+	}, nil
+}

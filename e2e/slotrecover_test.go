@@ -1,0 +1,247 @@
+package e2e
+
+import (
+	"context"
+	"fmt"
+	"slices"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/jackc/pgx/v5"
+
+	"github.com/outbox-relay/outbox-relay/cdc/pgtest"
+	"github.com/outbox-relay/outbox-relay/schema"
+)
+
+// TestSlotInvalidatedRecover lets the server invalidate the slot (a small
+// max_slot_wal_keep_size, WAL written and checkpointed while the relay is
+// stopped and rows wait in it), then: under --on-slot-lost=fail the relay
+// exits non-zero with one line saying what was lost and the fix; under
+// recover it republishes every committed row, while a writer goes on
+// inserting, and streams on: every row arrives, duplicates are counted, and
+// each aggregate's republished rows come before its streamed ones. With a
+// confirmed horizon recorded, the rows it covers are not republished.
+func TestSlotInvalidatedRecover(t *testing.T) {
+	t.Run("no horizon", func(t *testing.T) { testSlotInvalidatedRecover(t, false) })
+	t.Run("horizon", func(t *testing.T) { testSlotInvalidatedRecover(t, true) })
+}
+
+func testSlotInvalidatedRecover(t *testing.T, horizon bool) {
+	cluster, err := pgtest.Start(t.Context(), pgtest.Options{Logf: t.Logf, Settings: map[string]string{"max_slot_wal_keep_size": "16MB"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if err := cluster.Stop(); err != nil {
+			t.Error(err)
+		}
+	})
+	e := newEnvOn(t, cluster.NewDatabase(t))
+	insert := func(ctx context.Context, conn *pgx.Conn, batch string, txns, perTxn int) ([]string, error) {
+		var ids []string
+		for i := range txns {
+			msgs := make([]schema.Message, perTxn)
+			for j := range msgs {
+				id := fmt.Sprintf("%s-%d-%d", batch, i, j)
+				msgs[j] = schema.Message{ID: uuidFor(id), AggregateType: "order", AggregateID: fmt.Sprintf("o%d", (i+j)%5), EventType: batch, Payload: []byte(`{}`)}
+				ids = append(ids, msgs[j].ID)
+			}
+			if err := pgx.BeginFunc(ctx, conn, func(tx pgx.Tx) error { return schema.Insert(ctx, tx, msgs...) }); err != nil {
+				return ids, err
+			}
+		}
+		return ids, nil
+	}
+	var want []string
+	batch := func(name string, txns, perTxn int) {
+		e.query(t, time.Minute, func(ctx context.Context, conn *pgx.Conn) error {
+			ids, err := insert(ctx, conn, name, txns, perTxn)
+			want = append(want, ids...)
+			return err
+		})
+	}
+
+	// Delivered and confirmed, then stopped.
+	p := e.start()
+	p.waitStreaming(30 * time.Second)
+	batch("confirmed", 10, 5)
+	e.catchUp(t, time.Now(), 30*time.Second)
+	if horizon {
+		var h schema.Horizon
+		e.query(t, 10*time.Second, func(ctx context.Context, conn *pgx.Conn) error {
+			var err error
+			h, err = schema.TakeHorizon(ctx, conn)
+			return err
+		})
+		e.catchUp(t, time.Now(), 30*time.Second)
+		h.ConfirmedLSN = e.slotState(t).confirmed
+		if h.ConfirmedLSN < h.LSN {
+			t.Fatalf("slot confirmed %s, short of the horizon's %s", h.ConfirmedLSN, h.LSN)
+		}
+		e.query(t, 10*time.Second, func(ctx context.Context, conn *pgx.Conn) error {
+			return schema.SaveHorizon(ctx, conn, schema.DefaultTable, e.slot, h)
+		})
+	}
+	if code := p.term(30 * time.Second); code != 0 {
+		t.Fatalf("relay exit code %d after SIGTERM\n%s", code, p.logText())
+	}
+
+	// Rows the slot holds unconfirmed, then WAL until the server gives up
+	// the slot.
+	batch("unconfirmed", 10, 5)
+	lost := false
+	e.query(t, 2*time.Minute, func(ctx context.Context, conn *pgx.Conn) error {
+		if _, err := conn.Exec(ctx, "CREATE TABLE IF NOT EXISTS filler (x text)"); err != nil {
+			return err
+		}
+		for !lost {
+			if _, err := conn.Exec(ctx, "INSERT INTO filler SELECT repeat('x', 1000) FROM generate_series(1, 4000)"); err != nil {
+				return err
+			}
+			if _, err := conn.Exec(ctx, "SELECT pg_switch_wal()"); err != nil {
+				return err
+			}
+			if _, err := conn.Exec(ctx, "CHECKPOINT"); err != nil {
+				return err
+			}
+			var status string
+			if err := conn.QueryRow(ctx, "SELECT coalesce(wal_status, '') FROM pg_replication_slots WHERE slot_name = $1", e.slot).Scan(&status); err != nil {
+				return err
+			}
+			lost = status == "lost"
+		}
+		return nil
+	})
+
+	// fail: a non-zero exit, one line with what was lost and the fix.
+	p = e.start()
+	select {
+	case <-p.done:
+	case <-time.After(30 * time.Second):
+		t.Fatalf("relay still running 30s after start on an invalidated slot\n%s", p.logText())
+	}
+	if code := p.cmd.ProcessState.ExitCode(); code == 0 {
+		t.Errorf("exit code 0 on an invalidated slot, want non-zero\n%s", p.logText())
+	}
+	logs := strings.Split(strings.TrimSpace(p.logText()), "\n")
+	last := logs[len(logs)-1]
+	for _, w := range []string{`slot "` + e.slot + `" was invalidated`, "events committed after its last confirmed position", "fix: restart once with --on-slot-lost=recover"} {
+		if !strings.Contains(last, w) {
+			t.Errorf("last line of stderr lacks %q:\n%s", w, last)
+		}
+	}
+
+	t.Logf("under fail: %s", last)
+
+	// recover, with a writer inserting throughout.
+	wctx, stopWriter := context.WithCancel(t.Context())
+	var wg sync.WaitGroup
+	var written []string
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		conn, err := pgx.Connect(wctx, e.dsn)
+		if err != nil {
+			t.Error(err)
+			return
+		}
+		defer conn.Close(context.Background())
+		for i := 0; wctx.Err() == nil; i++ {
+			ids, err := insert(wctx, conn, fmt.Sprintf("during%d", i), 1, 2)
+			if err != nil {
+				if wctx.Err() == nil {
+					t.Error(err)
+				}
+				return
+			}
+			written = append(written, ids...)
+			time.Sleep(5 * time.Millisecond)
+		}
+	}()
+	p = e.startRun(nil, "OUTBOX_RELAY_ON_SLOT_LOST=recover")
+	p.waitStreaming(time.Minute)
+	time.Sleep(500 * time.Millisecond)
+	stopWriter()
+	wg.Wait()
+	batch("after", 5, 4)
+	want = append(want, written...)
+
+	c := e.consumer()
+	seen := map[string]int{}
+	replayedAfterStreamed := map[string]bool{}
+	streamedSeen := map[string]bool{}
+	deadline := time.Now().Add(time.Minute)
+	missing := func() int {
+		n := 0
+		for _, id := range want {
+			if seen[id] == 0 {
+				n++
+			}
+		}
+		return n
+	}
+	for missing() > 0 && time.Now().Before(deadline) {
+		recs, err := c.poll(t.Context(), time.Second)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, r := range recs {
+			h := headerMap(r)
+			seen[h["id"]]++
+			key := string(r.Key)
+			if h["replayed"] == "true" {
+				if streamedSeen[key] && h["event_type"] != "confirmed" {
+					replayedAfterStreamed[key] = true
+				}
+			} else if h["event_type"] != "confirmed" {
+				streamedSeen[key] = true
+			}
+		}
+	}
+	if n := missing(); n > 0 {
+		t.Fatalf("%d of %d committed rows never arrived after recovery\n%s", n, len(want), p.logText())
+	}
+	dups := 0
+	for _, n := range seen {
+		dups += n - 1
+	}
+	for key := range replayedAfterStreamed {
+		t.Errorf("aggregate %s: a republished row arrived after a row streamed from the new slot", key)
+	}
+	republished := metricLines(t, p, "outbox_relay_slot_recovery_republished_events_total", "outbox_relay_slot_recoveries_total")
+	if !strings.Contains(republished, "outbox_relay_slot_recoveries_total=1") || strings.Contains(republished, "republished_events_total=0") {
+		t.Errorf("recovery metrics: %s, want one recovery and some republished rows", republished)
+	}
+	logText := p.logText()
+	wantLogs := []string{"dropped the invalidated slot", "slot created with an exported snapshot", "no confirmed horizon is recorded", "republished the unconfirmed rows"}
+	if horizon {
+		wantLogs[2] = "republishing the rows the confirmed horizon does not cover"
+		// The 50 rows the horizon covers are not sent again.
+		for id, n := range seen {
+			if n > 1 && slices.Contains(want[:50], id) {
+				t.Errorf("row %s, covered by the confirmed horizon, arrived %d times", id, n)
+			}
+		}
+	}
+	for _, w := range wantLogs {
+		if !strings.Contains(logText, w) {
+			t.Errorf("relay log lacks %q\n%s", w, logText)
+		}
+	}
+	for _, l := range strings.Split(logText, "\n") {
+		if strings.Contains(l, `"component":"recovery"`) {
+			t.Logf("recovery: %s", l)
+		}
+	}
+	t.Logf("every one of %d committed rows arrived (%d written during recovery); %d duplicates; %s", len(want), len(written), dups, republished)
+	if code := p.term(30 * time.Second); code != 0 {
+		t.Errorf("relay exit code %d after SIGTERM\n%s", code, p.logText())
+	}
+}
+
+// uuidFor returns a UUID derived from name, so that a test knows its rows'
+// IDs before writing them.
+func uuidFor(name string) string { return uuid.NewSHA1(uuid.NameSpaceOID, []byte(name)).String() }
