@@ -26,6 +26,11 @@ var (
 	// ErrSlotLost reports that the slot disappeared after the relay had
 	// streamed from it: dropped, or lost in a failover. Events may be lost.
 	ErrSlotLost = errors.New("cdc: replication slot disappeared while the relay was running")
+	// ErrSlotRecovering reports a slot whose recovery (Recreate) began and
+	// has not ended: another relay is republishing the rows the new slot
+	// does not hold, or one was stopped while it did. Streaming the slot
+	// could skip them.
+	ErrSlotRecovering = errors.New("cdc: a recovery of the replication slot began and has not ended")
 	// ErrSystemChanged reports a reconnect to another server history (system
 	// identifier or timeline) than the relay first streamed from.
 	ErrSystemChanged = errors.New("cdc: server system identifier or timeline changed while the relay was running")

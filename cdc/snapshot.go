@@ -10,6 +10,8 @@ import (
 	"github.com/jackc/pglogrepl"
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
+
+	"github.com/outbox-relay/outbox-relay/schema"
 )
 
 // Recreate replaces a lost slot: it drops cfg.Slot if the server
@@ -23,11 +25,16 @@ import (
 //
 // When fn fails, Recreate drops the new slot again, so that no stream can
 // start from it and skip the rows fn did not finish with, and returns fn's
-// error. (A process killed while fn runs leaves the new slot behind.)
+// error. Before it creates the slot it records in the state table that a
+// recovery began, and once fn is done that it ended (schema.MarkRecovery):
+// a process killed while fn runs leaves the new slot behind with the
+// recovery recorded as begun, a Stream refuses to start from it
+// (ErrSlotRecovering), and the next Recreate drops it and starts over.
 //
 // Recreates of one slot on one server run one at a time (a session advisory
 // lock). When the slot exists and is usable, because another relay
-// recreated it first, Recreate returns false and calls nothing. A slot that
+// recreated it first and finished, Recreate returns false and calls
+// nothing. A slot that
 // exists and is in use or not lost is an error. logger may be nil.
 func Recreate(ctx context.Context, cfg Config, logger *slog.Logger, fn func(ctx context.Context, tx pgx.Tx, start pglogrepl.LSN) error) (bool, error) {
 	cfg.SetDefaults()
@@ -54,6 +61,10 @@ func Recreate(ctx context.Context, cfg Config, logger *slog.Logger, fn func(ctx 
 		return false, fmt.Errorf("lock the recreation of slot %q: %w", cfg.Slot, err)
 	}
 
+	began, interrupted, err := recoveryStarted(ctx, db, cfg)
+	if err != nil {
+		return false, err
+	}
 	slot, err := ReadSlot(ctx, db, cfg.Slot)
 	switch {
 	case errors.Is(err, ErrNoSlot):
@@ -64,11 +75,26 @@ func Recreate(ctx context.Context, cfg Config, logger *slog.Logger, fn func(ctx 
 			return false, fmt.Errorf("drop invalidated slot %q: %w", cfg.Slot, err)
 		}
 		logger.Warn("dropped the invalidated slot", "lsn", slot.ConfirmedFlush.String())
-	case slot.Usable() == nil:
+	case interrupted && !slot.Active && slot.Usable() == nil:
+		// The slot of a recovery that did not end: its rows were not all
+		// republished, and a stream from it would skip the rest.
+		if _, err := db.Exec(ctx, "SELECT pg_drop_replication_slot($1)", cfg.Slot); err != nil {
+			return false, fmt.Errorf("drop slot %q of an interrupted recovery: %w", cfg.Slot, err)
+		}
+		logger.Warn("an earlier recovery of the slot began and did not end: dropped the slot it created, recovering again",
+			"recovery_started", began.UTC().Format(time.RFC3339Nano))
+	case slot.Usable() == nil && !interrupted:
 		logger.Info("slot is usable again: another relay recreated it")
 		return false, nil
+	case slot.Usable() == nil:
+		return false, fmt.Errorf("slot %q of an interrupted recovery is streaming to another connection (pid %d): %w; stop that relay and start again",
+			cfg.Slot, slot.ActivePID, ErrSlotInUse)
 	default:
 		return false, slot.Usable()
+	}
+	if err := schema.MarkRecovery(ctx, db, cfg.Table, cfg.Slot); err != nil {
+		logger.Warn("cannot record the recovery in the state table: if this relay stops before the recovery ends, the next start streams the new slot and skips the rows not yet republished; run `outbox-relay setup` and grant the relay SELECT, INSERT, UPDATE on "+cfg.Table.StateTable().String(),
+			"err", err)
 	}
 
 	pcfg := ccfg.Config.Copy()
@@ -121,5 +147,40 @@ func Recreate(ctx context.Context, cfg Config, logger *slog.Logger, fn func(ctx 
 	if err := tx.Commit(ctx); err != nil {
 		return fail(fmt.Errorf("end snapshot transaction: %w", err))
 	}
+	if err := schema.EndRecovery(ctx, db, cfg.Table, cfg.Slot); err != nil && !stateUnavailable(err) {
+		return false, fmt.Errorf("slot %q is recovered, but the end of the recovery could not be recorded, so the next start recovers again: %w", cfg.Slot, err)
+	}
 	return true, nil
+}
+
+// recoveryStarted reads from the state table whether a recovery of the
+// slot began and has not ended. A server without the state table, or a
+// role that may not read it, has none recorded.
+func recoveryStarted(ctx context.Context, db *pgx.Conn, cfg Config) (time.Time, bool, error) {
+	at, found, err := schema.RecoveryStarted(ctx, db, cfg.Table, cfg.Slot)
+	if stateUnavailable(err) {
+		return time.Time{}, false, nil
+	}
+	return at, found, err
+}
+
+// recovering returns an error wrapping ErrSlotRecovering when a recovery
+// of the slot began and has not ended: the stream must not start.
+func recovering(ctx context.Context, db *pgx.Conn, cfg Config) error {
+	at, found, err := recoveryStarted(ctx, db, cfg)
+	if err != nil {
+		return err
+	}
+	if found {
+		return fmt.Errorf("slot %q: a recovery began at %s and has not ended (%w): it may still be republishing from the outbox table, or it was stopped, and the slot skips the rows it did not send; start with --on-slot-lost=recover, which waits for a running recovery or does it again",
+			cfg.Slot, at.UTC().Format(time.RFC3339), ErrSlotRecovering)
+	}
+	return nil
+}
+
+// stateUnavailable reports the errors of a server without the state table
+// (setup older than it) or of a role without privileges on it.
+func stateUnavailable(err error) bool {
+	var pgErr *pgconn.PgError
+	return errors.As(err, &pgErr) && (pgErr.Code == "42P01" || pgErr.Code == "42501")
 }

@@ -236,7 +236,7 @@ func confirmReserve(timeout time.Duration) time.Duration {
 
 // permanent reports an error no reconnect can cure.
 func permanent(err error) bool {
-	for _, target := range []error{ErrWALLevel, ErrNoTable, ErrNoPublication, ErrNotPublished, ErrSlotInvalidated, ErrSlotPlugin, ErrColumns, ErrNoSlot, ErrSlotLost, ErrSystemChanged} {
+	for _, target := range []error{ErrWALLevel, ErrNoTable, ErrNoPublication, ErrNotPublished, ErrSlotInvalidated, ErrSlotPlugin, ErrColumns, ErrNoSlot, ErrSlotLost, ErrSlotRecovering, ErrSystemChanged} {
 		if errors.Is(err, target) {
 			return true
 		}
@@ -313,6 +313,9 @@ func (s *Stream) connect(ctx context.Context) (*pgconn.PgConn, identity, time.Du
 		return nil, identity{}, 0, err
 	}
 	if err := slot.Usable(); err != nil {
+		return nil, identity{}, 0, err
+	}
+	if err := recovering(ctx, db, s.cfg); err != nil {
 		return nil, identity{}, 0, err
 	}
 

@@ -6,11 +6,14 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
+	"github.com/twmb/franz-go/pkg/kerr"
+	"github.com/twmb/franz-go/pkg/kmsg"
 
 	"github.com/outbox-relay/outbox-relay/cdc/pgtest"
 	"github.com/outbox-relay/outbox-relay/schema"
@@ -24,12 +27,17 @@ import (
 // inserting, and streams on: every row arrives, duplicates are counted, and
 // each aggregate's republished rows come before its streamed ones. With a
 // confirmed horizon recorded, the rows it covers are not republished.
+// "killed" kills the first recovering relay (kill -9) while it republishes
+// (the broker refusing writes): no relay streams the slot it left behind,
+// and the next one under recover drops it and recovers again, losing
+// nothing.
 func TestSlotInvalidatedRecover(t *testing.T) {
-	t.Run("no horizon", func(t *testing.T) { testSlotInvalidatedRecover(t, false) })
-	t.Run("horizon", func(t *testing.T) { testSlotInvalidatedRecover(t, true) })
+	t.Run("no horizon", func(t *testing.T) { testSlotInvalidatedRecover(t, false, false) })
+	t.Run("horizon", func(t *testing.T) { testSlotInvalidatedRecover(t, true, false) })
+	t.Run("killed", func(t *testing.T) { testSlotInvalidatedRecover(t, false, true) })
 }
 
-func testSlotInvalidatedRecover(t *testing.T, horizon bool) {
+func testSlotInvalidatedRecover(t *testing.T, horizon, killed bool) {
 	cluster, err := pgtest.Start(t.Context(), pgtest.Options{Logf: t.Logf, Settings: map[string]string{"max_slot_wal_keep_size": "16MB"}})
 	if err != nil {
 		t.Fatal(err)
@@ -88,6 +96,13 @@ func testSlotInvalidatedRecover(t *testing.T, horizon bool) {
 	if code := p.term(30 * time.Second); code != 0 {
 		t.Fatalf("relay exit code %d after SIGTERM\n%s", code, p.logText())
 	}
+	if !horizon {
+		// The running relay records horizons of its own.
+		e.query(t, 10*time.Second, func(ctx context.Context, conn *pgx.Conn) error {
+			_, err := conn.Exec(ctx, "DELETE FROM "+schema.DefaultTable.StateTable().Quoted())
+			return err
+		})
+	}
 
 	// Rows the slot holds unconfirmed, then WAL until the server gives up
 	// the slot.
@@ -135,6 +150,60 @@ func testSlotInvalidatedRecover(t *testing.T, horizon bool) {
 	}
 
 	t.Logf("under fail: %s", last)
+
+	if killed {
+		var refuse atomic.Bool
+		refuse.Store(true)
+		e.broker.ControlKey(int16(kmsg.Produce), func(kreq kmsg.Request) (kmsg.Response, error, bool) {
+			e.broker.KeepControl()
+			if !refuse.Load() {
+				return nil, nil, false
+			}
+			req := kreq.(*kmsg.ProduceRequest)
+			resp := req.ResponseKind().(*kmsg.ProduceResponse)
+			for _, rt := range req.Topics {
+				st := kmsg.NewProduceResponseTopic()
+				st.Topic, st.TopicID = rt.Topic, rt.TopicID
+				for _, rp := range rt.Partitions {
+					sp := kmsg.NewProduceResponseTopicPartition()
+					sp.Partition, sp.ErrorCode = rp.Partition, kerr.NotEnoughReplicas.Code
+					st.Partitions = append(st.Partitions, sp)
+				}
+				resp.Topics = append(resp.Topics, st)
+			}
+			return resp, nil, true
+		})
+		p = e.startRun(nil, "OUTBOX_RELAY_ON_SLOT_LOST=recover")
+		eventually(t, time.Minute, "the recovering relay created the new slot", func() (bool, string) {
+			return strings.Contains(p.logText(), "slot created with an exported snapshot"), p.logText()
+		})
+		p.kill()
+		var began, slotLeft bool
+		e.query(t, 10*time.Second, func(ctx context.Context, conn *pgx.Conn) error {
+			_, found, err := schema.RecoveryStarted(ctx, conn, schema.DefaultTable, e.slot)
+			began = found
+			if err != nil {
+				return err
+			}
+			return conn.QueryRow(ctx, "SELECT EXISTS (SELECT 1 FROM pg_replication_slots WHERE slot_name = $1)", e.slot).Scan(&slotLeft)
+		})
+		if !began || !slotLeft {
+			t.Fatalf("after the recovering relay was killed: recovery recorded as begun %v, new slot left behind %v; want both\n%s", began, slotLeft, p.logText())
+		}
+		// The slot left behind must not be streamed.
+		p = e.start()
+		select {
+		case <-p.done:
+		case <-time.After(30 * time.Second):
+			t.Fatalf("relay under fail still running 30s after start on the slot of an interrupted recovery\n%s", p.logText())
+		}
+		logs := strings.Split(strings.TrimSpace(p.logText()), "\n")
+		if code := p.cmd.ProcessState.ExitCode(); code == 0 || !strings.Contains(logs[len(logs)-1], "a recovery began at") {
+			t.Fatalf("relay under fail on the slot of an interrupted recovery: exit code %d, last line %q; want non-zero, saying a recovery began", code, logs[len(logs)-1])
+		}
+		t.Logf("under fail, after the killed recovery: %s", logs[len(logs)-1])
+		refuse.Store(false)
+	}
 
 	// recover, with a writer inserting throughout.
 	wctx, stopWriter := context.WithCancel(t.Context())
@@ -217,6 +286,9 @@ func testSlotInvalidatedRecover(t *testing.T, horizon bool) {
 	}
 	logText := p.logText()
 	wantLogs := []string{"dropped the invalidated slot", "slot created with an exported snapshot", "no confirmed horizon is recorded", "republished the unconfirmed rows"}
+	if killed {
+		wantLogs[0] = "an earlier recovery of the slot began and did not end"
+	}
 	if horizon {
 		wantLogs[2] = "republishing the rows the confirmed horizon does not cover"
 		// The 50 rows the horizon covers are not sent again.

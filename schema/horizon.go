@@ -90,7 +90,7 @@ func SaveHorizon(ctx context.Context, db Execer, table Table, slot string, h Hor
 		ON CONFLICT (slot_name) DO UPDATE SET
 			horizon_snapshot = EXCLUDED.horizon_snapshot, horizon_lsn = EXCLUDED.horizon_lsn,
 			horizon_time = EXCLUDED.horizon_time, confirmed_lsn = EXCLUDED.confirmed_lsn, updated_at = now()
-		WHERE s.horizon_lsn <= EXCLUDED.horizon_lsn`,
+		WHERE s.horizon_lsn IS NULL OR s.horizon_lsn <= EXCLUDED.horizon_lsn`,
 		slot, h.Snapshot, h.LSN.String(), h.Time, h.ConfirmedLSN.String())
 	if err != nil {
 		return fmt.Errorf("save horizon of slot %q at %s in %s: %w", slot, h.LSN, table.StateTable(), err)
@@ -105,7 +105,7 @@ func LoadHorizon(ctx context.Context, db RowQuerier, table Table, slot string) (
 	var h Horizon
 	err := db.QueryRow(ctx, `
 		SELECT horizon_snapshot::text, horizon_lsn, horizon_time, confirmed_lsn
-		FROM `+table.StateTable().Quoted()+` WHERE slot_name = $1`, slot).
+		FROM `+table.StateTable().Quoted()+` WHERE slot_name = $1 AND horizon_snapshot IS NOT NULL`, slot).
 		Scan(&h.Snapshot, &h.LSN, &h.Time, &h.ConfirmedLSN)
 	if errors.Is(err, pgx.ErrNoRows) {
 		return Horizon{}, false, nil

@@ -27,11 +27,12 @@ const (
 	onSlotLostRecover = "recover"
 )
 
-// slotLost reports whether err says the slot is lost: invalidated, or gone
-// after the relay streamed from it. Under recover a slot missing at start
+// slotLost reports whether err says the slot is lost: invalidated, gone
+// after the relay streamed from it, or recreated by a recovery that has not
+// ended. Under recover a slot missing at start
 // counts too: it was lost while no relay ran, or never made.
 func slotLost(err error, cfg Config) bool {
-	return errors.Is(err, cdc.ErrSlotInvalidated) || errors.Is(err, cdc.ErrSlotLost) ||
+	return errors.Is(err, cdc.ErrSlotInvalidated) || errors.Is(err, cdc.ErrSlotLost) || errors.Is(err, cdc.ErrSlotRecovering) ||
 		(cfg.OnSlotLost == onSlotLostRecover && errors.Is(err, cdc.ErrNoSlot))
 }
 
@@ -87,6 +88,10 @@ func loadHorizon(ctx context.Context, tx pgx.Tx, cfg Config) (schema.Horizon, bo
 // since when, and the fix, on one line. flushed is the last position the
 // relay acknowledged in this process, if any.
 func lostSlotError(ctx context.Context, cfg Config, err error, flushed pglogrepl.LSN) error {
+	if errors.Is(err, cdc.ErrSlotRecovering) {
+		// The message already says what happened and what to do.
+		return err
+	}
 	what, sentinel := "disappeared while the relay was running (dropped, or a failover to a server without it)", cdc.ErrSlotLost
 	if errors.Is(err, cdc.ErrSlotInvalidated) {
 		what, sentinel = "was invalidated (wal_status = lost: the server removed WAL it still needed, see max_slot_wal_keep_size)", cdc.ErrSlotInvalidated
