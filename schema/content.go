@@ -153,7 +153,7 @@ func decodeContent(b []byte, ev *Event) error {
 
 		key, err := unquote(rawKey)
 		if err != nil {
-			fail(fmt.Errorf("member name %s: %w", rawKey, err))
+			fail(fmt.Errorf("member name %s: %w", excerpt(rawKey), err))
 			continue
 		}
 		var bit int
@@ -201,7 +201,7 @@ func decodeContent(b []byte, ev *Event) error {
 		case seenID:
 			id, err := canonicalUUID(s)
 			if err != nil {
-				fail(fmt.Errorf("%q is %s, not a UUID", key, val))
+				fail(fmt.Errorf("%q is %s, not a UUID", key, excerpt(val)))
 				continue
 			}
 			ev.ID = id
@@ -213,6 +213,16 @@ func decodeContent(b []byte, ev *Event) error {
 			ev.EventType = bytesString(s)
 		}
 	}
+}
+
+// excerpt returns b for an error message, cut to its first 64 bytes: the
+// error travels in a dead letter's headers, which must stay small.
+func excerpt(b []byte) string {
+	const n = 64
+	if len(b) <= n {
+		return string(b)
+	}
+	return fmt.Sprintf("%s… (%d bytes)", b[:n], len(b))
 }
 
 // canonicalUUID returns the UUID s in lower-case hyphenated form, aliasing s
