@@ -7,20 +7,20 @@ import (
 )
 
 type metrics struct {
-	lag        prometheus.Gauge
-	serverWAL  prometheus.Gauge
-	received   prometheus.Gauge
-	confirmed  prometheus.Gauge
-	rows       prometheus.Counter
-	messages   prometheus.Counter
-	ignored    *prometheus.CounterVec // by reason
+	lag       prometheus.Gauge
+	serverWAL prometheus.Gauge
+	received  prometheus.Gauge
+	confirmed prometheus.Gauge
+	rows      prometheus.Counter
+	messages  prometheus.Counter
+	ignored   *prometheus.CounterVec // by reason
 	// The series of ignored, by reason.
 	ignoredNonTxn, ignoredPrefix prometheus.Counter
-	stalls     prometheus.Counter
-	active     prometheus.Gauge
-	standby    prometheus.Gauge
-	reconnects prometheus.Counter
-	errors     prometheus.Counter
+	stalls                       prometheus.Counter
+	active                       prometheus.Gauge
+	standby                      prometheus.Gauge
+	reconnects                   prometheus.Counter
+	errors                       prometheus.Counter
 }
 
 func newMetrics(reg prometheus.Registerer) (*metrics, error) {
