@@ -7,20 +7,21 @@ import (
 )
 
 type metrics struct {
-	lag       prometheus.Gauge
-	serverWAL prometheus.Gauge
-	received  prometheus.Gauge
-	confirmed prometheus.Gauge
-	rows      prometheus.Counter
-	messages  prometheus.Counter
-	ignored   *prometheus.CounterVec // by reason
-	// The series of ignored, by reason.
+	lag        prometheus.Gauge
+	serverWAL  prometheus.Gauge
+	received   prometheus.Gauge
+	confirmed  prometheus.Gauge
+	rows       prometheus.Counter
+	stalls     prometheus.Counter
+	active     prometheus.Gauge
+	standby    prometheus.Gauge
+	reconnects prometheus.Counter
+	errors     prometheus.Counter
+
+	// Logical decoding messages: relayed, and ignored by reason.
+	messages                     prometheus.Counter
+	ignored                      *prometheus.CounterVec
 	ignoredNonTxn, ignoredPrefix prometheus.Counter
-	stalls                       prometheus.Counter
-	active                       prometheus.Gauge
-	standby                      prometheus.Gauge
-	reconnects                   prometheus.Counter
-	errors                       prometheus.Counter
 }
 
 func newMetrics(reg prometheus.Registerer) (*metrics, error) {
