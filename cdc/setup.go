@@ -33,9 +33,10 @@ func SetupSQL(cfg Config) ([]string, error) {
 // Setup makes the outbox table (if missing), the SQL function outbox_emit
 // in the table's schema (if missing), the publication (if missing, or adds
 // the table to it) and the replication slot (if missing), in that order: a
-// publication must exist before the rows it publishes are written. It is
-// idempotent. It needs the table's ownership (or CREATE on its schema) and
-// the REPLICATION attribute; without CREATE on the schema it logs that
+// publication must exist before the rows it publishes are written. It also
+// creates the relay's state table next to the outbox table, when missing.
+// It is idempotent. It needs the table's ownership (or CREATE on its schema)
+// and the REPLICATION attribute; without CREATE on the schema it logs that
 // outbox_emit is missing and goes on.
 func Setup(ctx context.Context, conn *pgx.Conn, cfg Config, logger *slog.Logger) error {
 	cfg.SetDefaults()
@@ -62,6 +63,8 @@ func Setup(ctx context.Context, conn *pgx.Conn, cfg Config, logger *slog.Logger)
 			}
 		}
 		log.Info("outbox table created", "table", cfg.Table.String())
+	} else if err := setupState(ctx, conn, cfg, log); err != nil {
+		return err
 	}
 
 	if err := CheckColumns(ctx, conn, cfg.Table, cfg.Columns); err != nil {
@@ -135,5 +138,28 @@ func ensureEmitFunction(ctx context.Context, conn *pgx.Conn, cfg Config, log *sl
 		}
 		log.Info("function created", "function", fn)
 	}
+	return nil
+}
+
+// setupState creates the relay's state table next to an outbox table that
+// already existed, when it is missing (migration schema.StateVersion).
+func setupState(ctx context.Context, conn *pgx.Conn, cfg Config, log *slog.Logger) error {
+	st := cfg.Table.StateTable()
+	if ok, err := tableExists(ctx, conn, st); err != nil || ok {
+		return err
+	}
+	ms, err := schema.Migrations(cfg.Table, cfg.Columns)
+	if err != nil {
+		return err
+	}
+	for _, m := range ms {
+		if m.Version != schema.StateVersion {
+			continue
+		}
+		if _, err := conn.Exec(ctx, m.SQL); err != nil {
+			return fmt.Errorf("create state table %s (migration %s): %w", st, m.Name, err)
+		}
+	}
+	log.Info("state table created", "table", st.String())
 	return nil
 }

@@ -40,6 +40,7 @@ metrics=(
 	outbox_relay_rows_received_total
 	outbox_relay_end_to_end_latency_seconds
 	outbox_relay_publish_duration_seconds
+	outbox_relay_stage_latency_seconds
 	outbox_relay_inflight_events
 	outbox_relay_inflight_bytes
 	outbox_relay_inflight_events_limit
@@ -53,8 +54,10 @@ metrics=(
 	outbox_relay_backpressure_waits_total
 	outbox_relay_replayed_rows_skipped_total
 	outbox_relay_build_info
+	outbox_relay_pruned_rows_total
+	outbox_relay_outbox_table_bytes
 )
-histograms=(outbox_relay_end_to_end_latency_seconds outbox_relay_publish_duration_seconds)
+histograms=(outbox_relay_end_to_end_latency_seconds outbox_relay_publish_duration_seconds outbox_relay_stage_latency_seconds)
 # The Kafka client's metrics (franz-go kprom) are outbox_relay_kafka_*.
 kafka_prefix=outbox_relay_kafka_
 

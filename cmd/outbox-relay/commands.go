@@ -50,7 +50,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 
 	root = &ffcli.Command{
 		Name:       "outbox-relay",
-		ShortUsage: "outbox-relay <setup|run|status|healthcheck|version> [flags]",
+		ShortUsage: "outbox-relay <setup|run|status|prune|healthcheck|version> [flags]",
 		ShortHelp:  "Publish committed outbox rows from PostgreSQL to Kafka.",
 		LongHelp:   "Every flag is also an environment variable: --pg-dsn is OUTBOX_RELAY_PG_DSN. A flag beats the environment.",
 		FlagSet:    newFS(""),
@@ -98,6 +98,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 					return status(ctx, statusCfg, asJSON, stdout)
 				},
 			},
+			newPruneCommand(newFS, opts, stdout),
 			{
 				Name:       "healthcheck",
 				ShortUsage: "outbox-relay healthcheck [--path /readyz]",
@@ -123,7 +124,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		},
 		Exec: func(context.Context, []string) error {
 			fmt.Fprintln(stderr, usage(root))
-			return usageError{errors.New("name a subcommand: setup, run, status or version")}
+			return usageError{errors.New("name a subcommand: setup, run, status, prune or version")}
 		},
 	}
 	err := root.Parse(args)

@@ -37,12 +37,18 @@ type Config struct {
 	// (see runtime.go).
 	MaxProcs int
 
+	// PruneOlderThan turns on the janitor: rows older than it and confirmed
+	// are deleted every PruneInterval. Zero means off.
+	PruneOlderThan time.Duration
+	PruneInterval  time.Duration
+
 	// pprof is the deprecated --pprof: PprofAddr defaultPprofAddr.
 	pprof bool
 
 	// Raw flag values parsed by finish.
-	table   string
-	brokers string
+	table          string
+	brokers        string
+	pruneOlderThan retention
 	// Files holding secrets, read by finish (see secrets.go).
 	dsnFile          string
 	saslPasswordFile string
@@ -93,6 +99,8 @@ func bindRun(fs *flag.FlagSet, c *Config) {
 	fs.StringVar(&c.MetricsAddr, "metrics-addr", ":9479", "address serving /metrics, /healthz and /readyz; empty disables")
 	fs.StringVar(&c.PprofAddr, "pprof-addr", "", "loopback address serving Go profiles under /debug/pprof/, e.g. 127.0.0.1:6060; empty disables")
 	fs.BoolVar(&c.pprof, "pprof", false, "deprecated: use --pprof-addr=127.0.0.1:6060")
+	fs.Var(&c.pruneOlderThan, "prune-older-than", "delete outbox rows older than this (7d, 36h) once the relay has confirmed them, every --prune-interval; 0 means never")
+	fs.DurationVar(&c.PruneInterval, "prune-interval", DefaultPruneInterval, "under --prune-older-than, how often to prune")
 	bindKafkaSecurity(fs, c)
 }
 
@@ -175,6 +183,10 @@ func (c *Config) finishRun() error {
 	}
 	if c.MemoryLimit < 0 {
 		return usageError{fmt.Errorf("--memory-limit is %d; use a positive number of bytes, or 0 for 3 × --max-inflight-bytes + 16 MiB", c.MemoryLimit)}
+	}
+	c.PruneOlderThan = c.pruneOlderThan.d
+	if c.PruneOlderThan > 0 && c.PruneInterval <= 0 {
+		return usageError{fmt.Errorf("--prune-interval is %s; use a positive duration, e.g. %s", c.PruneInterval, DefaultPruneInterval)}
 	}
 	if c.pprof && c.PprofAddr == "" {
 		c.PprofAddr = defaultPprofAddr

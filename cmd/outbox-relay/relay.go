@@ -75,12 +75,22 @@ func relayUntilDone(ctx context.Context, cfg Config, stderr io.Writer) error {
 		return err
 	}
 	h := &health{stream: stream, monitor: monitor, ping: sink.Ping}
+	cm, err := newCleanupMetrics(reg)
+	if err != nil {
+		return err
+	}
+	keeper := newHorizonKeeper(cfg.CDC, max(cfg.CDC.StatusInterval, time.Second), logger, cm)
 
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error { return stream.Run(gctx, core) })
 	g.Go(func() error { return core.Run(gctx) })
 	g.Go(func() error { return monitor.Run(gctx) })
 	g.Go(func() error { return h.run(gctx) })
+	g.Go(func() error { return keeper.Run(gctx) })
+	if cfg.PruneOlderThan > 0 {
+		j := newJanitor(cfg.CDC, cfg.PruneOlderThan, cfg.PruneInterval, logger, cm)
+		g.Go(func() error { return j.Run(gctx) })
+	}
 	if cfg.MetricsAddr != "" {
 		g.Go(func() error {
 			return serveHTTP(gctx, "metrics", "metrics-addr", cfg.MetricsAddr, metricsHandler(reg, h), logger)
