@@ -3,6 +3,7 @@ package cdc
 import (
 	"fmt"
 	"log/slog"
+	"strings"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -40,6 +41,12 @@ type Config struct {
 	// recreated: Run returns an error wrapping ErrSlotLost. Zero means false:
 	// a missing slot is an error wrapping ErrNoSlot.
 	CreateSlot bool
+	// MessagePrefix is the prefix of the transactional logical decoding
+	// messages (pg_logical_emit_message) relayed as outbox events, their
+	// content decoded by schema.DecodeContent. Messages of other prefixes,
+	// and non-transactional ones, are read past. Zero means
+	// schema.DefaultMessagePrefix.
+	MessagePrefix string
 }
 
 // SetDefaults fills zero fields with their documented defaults.
@@ -62,6 +69,9 @@ func (c *Config) SetDefaults() {
 	if c.ShutdownTimeout == 0 {
 		c.ShutdownTimeout = 30 * time.Second
 	}
+	if c.MessagePrefix == "" {
+		c.MessagePrefix = schema.DefaultMessagePrefix
+	}
 }
 
 // Validate reports a missing or malformed setting and how to fix it.
@@ -80,6 +90,9 @@ func (c Config) Validate() error {
 	}
 	if c.Publication == "" || len(c.Publication) > 63 {
 		return fmt.Errorf("publication name %q is invalid; use at most 63 characters", c.Publication)
+	}
+	if strings.ContainsRune(c.MessagePrefix, 0) {
+		return fmt.Errorf("message prefix %q holds a NUL byte, which no message prefix can; use another", c.MessagePrefix)
 	}
 	if c.StatusInterval < 0 || c.ShutdownTimeout < 0 {
 		return fmt.Errorf("status interval %s and shutdown timeout %s must not be negative", c.StatusInterval, c.ShutdownTimeout)

@@ -12,13 +12,13 @@ import (
 )
 
 // pgoutput message types the stream acts on (protocol version 1). Every
-// other type (origin, type, update, delete, truncate, logical message) is
-// read past.
+// other type (origin, type, update, delete, truncate) is read past.
 const (
 	msgBegin    = 'B'
 	msgCommit   = 'C'
 	msgRelation = 'R'
 	msgInsert   = 'I'
+	msgMessage  = 'M' // a logical decoding message, sent with the messages option
 )
 
 // pgEpochMicros is the origin of PostgreSQL timestamps, 2000-01-01 UTC, in
@@ -134,6 +134,59 @@ func decodeRelation(b []byte) (relation, error) {
 		r.Columns[i] = name
 	}
 	return r, nil
+}
+
+// message is a decoded logical decoding message (pg_logical_emit_message).
+// Prefix and Content alias the decoded bytes.
+type message struct {
+	// Transactional is set for a message emitted with transactional =>
+	// true: it is part of its transaction, sent between its Begin and
+	// Commit, and only if it committed. Other messages are sent when
+	// decoding reaches them, whatever becomes of their transaction.
+	Transactional bool
+	LSN           pglogrepl.LSN // where the message's WAL record starts
+	Prefix        []byte
+	Content       []byte
+}
+
+// messageTransactional is the flag bit of a transactional message.
+const messageTransactional = 1
+
+// decodeMessage decodes a Message: flags (Int8), LSN (Int64), prefix
+// (String), content length (Int32) and content. Protocol version 1 sends
+// no transaction ID: that comes only with streamed transactions (version
+// 2), which the stream does not ask for. It allocates nothing.
+func decodeMessage(b []byte) (message, error) {
+	var m message
+	if len(b) < 1+1+8 {
+		return m, short(msgMessage, "flags and lsn")
+	}
+	flags := b[1]
+	if flags&^messageTransactional != 0 {
+		return m, &decodeError{Type: msgMessage, Why: fmt.Sprintf("unknown flags %#x", flags)}
+	}
+	m.Transactional = flags&messageTransactional != 0
+	m.LSN = pglogrepl.LSN(binary.BigEndian.Uint64(b[2:]))
+	off := 10
+	end := off
+	for end < len(b) && b[end] != 0 {
+		end++
+	}
+	if end == len(b) {
+		return m, short(msgMessage, "prefix")
+	}
+	m.Prefix = b[off:end:end]
+	off = end + 1
+	if len(b) < off+4 {
+		return m, short(msgMessage, "content length")
+	}
+	n := binary.BigEndian.Uint32(b[off:])
+	off += 4
+	if uint64(len(b)-off) < uint64(n) {
+		return m, short(msgMessage, fmt.Sprintf("%d content bytes", n))
+	}
+	m.Content = b[off : off+int(n) : off+int(n)]
+	return m, nil
 }
 
 // insertRelation returns the relation ID of an Insert message.

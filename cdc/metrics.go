@@ -17,6 +17,11 @@ type metrics struct {
 	standby    prometheus.Gauge
 	reconnects prometheus.Counter
 	errors     prometheus.Counter
+
+	// Logical decoding messages: relayed, and ignored by reason.
+	messages                     prometheus.Counter
+	ignored                      *prometheus.CounterVec
+	ignoredNonTxn, ignoredPrefix prometheus.Counter
 }
 
 func newMetrics(reg prometheus.Registerer) (*metrics, error) {
@@ -41,6 +46,14 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			Name: "outbox_relay_rows_received_total",
 			Help: "Outbox rows read from the replication stream, replays included.",
 		}),
+		messages: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "outbox_relay_messages_received_total",
+			Help: "Transactional logical decoding messages with the outbox prefix read from the replication stream, replays included.",
+		}),
+		ignored: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "outbox_relay_messages_ignored_total",
+			Help: "Logical decoding messages read past: non_transactional ones, and transactional ones of another prefix.",
+		}, []string{"reason"}),
 		stalls: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "outbox_relay_backpressure_waits_total",
 			Help: "Times the stream stopped reading because the in-flight bounds were reached.",
@@ -60,10 +73,12 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		ConstLabels: prometheus.Labels{"target": "postgres"},
 	})
 	m.errors = errorsCounter("replication")
+	m.ignoredNonTxn = m.ignored.WithLabelValues("non_transactional")
+	m.ignoredPrefix = m.ignored.WithLabelValues("prefix")
 	if reg == nil {
 		return m, nil
 	}
-	for _, c := range []prometheus.Collector{m.lag, m.serverWAL, m.received, m.confirmed, m.rows, m.stalls, m.active, m.standby, m.reconnects, m.errors} {
+	for _, c := range []prometheus.Collector{m.lag, m.serverWAL, m.received, m.confirmed, m.rows, m.messages, m.ignored, m.stalls, m.active, m.standby, m.reconnects, m.errors} {
 		if err := reg.Register(c); err != nil {
 			return nil, fmt.Errorf("register cdc metrics: %w", err)
 		}

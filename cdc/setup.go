@@ -2,10 +2,12 @@ package cdc
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 
 	"github.com/outbox-relay/outbox-relay/schema"
 )
@@ -28,12 +30,14 @@ func SetupSQL(cfg Config) ([]string, error) {
 	), nil
 }
 
-// Setup makes the outbox table (if missing), the publication (if missing, or
-// adds the table to it) and the replication slot (if missing), in that
-// order: a publication must exist before the rows it publishes are written.
-// It also creates the relay's state table next to the outbox table, when
-// missing. It is idempotent. It needs the table's ownership (or CREATE on its schema)
-// and the REPLICATION attribute.
+// Setup makes the outbox table (if missing), the SQL function outbox_emit
+// in the table's schema (if missing), the publication (if missing, or adds
+// the table to it) and the replication slot (if missing), in that order: a
+// publication must exist before the rows it publishes are written. It also
+// creates the relay's state table next to the outbox table, when missing.
+// It is idempotent. It needs the table's ownership (or CREATE on its schema)
+// and the REPLICATION attribute; without CREATE on the schema it logs that
+// outbox_emit is missing and goes on.
 func Setup(ctx context.Context, conn *pgx.Conn, cfg Config, logger *slog.Logger) error {
 	cfg.SetDefaults()
 	if logger == nil {
@@ -66,6 +70,9 @@ func Setup(ctx context.Context, conn *pgx.Conn, cfg Config, logger *slog.Logger)
 	if err := CheckColumns(ctx, conn, cfg.Table, cfg.Columns); err != nil {
 		return err
 	}
+	if err := ensureEmitFunction(ctx, conn, cfg, log); err != nil {
+		return err
+	}
 
 	pubExists, published, err := readPublication(ctx, conn, cfg.Publication, cfg.Table)
 	if err != nil {
@@ -96,6 +103,42 @@ func Setup(ctx context.Context, conn *pgx.Conn, cfg Config, logger *slog.Logger)
 		return err
 	}
 	return s.Usable()
+}
+
+// ensureEmitFunction creates the SQL function outbox_emit in the table's
+// schema when it is missing. A role that may not create it there is told
+// so in a warning: the table-less outbox works without it, through
+// pg_logical_emit_message or schema.Emit.
+func ensureEmitFunction(ctx context.Context, conn *pgx.Conn, cfg Config, log *slog.Logger) error {
+	fn := schema.EmitFunction(cfg.Table)
+	var exists bool
+	if err := conn.QueryRow(ctx, "SELECT to_regprocedure($1) IS NOT NULL", fn).Scan(&exists); err != nil {
+		return fmt.Errorf("look up function %s: %w", fn, err)
+	}
+	if exists {
+		return nil
+	}
+	ms, err := schema.Migrations(cfg.Table, cfg.Columns)
+	if err != nil {
+		return err
+	}
+	for _, m := range ms {
+		if m.Version != schema.EmitMigration {
+			continue
+		}
+		if _, err := conn.Exec(ctx, m.SQL); err != nil {
+			var pgErr *pgconn.PgError
+			if errors.As(err, &pgErr) && pgErr.Code == "42501" { // insufficient_privilege
+				log.Warn("function outbox_emit not created: this role may not create functions in the table's schema; "+
+					"have its owner run the SQL of `outbox-relay setup --dry-run` that creates it, or emit messages with pg_logical_emit_message",
+					"function", fn, "err", err)
+				return nil
+			}
+			return fmt.Errorf("create function %s (migration %s): %w", fn, m.Name, err)
+		}
+		log.Info("function created", "function", fn)
+	}
+	return nil
 }
 
 // setupState creates the relay's state table next to an outbox table that

@@ -378,6 +378,7 @@ func (s *Stream) start(ctx context.Context, conn *pgconn.PgConn) (pglogrepl.LSN,
 	args := []string{
 		"proto_version '1'",
 		"publication_names '" + strings.ReplaceAll(pgx.Identifier{s.cfg.Publication}.Sanitize(), "'", "''") + "'",
+		"messages 'true'", // logical decoding messages, PostgreSQL 14 and later
 	}
 	op := func() (struct{}, error) {
 		err := pglogrepl.StartReplication(ctx, conn, s.cfg.Slot, 0, pglogrepl.StartReplicationOptions{
@@ -661,6 +662,8 @@ func (s *Stream) handle(ctx context.Context, xld pglogrepl.XLogData, at time.Tim
 		if err := h.Insert(ctx, ev); err != nil {
 			return &handlerError{err}
 		}
+	case msgMessage:
+		return s.message(ctx, xld, at, h, ev, *inTxn)
 	case msgCommit:
 		c, err := decodeCommit(data)
 		if err != nil {
@@ -679,6 +682,48 @@ func (s *Stream) handle(ctx context.Context, xld pglogrepl.XLogData, at time.Tim
 			return err
 		}
 		s.log.Info("relation", "table", r.Namespace+"."+r.Name, "columns", len(r.Columns))
+	}
+	return nil
+}
+
+// message relays a transactional logical decoding message with the
+// configured prefix as an event of the open transaction, in its place
+// among the transaction's rows. A message of another prefix, or a
+// non-transactional one (sent outside any transaction, whether or not the
+// transaction that emitted it commits), is counted and read past. Content
+// that holds no outbox event still becomes an event, Malformed, so that
+// the Sink's poison policy takes it: it is never dropped.
+func (s *Stream) message(ctx context.Context, xld pglogrepl.XLogData, at time.Time, h Handler, ev *schema.Event, inTxn bool) error {
+	m, err := decodeMessage(xld.WALData)
+	if err != nil {
+		return err
+	}
+	switch {
+	case !m.Transactional:
+		s.m.ignoredNonTxn.Inc()
+		if s.log.Enabled(ctx, slog.LevelDebug) {
+			s.log.Debug("non-transactional message ignored", "lsn", m.LSN.String(), "prefix", string(m.Prefix))
+		}
+		return nil
+	case string(m.Prefix) != s.cfg.MessagePrefix:
+		s.m.ignoredPrefix.Inc()
+		if s.log.Enabled(ctx, slog.LevelDebug) {
+			s.log.Debug("message of another prefix ignored", "lsn", m.LSN.String(), "prefix", string(m.Prefix))
+		}
+		return nil
+	case !inTxn:
+		return &decodeError{Type: msgMessage, Why: fmt.Sprintf("transactional message at %s outside a transaction", m.LSN)}
+	}
+	// The connection reuses its buffer; the event owns this copy.
+	content := make([]byte, len(m.Content))
+	copy(content, m.Content)
+	if err := schema.DecodeContent(content, ev); err != nil {
+		s.log.Debug("message content is no outbox event; handing it on as poison", "lsn", m.LSN.String(), "err", err)
+	}
+	ev.Prefix, ev.Received = s.cfg.MessagePrefix, at
+	s.m.messages.Inc()
+	if err := h.Insert(ctx, ev); err != nil {
+		return &handlerError{err}
 	}
 	return nil
 }

@@ -323,13 +323,21 @@ func ms(d time.Duration) time.Duration { return d.Round(time.Millisecond) }
 // it starts and some while it streams, at least five times while writers
 // run, restarting it each time.
 func TestFaultKill9Repeated(t *testing.T) {
-	const minKills = 5
 	e := newEnv(t)
 	r := newFaultRun(t, e)
 	p := r.relay()
 	p.waitStreaming(time.Minute)
 	r.startWriters(&workload{Rows: 5000, RollbackRatio: 0.1, HeaderRatio: 0.1, BigTxnRows: 1500, Pause: 40 * time.Millisecond})
+	r.kill9Repeatedly(p, 5)
+}
 
+// kill9Repeatedly SIGKILLs p at random moments, some while it starts and
+// some while it streams, at least minKills times and on while r's writers
+// run (up to three times minKills), restarting it each time; then it
+// checks what was delivered and stops the last relay.
+func (r *faultRun) kill9Repeatedly(p *proc, minKills int) {
+	t, e := r.t, r.e
+	t.Helper()
 	kills, whileStarting, whileWriting := 0, 0, 0
 	for kills < minKills || (r.stillWriting() && kills < 3*minKills) {
 		if kills%2 == 1 {

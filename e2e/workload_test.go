@@ -56,6 +56,11 @@ type workload struct {
 	RollbackRatio float64
 	// HeaderRatio is the share of rows written with user headers.
 	HeaderRatio float64
+	// MessageRatio is the share of events written as transactional logical
+	// decoding messages (schema.Emit) instead of rows, in their place
+	// among the transaction's rows. Zero means none; one means only
+	// messages.
+	MessageRatio float64
 	// BigTxnRows is the size of one big transaction writer 0 commits when
 	// it is half done, on its own aggregates, while the others write.
 	// Zero means none.
@@ -196,6 +201,13 @@ func (w *workload) writer(ctx context.Context, dsn string, i int, l *ledger) err
 			}
 			aggOf[j] = a
 		}
+		var emitted []bool // set for the events written as messages
+		if w.MessageRatio > 0 {
+			emitted = make([]bool, n)
+			for j := range emitted {
+				emitted[j] = rng.Float64() < w.MessageRatio
+			}
+		}
 		var poison []bool
 		if w.Poison != nil && !big {
 			typ, id := w.aggregateID(aggOf[rng.IntN(n)])
@@ -204,9 +216,12 @@ func (w *workload) writer(ctx context.Context, dsn string, i int, l *ledger) err
 				msgs = slices.Insert(msgs, k, *pm)
 				poison = make([]bool, len(msgs))
 				poison[k] = true
+				if emitted != nil {
+					emitted = slices.Insert(emitted, k, false)
+				}
 			}
 		}
-		if err := w.transact(ctx, conn, msgs, poison, rollback); err != nil {
+		if err := w.transact(ctx, conn, msgs, poison, emitted, rollback); err != nil {
 			var ce *commitError
 			switch {
 			case !w.Reconnect || ctx.Err() != nil:
@@ -255,22 +270,26 @@ func (e *commitError) Error() string { return "commit: " + e.err.Error() }
 func (e *commitError) Unwrap() error { return e.err }
 
 // transact writes msgs in one transaction; the rows poison marks go in by
-// plain SQL.
-func (w *workload) transact(ctx context.Context, conn *pgx.Conn, msgs []schema.Message, poison []bool, rollback bool) error {
+// plain SQL, and the events emitted marks as logical decoding messages.
+func (w *workload) transact(ctx context.Context, conn *pgx.Conn, msgs []schema.Message, poison, emitted []bool, rollback bool) error {
 	tx, err := conn.Begin(ctx)
 	if err != nil {
 		return fmt.Errorf("begin: %w", err)
 	}
+	marked := func(m []bool, i int) bool { return m != nil && m[i] }
 	for len(msgs) > 0 {
-		n := 0
-		for n < len(msgs) && (poison == nil || !poison[n]) {
+		// A run of events written the same way.
+		n := 1
+		for n < len(msgs) && !marked(poison, 0) && !marked(poison, n) && marked(emitted, n) == marked(emitted, 0) {
 			n++
 		}
-		if n > 0 {
-			err = schema.Insert(ctx, tx, msgs[:n]...)
-		} else {
+		switch {
+		case marked(poison, 0):
 			err = insertRaw(ctx, tx, msgs[0])
-			n = 1
+		case marked(emitted, 0):
+			err = schema.Emit(ctx, tx, msgs[:n]...)
+		default:
+			err = schema.Insert(ctx, tx, msgs[:n]...)
 		}
 		if err != nil {
 			_ = tx.Rollback(context.WithoutCancel(ctx))
@@ -279,6 +298,9 @@ func (w *workload) transact(ctx context.Context, conn *pgx.Conn, msgs []schema.M
 		msgs = msgs[n:]
 		if poison != nil {
 			poison = poison[n:]
+		}
+		if emitted != nil {
+			emitted = emitted[n:]
 		}
 	}
 	if rollback {

@@ -18,10 +18,11 @@ type Migration struct {
 	SQL     string
 }
 
-// Migrations returns the DDL that creates the outbox table t with columns c
-// and the relay's state table next to it (Table.StateTable),
-// oldest first. Every statement is idempotent (IF NOT EXISTS), so running
-// them against an existing table changes nothing.
+// Migrations returns the DDL that creates the outbox table t with columns c,
+// the relay's state table next to it (Table.StateTable) and the function
+// outbox_emit in t's schema, oldest first. Every statement is idempotent
+// (IF NOT EXISTS, CREATE OR REPLACE of the same definition), so running
+// them against an existing outbox changes nothing.
 func Migrations(t Table, c Columns) ([]Migration, error) {
 	names, err := fs.Glob(sqlFiles, "sql/*.sql")
 	if err != nil {
@@ -34,6 +35,7 @@ func Migrations(t Table, c Columns) ([]Migration, error) {
 	}
 	r := strings.NewReplacer(
 		"{{table}}", t.Quoted(),
+		"{{schema}}", quoteIdent(t.Schema),
 		"{{state_table}}", t.StateTable().Quoted(),
 		"{{id}}", quoteIdent(c.ID),
 		"{{aggregate_type}}", quoteIdent(c.AggregateType),

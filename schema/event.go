@@ -10,8 +10,9 @@ import (
 	"github.com/jackc/pglogrepl"
 )
 
-// Event is one committed outbox row as the relay read it from the
-// replication stream. Byte slices may alias a buffer owned by the stream;
+// Event is one committed outbox row, or one transactional logical decoding
+// message carrying an outbox event (see DecodeContent), as the relay read it
+// from the replication stream. Byte slices may alias a buffer owned by the stream;
 // a Sink that keeps them past Publish must not let the stream reuse it
 // (the cdc package never reuses a buffer it handed out).
 type Event struct {
@@ -31,12 +32,21 @@ type Event struct {
 	// Received is when the relay read the row from the replication stream,
 	// by the relay's clock; zero when the event did not come from one.
 	Received time.Time
-	// Table is the qualified name of the table the row came from.
+	// Table is the qualified name of the table the row came from; empty for
+	// an event from a logical decoding message.
 	Table string
 	// Replayed is when the replay that read the row from the table, not
 	// from the replication stream, started; zero for a streamed row. A
 	// replayed event's Position is zero: the table holds no commit LSN.
 	Replayed time.Time
+	// Prefix is the prefix of the logical decoding message the event came
+	// from; empty for a row.
+	Prefix string
+	// Malformed, when not nil, says why the message the event came from
+	// holds no outbox event; it wraps ErrContent. The event then carries
+	// the message's whole content as its Payload, and a Sink treats it as
+	// poison, like a row it cannot deliver.
+	Malformed error
 }
 
 // Size approximates the memory an event holds, for in-flight byte limits.

@@ -47,6 +47,10 @@ type Outbox struct {
 	// header of its own (see HeaderTraceparent), when the table has a
 	// headers column. Nil means TraceFromContext.
 	Trace func(ctx context.Context) (traceparent, tracestate string)
+	// MessagePrefix is the prefix Emit writes logical decoding messages
+	// with; it must be the relay's --message-prefix. Empty means
+	// DefaultMessagePrefix.
+	MessagePrefix string
 }
 
 // Insert writes msgs to the default outbox table through db, which should be

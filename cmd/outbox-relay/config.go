@@ -101,6 +101,7 @@ func bindRun(fs *flag.FlagSet, c *Config) {
 	fs.DurationVar(&c.CDC.StatusInterval, "status-interval", time.Second, "longest time between two confirmations of the position to PostgreSQL; a position that advances is confirmed within 100ms")
 	fs.DurationVar(&c.CDC.ShutdownTimeout, "shutdown-timeout", 30*time.Second, "on SIGTERM, how long to wait for in-flight events before exiting")
 	fs.BoolVar(&c.CDC.CreateSlot, "create-slot", false, "create the replication slot if it is missing at start, instead of stopping (a new slot sees only later transactions: rows written before it are not relayed); the setup command creates it too; a slot lost while running always stops the relay")
+	fs.StringVar(&c.CDC.MessagePrefix, "message-prefix", schema.DefaultMessagePrefix, "prefix of the transactional logical decoding messages (pg_logical_emit_message) relayed as outbox events; other prefixes and non-transactional messages are ignored")
 	fs.StringVar(&c.MetricsAddr, "metrics-addr", ":9479", "address serving /metrics, /healthz and /readyz; empty disables")
 	fs.StringVar(&c.PprofAddr, "pprof-addr", "", "loopback address serving Go profiles under /debug/pprof/, e.g. 127.0.0.1:6060; empty disables")
 	fs.BoolVar(&c.pprof, "pprof", false, "deprecated: use --pprof-addr=127.0.0.1:6060")

@@ -32,8 +32,12 @@ const (
 	HeaderDLQSourceLSN = "dlq_source_lsn"
 	// HeaderDLQTime is when the event was dead-lettered, RFC 3339 in UTC.
 	HeaderDLQTime = "dlq_time"
-	// HeaderDLQTable is the outbox table the row came from.
+	// HeaderDLQTable is the outbox table the row came from; empty for an
+	// event from a logical decoding message.
 	HeaderDLQTable = "dlq_table"
+	// HeaderDLQMessagePrefix is the prefix of the logical decoding message
+	// the event came from; absent for a row.
+	HeaderDLQMessagePrefix = "dlq_message_prefix"
 	// HeaderDLQHeaders is the row's headers column as it was, JSON text.
 	HeaderDLQHeaders = "dlq_headers"
 	// HeaderDLQPayloadOmitted is "true" when the payload was too large to
@@ -67,7 +71,7 @@ func (s *Sink) Poison(err error) (reason string, ok bool) {
 
 // DeadLetter publishes ev to the dead-letter topic, keyed by its aggregate
 // ID (no key when it has none), with its payload as the value unless reason
-// is ReasonSize, and with the headers HeaderDLQ* saying why. It calls done
+// is ReasonSize or the record would exceed the batch limit, and with the headers HeaderDLQ* saying why. It calls done
 // once, like Publish. It never blocks, so it may be called from another
 // event's done.
 func (s *Sink) DeadLetter(ctx context.Context, ev *schema.Event, reason string, cause error, attempts int, done func(error)) {
@@ -89,10 +93,19 @@ func (s *Sink) DeadLetter(ctx context.Context, ev *schema.Event, reason string, 
 	header(HeaderDLQSourceLSN, ev.Position.CommitLSN.String())
 	header(HeaderDLQTime, time.Now().UTC().Format(time.RFC3339Nano))
 	header(HeaderDLQTable, ev.Table)
+	if ev.Prefix != "" {
+		header(HeaderDLQMessagePrefix, ev.Prefix)
+	}
 	if ev.Headers != nil {
 		header(HeaderDLQHeaders, string(ev.Headers))
 	}
-	if reason == ReasonSize {
+	omitted := reason == ReasonSize
+	if !omitted && batchBytes(rec) > s.mapper.maxBytes {
+		// A malformed message's content, say, may exceed a batch: set
+		// the event aside without it rather than not at all.
+		omitted, rec.Value = true, nil
+	}
+	if omitted {
 		header(HeaderDLQPayloadOmitted, "true")
 	}
 

@@ -3,6 +3,7 @@ package kafka_test
 import (
 	"errors"
 	"fmt"
+	"strings"
 	"testing"
 	"time"
 
@@ -11,6 +12,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kmsg"
 	"github.com/twmb/franz-go/pkg/kversion"
 
+	"github.com/outbox-relay/outbox-relay/schema"
 	"github.com/outbox-relay/outbox-relay/sinks/kafka"
 )
 
@@ -145,5 +147,45 @@ func TestBrokerRefusalIsPoison(t *testing.T) {
 	}
 	if reason, ok := s.Poison(errs[0]); !ok || reason != kafka.ReasonSize {
 		t.Errorf("Poison(%v) = %q, %v; want %q, true", errs[0], reason, ok, kafka.ReasonSize)
+	}
+}
+
+// TestDeadLetterMessage sets aside events from malformed logical decoding
+// messages: the content is the value, the prefix a header, and content too
+// large for a batch is left out rather than the event not set aside.
+func TestDeadLetterMessage(t *testing.T) {
+	c := newCluster(t, kfake.AllowAutoTopicCreation(), kfake.DefaultNumPartitions(1))
+	s := newSink(t, c, kafka.Config{AllowAutoTopicCreation: true, DeadLetterTopic: "dead"}, nil)
+	ctx := testContext(t)
+	a := newAcks(t)
+	var small, huge schema.Event
+	_ = schema.DecodeContent([]byte(`{"id":"0190f1e2-7c1a-7d2b-9e3f-4a5b6c7d8e9f","aggregate_id":"o-1","payload":{}}`), &small)
+	_ = schema.DecodeContent([]byte(`{"id":"`+strings.Repeat("x", 2<<20)+`"}`), &huge)
+	for _, ev := range []*schema.Event{&small, &huge} {
+		if ev.Malformed == nil {
+			t.Fatalf("DecodeContent left %q well-formed", ev.Payload[:40])
+		}
+		ev.Prefix = "outbox"
+		s.DeadLetter(ctx, ev, kafka.ReasonContent, ev.Malformed, 1, a.done(ev))
+	}
+	if err := s.Flush(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if errs := a.errors(); len(errs) > 0 {
+		t.Fatalf("dead letters failed: %v", errs)
+	}
+	recs, _ := consume(t, c, 2, "dead")
+	for i, want := range []struct {
+		key, value, omitted string
+	}{{"o-1", string(small.Payload), ""}, {"", "", "true"}} {
+		r := recs[i]
+		if string(r.Key) != want.key || string(r.Value) != want.value || header(r, kafka.HeaderDLQPayloadOmitted) != want.omitted {
+			t.Errorf("dead letter %d: key %q, %d value bytes, omitted %q; want key %q, %d bytes, omitted %q",
+				i, r.Key, len(r.Value), header(r, kafka.HeaderDLQPayloadOmitted), want.key, len(want.value), want.omitted)
+		}
+		if header(r, kafka.HeaderDLQMessagePrefix) != "outbox" || header(r, kafka.HeaderDLQReason) != kafka.ReasonContent || header(r, kafka.HeaderDLQTable) != "" {
+			t.Errorf("dead letter %d: prefix %q reason %q table %q, want outbox, content and none", i,
+				header(r, kafka.HeaderDLQMessagePrefix), header(r, kafka.HeaderDLQReason), header(r, kafka.HeaderDLQTable))
+		}
 	}
 }

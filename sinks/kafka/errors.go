@@ -14,6 +14,10 @@ const (
 	// ReasonSize: the record (key, payload and headers) cannot fit in a
 	// batch of Config.MaxMessageBytes.
 	ReasonSize = "size"
+	// ReasonContent: the event came from a logical decoding message whose
+	// content is not an outbox event (schema.Event.Malformed). Err wraps
+	// schema.ErrContent.
+	ReasonContent = "content"
 )
 
 // RecordError reports an event that cannot become a Kafka record. Publish
@@ -22,8 +26,8 @@ const (
 // their poison-row policy (dead-letter topic or halt) rather than retry.
 // Find it with errors.As.
 type RecordError struct {
-	// Reason is one of ReasonAggregateID, ReasonTopic, ReasonHeaders or
-	// ReasonSize.
+	// Reason is one of ReasonAggregateID, ReasonTopic, ReasonHeaders,
+	// ReasonSize or ReasonContent.
 	Reason string
 	// Err says what is wrong with the event, naming it by ID.
 	Err error

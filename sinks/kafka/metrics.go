@@ -67,7 +67,7 @@ func newMetrics(reg prometheus.Registerer, held func() int) (*metrics, error) {
 		Name:      "held_events",
 		Help:      "Events waiting to be sent one at a time after a refused batch or topic; new events queue behind them.",
 	}, func() float64 { return float64(held()) })
-	for _, r := range []string{ReasonAggregateID, ReasonTopic, ReasonHeaders, ReasonSize, ReasonRejected} {
+	for _, r := range []string{ReasonAggregateID, ReasonTopic, ReasonHeaders, ReasonSize, ReasonRejected, ReasonContent} {
 		m.deadLettered.WithLabelValues(r)
 	}
 	for i, c := range m.collectors() {

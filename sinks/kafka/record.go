@@ -92,6 +92,10 @@ func (m *mapper) record(ev *schema.Event) (*kgo.Record, *topic, error) {
 // reusing it when it is large enough or else replacing it: r and *buf then
 // belong to the record until it is done.
 func (m *mapper) fill(r *kgo.Record, bufp *[]byte, ev *schema.Event) (*topic, error) {
+	if ev.Malformed != nil {
+		return nil, &RecordError{Reason: ReasonContent, Err: fmt.Errorf(
+			"event %q, a message with prefix %q at position %s: %w; emit the JSON object the README describes (schema.Emit, outbox_emit)", ev.ID, ev.Prefix, ev.Position, ev.Malformed)}
+	}
 	if ev.AggregateID == "" {
 		return nil, &RecordError{Reason: ReasonAggregateID, Err: fmt.Errorf("event %s: %w", ev.ID, schema.ErrNoAggregateID)}
 	}
