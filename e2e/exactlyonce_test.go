@@ -172,7 +172,7 @@ func TestExactlyOnceTakeover(t *testing.T) {
 		r.tails()
 		t.Fatal("relay B did not log that it stands by within 30s")
 	}
-	r.startWriters(&workload{Rows: 9000, RollbackRatio: 0.1, HeaderRatio: 0.1, Pause: 25 * time.Millisecond})
+	r.startWriters(&workload{Rows: 9000, RollbackRatio: 0.1, HeaderRatio: 0.1, MessageRatio: 0.3, Pause: 25 * time.Millisecond})
 
 	time.Sleep(2 * time.Second)
 	if n := b.logged("streaming"); n != 0 {
@@ -243,7 +243,7 @@ func TestExactlyOnceFaults(t *testing.T) {
 		p := r.eoRelay()
 		p.waitStreaming(time.Minute)
 		pid := p.cmd.Process.Pid
-		r.startWriters(&workload{Rows: 4500, RollbackRatio: 0.1, HeaderRatio: 0.1, Pause: 60 * time.Millisecond})
+		r.startWriters(&workload{Rows: 4500, RollbackRatio: 0.1, HeaderRatio: 0.1, MessageRatio: 0.3, Pause: 60 * time.Millisecond})
 
 		time.Sleep(1500 * time.Millisecond)
 		r.brokerRefusesProduce()
@@ -260,7 +260,7 @@ func TestExactlyOnceFaults(t *testing.T) {
 		p := r.eoRelay()
 		p.waitStreaming(time.Minute)
 		pid := p.cmd.Process.Pid
-		r.startWriters(&workload{Rows: 6000, RollbackRatio: 0.1, HeaderRatio: 0.1, Pause: 100 * time.Millisecond})
+		r.startWriters(&workload{Rows: 6000, RollbackRatio: 0.1, HeaderRatio: 0.1, MessageRatio: 0.3, Pause: 100 * time.Millisecond})
 		r.cutBroker(ln)
 		r.finishExactlyOnce(p, pid)
 	})

@@ -396,7 +396,7 @@ func TestFaultBrokerRejectsProduce(t *testing.T) {
 	p := r.relay()
 	p.waitStreaming(time.Minute)
 	pid := p.cmd.Process.Pid
-	r.startWriters(&workload{Rows: 4000, RollbackRatio: 0.1, HeaderRatio: 0.1, Pause: 100 * time.Millisecond})
+	r.startWriters(&workload{Rows: 4000, RollbackRatio: 0.1, HeaderRatio: 0.1, MessageRatio: 0.3, Pause: 100 * time.Millisecond})
 
 	time.Sleep(3 * time.Second)
 	r.brokerRefusesProduce()
@@ -564,7 +564,7 @@ func TestFaultBrokerUnreachable(t *testing.T) {
 	p := r.relay()
 	p.waitStreaming(time.Minute)
 	pid := p.cmd.Process.Pid
-	r.startWriters(&workload{Rows: 6000, RollbackRatio: 0.1, HeaderRatio: 0.1, Pause: 100 * time.Millisecond})
+	r.startWriters(&workload{Rows: 6000, RollbackRatio: 0.1, HeaderRatio: 0.1, MessageRatio: 0.3, Pause: 100 * time.Millisecond})
 
 	r.cutBroker(ln)
 	r.finishSameProcess(p, pid)
@@ -645,7 +645,7 @@ func TestFaultTwoRelaysOneSlot(t *testing.T) {
 		r.tails()
 		t.Fatal("relay B did not log that it stands by within 30s")
 	}
-	r.startWriters(&workload{Rows: 4000, RollbackRatio: 0.1, HeaderRatio: 0.1, Pause: 50 * time.Millisecond})
+	r.startWriters(&workload{Rows: 4000, RollbackRatio: 0.1, HeaderRatio: 0.1, MessageRatio: 0.3, Pause: 50 * time.Millisecond})
 
 	time.Sleep(3 * time.Second)
 	if n := b.logged("streaming"); n != 0 {
