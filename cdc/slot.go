@@ -98,9 +98,10 @@ func (s Slot) Usable() error {
 }
 
 // CheckServer verifies what streaming needs from the server, the table and
-// the publication: wal_level = logical, the table exists, and the
-// publication exists and includes the table. Errors wrap ErrWALLevel,
-// ErrNoTable, ErrNoPublication or ErrNotPublished.
+// the publication: PostgreSQL 14 or later with wal_level = logical, the
+// table exists, and the publication exists and includes the table. Errors
+// wrap ErrServerVersion, ErrWALLevel, ErrNoTable, ErrNoPublication or
+// ErrNotPublished.
 func CheckServer(ctx context.Context, db querier, table schema.Table, publication string) error {
 	if err := checkWALLevel(ctx, db); err != nil {
 		return err
@@ -126,10 +127,18 @@ func CheckServer(ctx context.Context, db querier, table schema.Table, publicatio
 
 // checkWALLevel returns an error wrapping ErrWALLevel unless the server
 // decodes logically.
+// minServerVersion is the oldest server_version_num the relay streams
+// from: pgoutput sends logical decoding messages from PostgreSQL 14.
+const minServerVersion = 140000
+
 func checkWALLevel(ctx context.Context, db querier) error {
 	var level string
-	if err := db.QueryRow(ctx, "SELECT current_setting('wal_level')").Scan(&level); err != nil {
+	var version int
+	if err := db.QueryRow(ctx, "SELECT current_setting('wal_level'), current_setting('server_version_num')::int").Scan(&level, &version); err != nil {
 		return fmt.Errorf("read wal_level: %w", err)
+	}
+	if version < minServerVersion {
+		return fmt.Errorf("PostgreSQL %d.%d: %w; the relay needs PostgreSQL 14 or later (pgoutput's logical decoding messages)", version/10000, version%10000, ErrServerVersion)
 	}
 	if level != "logical" {
 		return fmt.Errorf("wal_level is %q: %w; set wal_level = logical (ALTER SYSTEM SET wal_level = logical, or in postgresql.conf) and restart PostgreSQL", level, ErrWALLevel)

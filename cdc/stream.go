@@ -236,7 +236,7 @@ func confirmReserve(timeout time.Duration) time.Duration {
 
 // permanent reports an error no reconnect can cure.
 func permanent(err error) bool {
-	for _, target := range []error{ErrWALLevel, ErrNoTable, ErrNoPublication, ErrNotPublished, ErrSlotInvalidated, ErrSlotPlugin, ErrColumns, ErrNoSlot, ErrSlotLost, ErrSlotRecovering, ErrSystemChanged} {
+	for _, target := range []error{ErrWALLevel, ErrServerVersion, ErrNoTable, ErrNoPublication, ErrNotPublished, ErrSlotInvalidated, ErrSlotPlugin, ErrColumns, ErrNoSlot, ErrSlotLost, ErrSlotRecovering, ErrSystemChanged} {
 		if errors.Is(err, target) {
 			return true
 		}
