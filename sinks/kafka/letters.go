@@ -152,8 +152,20 @@ func ParseLetter(rec *kgo.Record, topic func(*schema.Event) (string, error)) *Le
 }
 
 // relayOriginal completes orig, the original record of the relay's dead
-// letter l, and returns why it cannot be replayed, or "".
+// letter l, and returns why it cannot be replayed, or "". It names the
+// original topic even then, when it can.
 func relayOriginal(l *Letter, rec *kgo.Record, orig *kgo.Record, get func(string) (string, bool), topic func(*schema.Event) (string, error)) string {
+	topicRefusal := ""
+	if t, ok := get(HeaderDLQTopic); ok && legalTopic(t) {
+		orig.Topic = t
+	} else if topic == nil {
+		topicRefusal = fmt.Sprintf("it has no %s header and no topic template was given", HeaderDLQTopic)
+	} else if t, err := topic(&schema.Event{ID: l.ID, AggregateType: l.AggregateType, AggregateID: string(rec.Key), EventType: l.EventType}); err != nil {
+		topicRefusal = fmt.Sprintf("it has no %s header, and the topic template names no legal topic for it (%v): fix the template (--topic) and try again", HeaderDLQTopic, err)
+	} else {
+		orig.Topic = t
+	}
+
 	prefix, message := get(HeaderDLQMessagePrefix)
 	if l.PayloadOmitted {
 		if message {
@@ -177,19 +189,7 @@ func relayOriginal(l *Letter, rec *kgo.Record, orig *kgo.Record, get func(string
 		}
 		orig.Headers = hs
 	}
-	if t, ok := get(HeaderDLQTopic); ok && legalTopic(t) {
-		orig.Topic = t
-		return ""
-	}
-	if topic == nil {
-		return fmt.Sprintf("it has no %s header and no topic template was given", HeaderDLQTopic)
-	}
-	t, err := topic(&schema.Event{ID: l.ID, AggregateType: l.AggregateType, AggregateID: string(rec.Key), EventType: l.EventType})
-	if err != nil {
-		return fmt.Sprintf("it has no %s header, and the topic template names no legal topic for it (%v): fix the template (--topic) and try again", HeaderDLQTopic, err)
-	}
-	orig.Topic = t
-	return ""
+	return topicRefusal
 }
 
 // Letters reads dead-letter topics and republishes their letters. Its
