@@ -17,8 +17,6 @@ import (
 	dto "github.com/prometheus/client_model/go"
 	"github.com/prometheus/common/expfmt"
 	"github.com/prometheus/common/model"
-	"github.com/twmb/franz-go/pkg/kerr"
-	"github.com/twmb/franz-go/pkg/kmsg"
 
 	"github.com/outbox-relay/outbox-relay/cdc/pgtest"
 	"github.com/outbox-relay/outbox-relay/schema"
@@ -133,25 +131,7 @@ func insertEvents(t *testing.T, dsn, aggregateType string, txns, perTxn int) {
 func TestMetricsDuringRun(t *testing.T) {
 	e := newEnv(t)
 	var stalled atomic.Bool
-	e.broker.ControlKey(int16(kmsg.Produce), func(kreq kmsg.Request) (kmsg.Response, error, bool) {
-		e.broker.KeepControl()
-		if !stalled.Load() {
-			return nil, nil, false
-		}
-		req := kreq.(*kmsg.ProduceRequest)
-		resp := req.ResponseKind().(*kmsg.ProduceResponse)
-		for _, rt := range req.Topics {
-			st := kmsg.NewProduceResponseTopic()
-			st.Topic, st.TopicID = rt.Topic, rt.TopicID
-			for _, rp := range rt.Partitions {
-				sp := kmsg.NewProduceResponseTopicPartition()
-				sp.Partition, sp.ErrorCode = rp.Partition, kerr.NotEnoughReplicas.Code
-				st.Partitions = append(st.Partitions, sp)
-			}
-			resp.Topics = append(resp.Topics, st)
-		}
-		return resp, nil, true
-	})
+	e.refuseProduce(&stalled)
 	p := e.start()
 	p.waitStreaming(30 * time.Second)
 	addr := p.metricsAddr(t)

@@ -17,8 +17,6 @@ import (
 
 	"github.com/jackc/pglogrepl"
 	"github.com/jackc/pgx/v5"
-	"github.com/twmb/franz-go/pkg/kerr"
-	"github.com/twmb/franz-go/pkg/kmsg"
 
 	"github.com/outbox-relay/outbox-relay/schema"
 )
@@ -288,25 +286,7 @@ func TestPruneJanitor(t *testing.T) {
 	defer conn.Close(context.Background())
 
 	var refuse atomic.Bool
-	e.broker.ControlKey(int16(kmsg.Produce), func(kreq kmsg.Request) (kmsg.Response, error, bool) {
-		e.broker.KeepControl()
-		if !refuse.Load() {
-			return nil, nil, false
-		}
-		req := kreq.(*kmsg.ProduceRequest)
-		resp := req.ResponseKind().(*kmsg.ProduceResponse)
-		for _, rt := range req.Topics {
-			st := kmsg.NewProduceResponseTopic()
-			st.Topic, st.TopicID = rt.Topic, rt.TopicID
-			for _, rp := range rt.Partitions {
-				sp := kmsg.NewProduceResponseTopicPartition()
-				sp.Partition, sp.ErrorCode = rp.Partition, kerr.NotEnoughReplicas.Code
-				st.Partitions = append(st.Partitions, sp)
-			}
-			resp.Topics = append(resp.Topics, st)
-		}
-		return resp, nil, true
-	})
+	e.refuseProduce(&refuse)
 
 	p := e.startRun([]string{"--prune-older-than", "2s", "--prune-interval", "500ms"}, "OUTBOX_RELAY_STATUS_INTERVAL=200ms")
 	p.waitStreaming(time.Minute)

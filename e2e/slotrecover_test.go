@@ -12,8 +12,6 @@ import (
 
 	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
-	"github.com/twmb/franz-go/pkg/kerr"
-	"github.com/twmb/franz-go/pkg/kmsg"
 
 	"github.com/outbox-relay/outbox-relay/cdc/pgtest"
 	"github.com/outbox-relay/outbox-relay/schema"
@@ -154,25 +152,7 @@ func testSlotInvalidatedRecover(t *testing.T, horizon, killed bool) {
 	if killed {
 		var refuse atomic.Bool
 		refuse.Store(true)
-		e.broker.ControlKey(int16(kmsg.Produce), func(kreq kmsg.Request) (kmsg.Response, error, bool) {
-			e.broker.KeepControl()
-			if !refuse.Load() {
-				return nil, nil, false
-			}
-			req := kreq.(*kmsg.ProduceRequest)
-			resp := req.ResponseKind().(*kmsg.ProduceResponse)
-			for _, rt := range req.Topics {
-				st := kmsg.NewProduceResponseTopic()
-				st.Topic, st.TopicID = rt.Topic, rt.TopicID
-				for _, rp := range rt.Partitions {
-					sp := kmsg.NewProduceResponseTopicPartition()
-					sp.Partition, sp.ErrorCode = rp.Partition, kerr.NotEnoughReplicas.Code
-					st.Partitions = append(st.Partitions, sp)
-				}
-				resp.Topics = append(resp.Topics, st)
-			}
-			return resp, nil, true
-		})
+		e.refuseProduce(&refuse)
 		p = e.startRun(nil, "OUTBOX_RELAY_ON_SLOT_LOST=recover")
 		eventually(t, time.Minute, "the recovering relay created the new slot", func() (bool, string) {
 			return strings.Contains(p.logText(), "slot created with an exported snapshot"), p.logText()
