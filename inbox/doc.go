@@ -54,10 +54,15 @@
 //
 // Database outages are not the record's fault and never dead-letter it: an
 // error of the consumer's own statements (BEGIN, the inbox INSERT, COMMIT),
-// and a handler error that is a lost or refused connection (SQLSTATE class
-// 08, 57P01-57P03, 53300, a timeout, a network error, or a closed
-// connection), are retried with the same backoff without limit and without
-// counting toward MaxAttempts, logged at Warn. A transaction whose COMMIT
+// and a handler or COMMIT error that is a lost or refused connection
+// (SQLSTATE class 08, 57P01-57P03, 53300, a network error or timeout, an
+// error pgconn deems safe to retry, or a connection found closed), are
+// retried with the same backoff without limit and without counting toward
+// MaxAttempts, logged at Warn. The check comes before the Permanent mark,
+// so an outage never empties a topic into the dead-letter topic. A
+// deadline of the handler's own making (context.DeadlineExceeded) and any
+// other SQL error (a constraint violation, a serialization failure) count
+// as the record's failures. A transaction whose COMMIT
 // outcome is unknown is simply tried again: if it had committed, the inbox
 // row makes the retry a duplicate. A missing inbox table (SQLSTATE 42P01)
 // is fatal: Run returns an error telling to run Setup.
@@ -71,6 +76,13 @@
 // finished; while the dead-letter topic cannot be written, the produce is
 // retried and the record holds back its partition (or key) like a failing
 // record.
+// Dead letters are at least once: a consumer stopped between the
+// acknowledgement and the offset commit dead-letters the record again
+// after a restart, and a replay of both copies is applied once.
+//
+// A handler that panics crashes the process, as anywhere in Go: its
+// transaction never commits and its offset is not committed, so the
+// record is read again after the restart.
 //
 // # Order
 //
@@ -98,6 +110,12 @@
 // read again by the partition's next owner, and the inbox table skips what
 // was applied. A rebalance therefore loses nothing and applies nothing
 // twice.
+//
+// Run stops in this order when ctx ends: it stops polling, halts every
+// partition (no new record, attempt or backoff wait), waits up to
+// Config.ShutdownTimeout for running handler calls and then cancels their
+// contexts, commits the finished offsets synchronously, and closes the
+// client, which leaves the group.
 //
 // # Retention
 //
