@@ -1,5 +1,12 @@
 package inbox
 
+import (
+	"strconv"
+	"time"
+
+	"github.com/twmb/franz-go/pkg/kgo"
+)
+
 // Headers a dead-lettered record carries besides the original record's own.
 // The dead letter has the original key, value and headers; these are
 // appended after them. Numbers are decimal text; times are RFC 3339 with
@@ -29,3 +36,50 @@ const (
 	// HeaderDLQRecordTime is the original record's timestamp.
 	HeaderDLQRecordTime = "inbox_dlq_record_time"
 )
+
+// deadLetter produces rec with the HeaderDLQ* headers to the dead-letter
+// topic and waits for the acknowledgement, retrying with backoff. It
+// returns true once acknowledged, false if p halted first (the record's
+// next reader retries it, and may dead-letter it again: dead letters are
+// at least once, and a replay of them is deduplicated by the inbox).
+func (c *Consumer) deadLetter(p *partition, rec *kgo.Record, cause error, attempts int, first, last time.Time) (bool, error) {
+	dl := c.deadLetterRecord(rec, cause, attempts, first, last)
+	log := c.logger.With("topic", rec.Topic, "partition", rec.Partition, "offset", rec.Offset)
+	bo := c.backoff()
+	for {
+		err := p.cl.ProduceSync(p.hctx, dl).FirstErr()
+		if err == nil {
+			break
+		}
+		if p.hctx.Err() != nil {
+			return false, nil
+		}
+		log.Warn("produce to the dead-letter topic failed, retrying", "dlq_topic", c.cfg.DeadLetterTopic, "err", err)
+		if !c.sleep(p, bo) {
+			return false, nil
+		}
+	}
+	c.metrics.dead.Inc()
+	log.Error("record dead-lettered", "dlq_topic", c.cfg.DeadLetterTopic, "attempts", attempts, "err", cause)
+	c.hooks.deadLettered(rec)
+	return true, nil
+}
+
+// deadLetterRecord returns the dead letter of rec: its key, value and
+// headers, then the HeaderDLQ* headers.
+func (c *Consumer) deadLetterRecord(rec *kgo.Record, cause error, attempts int, first, last time.Time) *kgo.Record {
+	headers := make([]kgo.RecordHeader, 0, len(rec.Headers)+10)
+	headers = append(headers, rec.Headers...)
+	add := func(k, v string) { headers = append(headers, kgo.RecordHeader{Key: k, Value: []byte(v)}) }
+	add(HeaderDLQTopic, rec.Topic)
+	add(HeaderDLQPartition, strconv.Itoa(int(rec.Partition)))
+	add(HeaderDLQOffset, strconv.FormatInt(rec.Offset, 10))
+	add(HeaderDLQConsumer, c.cfg.Name)
+	add(HeaderDLQGroup, c.cfg.Group)
+	add(HeaderDLQError, cause.Error())
+	add(HeaderDLQAttempts, strconv.Itoa(attempts))
+	add(HeaderDLQFirstAttempt, first.UTC().Format(time.RFC3339Nano))
+	add(HeaderDLQLastAttempt, last.UTC().Format(time.RFC3339Nano))
+	add(HeaderDLQRecordTime, rec.Timestamp.UTC().Format(time.RFC3339Nano))
+	return &kgo.Record{Topic: c.cfg.DeadLetterTopic, Key: rec.Key, Value: rec.Value, Headers: headers}
+}
