@@ -125,4 +125,3 @@ func sqlState(err error) string {
 	}
 	return ""
 }
-
