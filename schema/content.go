@@ -9,6 +9,8 @@ import (
 	"unsafe"
 
 	"github.com/google/uuid"
+
+	"github.com/outbox-relay/outbox-relay/internal/jsonscan"
 )
 
 // DefaultMessagePrefix is the prefix of the logical decoding messages that
@@ -104,9 +106,9 @@ func decodeContent(b []byte, ev *Event) error {
 		return fmt.Errorf("content is not valid JSON: %w", err)
 	}
 	// From here b is valid JSON, so the scanner checks no syntax.
-	i := skipSpace(b, 0)
+	i := jsonscan.SkipSpace(b, 0)
 	if b[i] != '{' {
-		return fmt.Errorf("content is a JSON %s, not an object", jsonKind(b[i]))
+		return fmt.Errorf("content is a JSON %s, not an object", jsonscan.Kind(b[i]))
 	}
 	const (
 		seenID = 1 << iota
@@ -125,7 +127,7 @@ func decodeContent(b []byte, ev *Event) error {
 		}
 	}
 	for i++; ; {
-		i = skipSpace(b, i)
+		i = jsonscan.SkipSpace(b, i)
 		switch b[i] {
 		case '}':
 			if seen&required != required {
@@ -142,16 +144,16 @@ func decodeContent(b []byte, ev *Event) error {
 			}
 			return first
 		case ',':
-			i = skipSpace(b, i+1)
+			i = jsonscan.SkipSpace(b, i+1)
 		}
-		keyEnd := stringEnd(b, i)
+		keyEnd := jsonscan.StringEnd(b, i)
 		rawKey := b[i:keyEnd]
-		i = skipSpace(b, skipSpace(b, keyEnd)+1) // past ':'
-		valEnd := valueEnd(b, i)
+		i = jsonscan.SkipSpace(b, jsonscan.SkipSpace(b, keyEnd)+1) // past ':'
+		valEnd := jsonscan.ValueEnd(b, i)
 		val := b[i:valEnd]
 		i = valEnd
 
-		key, err := unquote(rawKey)
+		key, err := jsonscan.Unquote(rawKey)
 		if err != nil {
 			fail(fmt.Errorf("member name %s: %w", excerpt(rawKey), err))
 			continue
@@ -189,10 +191,10 @@ func decodeContent(b []byte, ev *Event) error {
 			continue
 		}
 		if val[0] != '"' {
-			fail(fmt.Errorf("%q is a JSON %s, want a string", key, kindOf(val[0])))
+			fail(fmt.Errorf("%q is a JSON %s, want a string", key, jsonscan.Kind(val[0])))
 			continue
 		}
-		s, err := unquote(val)
+		s, err := jsonscan.Unquote(val)
 		if err != nil {
 			fail(fmt.Errorf("%q: %w", key, err))
 			continue
@@ -260,97 +262,4 @@ func bytesString(b []byte) string {
 		return ""
 	}
 	return unsafe.String(&b[0], len(b))
-}
-
-// unquote returns the text of the JSON string s, aliasing s when it has no
-// escapes.
-func unquote(s []byte) ([]byte, error) {
-	if bytes.IndexByte(s, '\\') < 0 {
-		return s[1 : len(s)-1 : len(s)-1], nil
-	}
-	var str string
-	if err := json.Unmarshal(s, &str); err != nil {
-		return nil, err
-	}
-	return []byte(str), nil
-}
-
-func skipSpace(b []byte, i int) int {
-	for i < len(b) && (b[i] == ' ' || b[i] == '\t' || b[i] == '\n' || b[i] == '\r') {
-		i++
-	}
-	return i
-}
-
-// stringEnd returns the index just past the JSON string starting at b[i].
-func stringEnd(b []byte, i int) int {
-	for i++; i < len(b); i++ {
-		switch b[i] {
-		case '\\':
-			i++
-		case '"':
-			return i + 1
-		}
-	}
-	return len(b)
-}
-
-// valueEnd returns the index just past the valid JSON value starting at b[i].
-func valueEnd(b []byte, i int) int {
-	switch b[i] {
-	case '"':
-		return stringEnd(b, i)
-	case '{', '[':
-		depth := 0
-		for i < len(b) {
-			switch b[i] {
-			case '"':
-				i = stringEnd(b, i)
-				continue
-			case '{', '[':
-				depth++
-			case '}', ']':
-				depth--
-				if depth == 0 {
-					return i + 1
-				}
-			}
-			i++
-		}
-		return len(b)
-	default: // number, true, false, null
-		for i < len(b) {
-			switch b[i] {
-			case ',', '}', ']', ' ', '\t', '\n', '\r':
-				return i
-			}
-			i++
-		}
-		return len(b)
-	}
-}
-
-// jsonKind names the kind of the JSON value starting with c, which is not
-// an object.
-func jsonKind(c byte) string {
-	switch c {
-	case '[':
-		return "array"
-	case '"':
-		return "string"
-	case 't', 'f':
-		return "boolean"
-	case 'n':
-		return "null"
-	default:
-		return "number"
-	}
-}
-
-// kindOf names the kind of the JSON value starting with c.
-func kindOf(c byte) string {
-	if c == '{' {
-		return "object"
-	}
-	return jsonKind(c)
 }

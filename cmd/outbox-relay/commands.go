@@ -55,7 +55,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 
 	root = &ffcli.Command{
 		Name:       "outbox-relay",
-		ShortUsage: "outbox-relay <setup|run|replay|status|prune|healthcheck|version> [flags]",
+		ShortUsage: "outbox-relay <setup|run|replay|status|prune|dlq|healthcheck|version> [flags]",
 		ShortHelp:  "Publish committed outbox rows from PostgreSQL to Kafka.",
 		LongHelp:   "Every flag is also an environment variable: --pg-dsn is OUTBOX_RELAY_PG_DSN. A flag beats the environment.",
 		FlagSet:    newFS(""),
@@ -118,6 +118,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 				},
 			},
 			newPruneCommand(newFS, opts, stdout),
+			newDLQCommand(newFS, opts, stdout, stderr),
 			{
 				Name:       "healthcheck",
 				ShortUsage: "outbox-relay healthcheck [--path /readyz]",
@@ -143,7 +144,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		},
 		Exec: func(context.Context, []string) error {
 			fmt.Fprintln(stderr, usage(root))
-			return usageError{errors.New("name a subcommand: setup, run, replay, status, prune or version")}
+			return usageError{errors.New("name a subcommand: setup, run, replay, status, prune, dlq or version")}
 		},
 	}
 	err := root.Parse(args)

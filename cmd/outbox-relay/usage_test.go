@@ -18,6 +18,8 @@ func TestHelpPrintsDoubleDashFlags(t *testing.T) {
 		{[]string{"run", "--help"}, []string{"--pg-dsn", "OUTBOX_RELAY_PG_DSN", "--kafka-brokers", `(default "localhost:9092")`, "--shutdown-timeout", "OUTBOX_RELAY_SHUTDOWN_TIMEOUT", "(default 30s)", "--pprof-addr"}},
 		{[]string{"setup", "--help"}, []string{"--pg-dsn", "--dry-run", "OUTBOX_RELAY_DRY_RUN"}},
 		{[]string{"status", "--help"}, []string{"--pg-dsn", "--json"}},
+		{[]string{"dlq", "list", "--help"}, []string{"--dlq-topic", "OUTBOX_RELAY_DLQ_TOPIC", `(default "outbox-relay-dlq")`, "--since", "--json", "--kafka-sasl-mechanism"}},
+		{[]string{"dlq", "replay", "--help"}, []string{"--id ID", "--offset PARTITION/OFFSET", "--all", "--dry-run", "id header is kept"}},
 		{[]string{"healthcheck", "--help"}, []string{"--metrics-addr", `(default ":9479")`, "--path"}},
 	}
 	for _, tt := range tests {

@@ -40,6 +40,10 @@ const (
 	HeaderDLQMessagePrefix = "dlq_message_prefix"
 	// HeaderDLQHeaders is the row's headers column as it was, JSON text.
 	HeaderDLQHeaders = "dlq_headers"
+	// HeaderDLQTopic is the topic the event would have gone to; absent
+	// when its name is not a legal topic name (ReasonTopic), and in dead
+	// letters of relays before it was added.
+	HeaderDLQTopic = "dlq_topic"
 	// HeaderDLQPayloadOmitted is "true" when the payload was too large to
 	// carry; the value is then empty and the row must be read from the
 	// outbox table, if it is kept, or from the application.
@@ -71,7 +75,8 @@ func (s *Sink) Poison(err error) (reason string, ok bool) {
 
 // DeadLetter publishes ev to the dead-letter topic, keyed by its aggregate
 // ID (no key when it has none), with its payload as the value unless reason
-// is ReasonSize or the record would exceed the batch limit, and with the headers HeaderDLQ* saying why. It calls done
+// is ReasonSize or the record would exceed the batch limit, and with the headers HeaderDLQ* saying why
+// and where it was going. It calls done
 // once, like Publish. It never blocks, so it may be called from another
 // event's done.
 func (s *Sink) DeadLetter(ctx context.Context, ev *schema.Event, reason string, cause error, attempts int, done func(error)) {
@@ -93,6 +98,9 @@ func (s *Sink) DeadLetter(ctx context.Context, ev *schema.Event, reason string, 
 	header(HeaderDLQSourceLSN, ev.Position.CommitLSN.String())
 	header(HeaderDLQTime, time.Now().UTC().Format(time.RFC3339Nano))
 	header(HeaderDLQTable, ev.Table)
+	if t, err := s.mapper.topics.lookup(ev); err == nil {
+		header(HeaderDLQTopic, t.name)
+	}
 	if ev.Prefix != "" {
 		header(HeaderDLQMessagePrefix, ev.Prefix)
 	}

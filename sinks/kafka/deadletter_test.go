@@ -61,13 +61,15 @@ func TestDeadLetter(t *testing.T) {
 	cause := &kafka.RecordError{Reason: kafka.ReasonSize, Err: errors.New("too big")}
 	s.DeadLetter(ctx, ev, kafka.ReasonTopic, errors.New("illegal topic"), 1, a.done(ev))
 	s.DeadLetter(ctx, big, kafka.ReasonSize, cause, 1, a.done(big))
+	illegal := event("bad type!", "o-3", 9)
+	s.DeadLetter(ctx, illegal, kafka.ReasonTopic, errors.New("illegal topic"), 1, a.done(illegal))
 	if err := s.Flush(ctx); err != nil {
 		t.Fatal(err)
 	}
 	if errs := a.errors(); len(errs) > 0 {
 		t.Fatalf("dead letters failed: %v", errs)
 	}
-	recs, _ := consume(t, c, 2, "dead")
+	recs, _ := consume(t, c, 3, "dead")
 	byID := map[string]int{}
 	for i, r := range recs {
 		byID[header(r, kafka.HeaderID)] = i
@@ -85,6 +87,7 @@ func TestDeadLetter(t *testing.T) {
 		kafka.HeaderDLQHeaders:   `{"trace": "t1"}`,
 		kafka.HeaderPosition:     ev.Position.String(),
 		kafka.HeaderEventType:    ev.EventType,
+		kafka.HeaderDLQTopic:     "outbox.order",
 	} {
 		if got := header(r, k); got != want {
 			t.Errorf("header %s = %q, want %q", k, got, want)
@@ -96,6 +99,14 @@ func TestDeadLetter(t *testing.T) {
 	r = recs[byID[big.ID]]
 	if r.Value != nil || header(r, kafka.HeaderDLQPayloadOmitted) != "true" {
 		t.Errorf("oversized dead letter value %q omitted=%q, want no value and the omitted header", r.Value, header(r, kafka.HeaderDLQPayloadOmitted))
+	}
+	if got := header(r, kafka.HeaderDLQTopic); got != "outbox.order" {
+		t.Errorf("oversized dead letter: header %s = %q, want outbox.order", kafka.HeaderDLQTopic, got)
+	}
+	for _, h := range recs[byID[illegal.ID]].Headers {
+		if h.Key == kafka.HeaderDLQTopic {
+			t.Errorf("dead letter of an illegal topic name carries %s %q, want none", h.Key, h.Value)
+		}
 	}
 }
 

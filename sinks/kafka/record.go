@@ -11,6 +11,8 @@ import (
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/outbox-relay/outbox-relay/schema"
+
+	"github.com/outbox-relay/outbox-relay/internal/jsonscan"
 )
 
 // Names of the headers every record carries, in this order, before the
@@ -192,32 +194,32 @@ func appendJSONHeaders(hs []kgo.RecordHeader, obj []byte) ([]kgo.RecordHeader, e
 		return hs, fmt.Errorf("headers are not valid JSON: %w", err)
 	}
 	// From here obj is valid JSON, so the scanner below checks no syntax.
-	i := skipSpace(obj, 0)
+	i := jsonscan.SkipSpace(obj, 0)
 	switch obj[i] {
 	case 'n':
 		return hs, nil
 	case '{':
 	default:
-		return hs, fmt.Errorf("headers are a JSON %s, not an object", jsonKind(obj[i]))
+		return hs, fmt.Errorf("headers are a JSON %s, not an object", jsonscan.Kind(obj[i]))
 	}
 	i++
 	for {
-		i = skipSpace(obj, i)
+		i = jsonscan.SkipSpace(obj, i)
 		switch obj[i] {
 		case '}':
 			return hs, nil
 		case ',':
-			i = skipSpace(obj, i+1)
+			i = jsonscan.SkipSpace(obj, i+1)
 		}
-		keyEnd := stringEnd(obj, i)
+		keyEnd := jsonscan.StringEnd(obj, i)
 		rawKey := obj[i:keyEnd]
-		i = skipSpace(obj, keyEnd) + 1 // past ':'
-		i = skipSpace(obj, i)
-		valEnd := valueEnd(obj, i)
+		i = jsonscan.SkipSpace(obj, keyEnd) + 1 // past ':'
+		i = jsonscan.SkipSpace(obj, i)
+		valEnd := jsonscan.ValueEnd(obj, i)
 		rawVal := obj[i:valEnd]
 		i = valEnd
 
-		key, err := unquote(rawKey)
+		key, err := jsonscan.Unquote(rawKey)
 		if err != nil {
 			return hs, fmt.Errorf("header name %s: %w", rawKey, err)
 		}
@@ -227,7 +229,7 @@ func appendJSONHeaders(hs []kgo.RecordHeader, obj []byte) ([]kgo.RecordHeader, e
 		var val []byte
 		switch rawVal[0] {
 		case '"':
-			if val, err = unquote(rawVal); err != nil {
+			if val, err = jsonscan.Unquote(rawVal); err != nil {
 				return hs, fmt.Errorf("header %q: %w", key, err)
 			}
 		case 'n':
@@ -238,87 +240,6 @@ func appendJSONHeaders(hs []kgo.RecordHeader, obj []byte) ([]kgo.RecordHeader, e
 		// The name aliases obj, which the record's event owns and
 		// nobody changes, like the values: no copy per header.
 		hs = append(hs, kgo.RecordHeader{Key: unsafe.String(unsafe.SliceData(key), len(key)), Value: val})
-	}
-}
-
-// unquote returns the text of the JSON string s, aliasing s when it has no
-// escapes.
-func unquote(s []byte) ([]byte, error) {
-	if bytes.IndexByte(s, '\\') < 0 {
-		return s[1 : len(s)-1 : len(s)-1], nil
-	}
-	var str string
-	if err := json.Unmarshal(s, &str); err != nil {
-		return nil, err
-	}
-	return []byte(str), nil
-}
-
-func skipSpace(b []byte, i int) int {
-	for i < len(b) && (b[i] == ' ' || b[i] == '\t' || b[i] == '\n' || b[i] == '\r') {
-		i++
-	}
-	return i
-}
-
-// stringEnd returns the index just past the JSON string starting at b[i].
-func stringEnd(b []byte, i int) int {
-	for i++; i < len(b); i++ {
-		switch b[i] {
-		case '\\':
-			i++
-		case '"':
-			return i + 1
-		}
-	}
-	return len(b)
-}
-
-// valueEnd returns the index just past the JSON value starting at b[i].
-func valueEnd(b []byte, i int) int {
-	switch b[i] {
-	case '"':
-		return stringEnd(b, i)
-	case '{', '[':
-		depth := 0
-		for i < len(b) {
-			switch b[i] {
-			case '"':
-				i = stringEnd(b, i)
-				continue
-			case '{', '[':
-				depth++
-			case '}', ']':
-				depth--
-				if depth == 0 {
-					return i + 1
-				}
-			}
-			i++
-		}
-		return len(b)
-	default: // number, true, false, null
-		for i < len(b) {
-			switch b[i] {
-			case ',', '}', ']', ' ', '\t', '\n', '\r':
-				return i
-			}
-			i++
-		}
-		return len(b)
-	}
-}
-
-func jsonKind(c byte) string {
-	switch c {
-	case '[':
-		return "array"
-	case '"':
-		return "string"
-	case 't', 'f':
-		return "boolean"
-	default:
-		return "number"
 	}
 }
 

@@ -256,23 +256,24 @@ const flushRecheck = 20 * time.Millisecond
 // Give ctx a deadline: franz-go gives up on a broker that drops packets or
 // never answers only after about 10s. The error names the seed brokers.
 func (s *Sink) Ping(ctx context.Context) error {
-	err := s.client.Ping(ctx)
+	return pingError(s.brokers, s.client.Ping(ctx))
+}
+
+// pingError is err, from a request to brokers, saying what to check.
+func pingError(brokers []string, err error) error {
 	var certErr *tls.CertificateVerificationError
 	switch {
 	case err == nil:
 		return nil
 	case errors.Is(err, kerr.SaslAuthenticationFailed):
 		return fmt.Errorf("kafka brokers %s rejected the SASL credentials; check the mechanism, username, password or token: %w",
-			strings.Join(s.brokers, ","), err)
+			strings.Join(brokers, ","), err)
 	case errors.As(err, &certErr):
 		return fmt.Errorf("kafka brokers %s presented a certificate this relay does not trust; set the CA file, or the TLS server name: %w",
-			strings.Join(s.brokers, ","), err)
+			strings.Join(brokers, ","), err)
 	}
-	if err != nil {
-		return fmt.Errorf("no kafka broker answered (seed brokers %s); check that they are running and reachable from this host on the listed host:port, and that the addresses they advertise resolve here: %w",
-			strings.Join(s.brokers, ","), err)
-	}
-	return nil
+	return fmt.Errorf("no kafka broker answered (seed brokers %s); check that they are running and reachable from this host on the listed host:port, and that the addresses they advertise resolve here: %w",
+		strings.Join(brokers, ","), err)
 }
 
 // Close closes the client and unregisters the Sink's metrics. Records not
