@@ -115,8 +115,9 @@ type Config struct {
 	BackoffMax time.Duration
 
 	// DeadLetterTopic receives the records the consumer gives up on, with
-	// the HeaderDLQ* headers. It must exist, unless ClientOptions allow
-	// auto-creation. Empty means DefaultDeadLetterTopic.
+	// the HeaderDLQ* headers. Run creates it (the broker's default
+	// partitions and replication) when it is missing and the broker lets
+	// it. Empty means DefaultDeadLetterTopic.
 	DeadLetterTopic string
 
 	// OrderBy says which records a failing record holds back. The zero

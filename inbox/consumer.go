@@ -128,6 +128,7 @@ func (c *Consumer) Run(ctx context.Context) error {
 		return fmt.Errorf("inbox: kafka client for group %q: %w", c.cfg.Group, err)
 	}
 	s.cl = cl
+	c.createDeadLetterTopic(runCtx, cl)
 	c.logger.Info("consuming", "topics", c.cfg.Topics, "order_by", c.cfg.OrderBy.String())
 
 	var wg sync.WaitGroup

@@ -1,10 +1,14 @@
 package inbox
 
 import (
+	"context"
+	"errors"
 	"strconv"
 	"time"
 
+	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kgo"
+	"github.com/twmb/franz-go/pkg/kmsg"
 )
 
 // Headers a dead-lettered record carries besides the original record's own.
@@ -82,4 +86,29 @@ func (c *Consumer) deadLetterRecord(rec *kgo.Record, cause error, attempts int, 
 	add(HeaderDLQLastAttempt, last.UTC().Format(time.RFC3339Nano))
 	add(HeaderDLQRecordTime, rec.Timestamp.UTC().Format(time.RFC3339Nano))
 	return &kgo.Record{Topic: c.cfg.DeadLetterTopic, Key: rec.Key, Value: rec.Value, Headers: headers}
+}
+
+// createDeadLetterTopic creates the dead-letter topic with the broker's
+// default partitions and replication, unless it exists. A broker that
+// refuses (no CREATE permission, creation disabled) is only logged: the
+// topic may exist under rules the consumer cannot see, and a record that
+// cannot be dead-lettered is retried, never skipped.
+func (c *Consumer) createDeadLetterTopic(ctx context.Context, cl *kgo.Client) {
+	topic := c.cfg.DeadLetterTopic
+	req := kmsg.NewPtrCreateTopicsRequest()
+	rt := kmsg.NewCreateTopicsRequestTopic()
+	rt.Topic, rt.NumPartitions, rt.ReplicationFactor = topic, -1, -1
+	req.Topics = append(req.Topics, rt)
+	req.TimeoutMillis = 10_000
+	resp, err := req.RequestWith(ctx, cl)
+	if err == nil && len(resp.Topics) == 1 {
+		err = kerr.ErrorForCode(resp.Topics[0].ErrorCode)
+	}
+	switch {
+	case err == nil:
+		c.logger.Info("created the dead-letter topic", "topic", topic)
+	case errors.Is(err, kerr.TopicAlreadyExists) || ctx.Err() != nil:
+	default:
+		c.logger.Warn("cannot create the dead-letter topic; create it, or records the consumer gives up on wait for it", "topic", topic, "err", err)
+	}
 }

@@ -12,6 +12,7 @@ import (
 	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
 	"github.com/prometheus/client_golang/prometheus/testutil"
+	"github.com/twmb/franz-go/pkg/kfake"
 	"github.com/twmb/franz-go/pkg/kgo"
 )
 
@@ -263,5 +264,25 @@ func TestPoisonRecord(t *testing.T) {
 		if v := header(got, HeaderDLQLastAttempt); v[len(v)-1] != 'Z' {
 			t.Errorf("dead letter %d: last attempt %q is not in UTC", i, v)
 		}
+	}
+}
+
+// TestDeadLetterTopicCreated runs a consumer on a broker that has no
+// dead-letter topic and creates none on its own: Run creates it, and a
+// record without an id lands there.
+func TestDeadLetterTopicCreated(t *testing.T) {
+	c, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.SeedTopics(1, testTopic))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(c.Close)
+	db := newDB(t)
+	rec := event("acct-1", 100, 0)
+	rec.Headers = rec.Headers[1:] // no id header: a permanent failure
+	produce(t, c, rec)
+	start(t, testConfig(c, db, "created-dlq"), balanceHandler, nil)
+	dlq := readAll(t, c, testDLQ, 1)
+	if len(dlq) != 1 || string(dlq[0].Key) != "acct-1" {
+		t.Fatalf("dead-letter topic holds %d records, want the one without an id", len(dlq))
 	}
 }
