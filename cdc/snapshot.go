@@ -66,23 +66,17 @@ func Recreate(ctx context.Context, cfg Config, logger *slog.Logger, fn func(ctx 
 		return false, err
 	}
 	slot, err := ReadSlot(ctx, db, cfg.Slot)
+	drop := ""
 	switch {
 	case errors.Is(err, ErrNoSlot):
 	case err != nil:
 		return false, err
 	case slot.WALStatus == "lost":
-		if _, err := db.Exec(ctx, "SELECT pg_drop_replication_slot($1)", cfg.Slot); err != nil {
-			return false, fmt.Errorf("drop invalidated slot %q: %w", cfg.Slot, err)
-		}
-		logger.Warn("dropped the invalidated slot", "lsn", slot.ConfirmedFlush.String())
+		drop = "dropped the invalidated slot"
 	case interrupted && !slot.Active && slot.Usable() == nil:
 		// The slot of a recovery that did not end: its rows were not all
 		// republished, and a stream from it would skip the rest.
-		if _, err := db.Exec(ctx, "SELECT pg_drop_replication_slot($1)", cfg.Slot); err != nil {
-			return false, fmt.Errorf("drop slot %q of an interrupted recovery: %w", cfg.Slot, err)
-		}
-		logger.Warn("an earlier recovery of the slot began and did not end: dropped the slot it created, recovering again",
-			"recovery_started", began.UTC().Format(time.RFC3339Nano))
+		drop = "an earlier recovery of the slot began and did not end: dropped the slot it created, recovering again"
 	case slot.Usable() == nil && !interrupted:
 		logger.Info("slot is usable again: another relay recreated it")
 		return false, nil
@@ -92,9 +86,24 @@ func Recreate(ctx context.Context, cfg Config, logger *slog.Logger, fn func(ctx 
 	default:
 		return false, slot.Usable()
 	}
+	// Recorded before anything changes, so that a process killed from
+	// here on leaves a mark that no stream passes.
 	if err := schema.MarkRecovery(ctx, db, cfg.Table, cfg.Slot); err != nil {
+		if !stateUnavailable(err) {
+			return false, err
+		}
 		logger.Warn("cannot record the recovery in the state table: if this relay stops before the recovery ends, the next start streams the new slot and skips the rows not yet republished; run `outbox-relay setup` and grant the relay SELECT, INSERT, UPDATE on "+cfg.Table.StateTable().String(),
 			"err", err)
+	}
+	if drop != "" {
+		if _, err := db.Exec(ctx, "SELECT pg_drop_replication_slot($1)", cfg.Slot); err != nil {
+			return false, fmt.Errorf("drop slot %q before recreating it: %w", cfg.Slot, err)
+		}
+		attrs := []any{"lsn", slot.ConfirmedFlush.String()}
+		if interrupted {
+			attrs = append(attrs, "recovery_started", began.UTC().Format(time.RFC3339Nano))
+		}
+		logger.Warn(drop, attrs...)
 	}
 
 	pcfg := ccfg.Config.Copy()

@@ -164,6 +164,12 @@ func (s *Stream) session(ctx context.Context, h Handler) (drained bool, _ error)
 	if err != nil {
 		return false, err
 	}
+	// Checked again now that this connection holds the slot: a recovery
+	// records that it began before it creates the slot, so a slot taken
+	// while it republishes is seen here, before anything is confirmed.
+	if err := s.notRecovering(ctx); err != nil {
+		return false, err
+	}
 	if r, ok := h.(Resumer); ok {
 		if err := r.Resume(ctx, start); err != nil {
 			return false, &handlerError{fmt.Errorf("resume from slot %q at %s: %w", s.cfg.Slot, start, err)}
@@ -350,6 +356,21 @@ func (s *Stream) connect(ctx context.Context) (*pgconn.PgConn, identity, time.Du
 	}
 	s.log.Info("connected", "system_id", sys.SystemID, "timeline", sys.Timeline, "lsn", sys.XLogPos.String(), "database", sys.DBName)
 	return conn, id, silence, nil
+}
+
+// notRecovering returns an error wrapping ErrSlotRecovering when a recovery
+// of the slot began and has not ended, read over a connection of its own.
+func (s *Stream) notRecovering(ctx context.Context) error {
+	ccfg, err := s.connectConfig()
+	if err != nil {
+		return err
+	}
+	db, err := pgx.ConnectConfig(ctx, ccfg)
+	if err != nil {
+		return ConnectError(s.cfg.DSN, err)
+	}
+	defer db.Close(context.WithoutCancel(ctx))
+	return recovering(ctx, db, s.cfg)
 }
 
 // silence reads wal_sender_timeout on the replication connection and

@@ -77,7 +77,10 @@ func TakeHorizon(ctx context.Context, db RowQuerier) (Horizon, error) {
 // SaveHorizon records h as the confirmed horizon of slot in the state table
 // next to table (Table.StateTable), through db. It keeps the newer one: a
 // horizon older than the one recorded (a lower LSN, as a second relay on
-// the slot may save) changes nothing. The caller must have seen the slot's
+// the slot may save) changes nothing, and so does any horizon while a
+// recovery of the slot is recorded as begun (MarkRecovery): the slot then
+// is a new one, whose position says nothing of the rows the recovery has
+// yet to republish. The caller must have seen the slot's
 // confirmed_flush_lsn at or past h.LSN and set h.ConfirmedLSN to it.
 // Errors wrap PostgreSQL's: undefined_table (42P01) when setup has not
 // created the state table, insufficient_privilege (42501) without INSERT
@@ -90,7 +93,7 @@ func SaveHorizon(ctx context.Context, db Execer, table Table, slot string, h Hor
 		ON CONFLICT (slot_name) DO UPDATE SET
 			horizon_snapshot = EXCLUDED.horizon_snapshot, horizon_lsn = EXCLUDED.horizon_lsn,
 			horizon_time = EXCLUDED.horizon_time, confirmed_lsn = EXCLUDED.confirmed_lsn, updated_at = now()
-		WHERE s.horizon_lsn IS NULL OR s.horizon_lsn <= EXCLUDED.horizon_lsn`,
+		WHERE s.recovery_started IS NULL AND (s.horizon_lsn IS NULL OR s.horizon_lsn <= EXCLUDED.horizon_lsn)`,
 		slot, h.Snapshot, h.LSN.String(), h.Time, h.ConfirmedLSN.String())
 	if err != nil {
 		return fmt.Errorf("save horizon of slot %q at %s in %s: %w", slot, h.LSN, table.StateTable(), err)

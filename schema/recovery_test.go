@@ -6,9 +6,9 @@ import (
 	"github.com/outbox-relay/outbox-relay/schema"
 )
 
-// TestRecoveryMark records a recovery as begun and ended, beside a horizon
-// recorded before and after: the mark alone is no horizon, and neither
-// erases the other.
+// TestRecoveryMark records a recovery as begun and ended: the mark alone is
+// no horizon, no horizon is saved while it is set, and neither erases the
+// other.
 func TestRecoveryMark(t *testing.T) {
 	_, conn := newOutbox(t)
 	ctx := t.Context()
@@ -28,6 +28,7 @@ func TestRecoveryMark(t *testing.T) {
 		t.Fatalf("LoadHorizon with only a recovery recorded = %t, %v; want false, nil", ok, err)
 	}
 
+	// No horizon is saved while the recovery is recorded: the slot is new.
 	h, err := schema.TakeHorizon(ctx, conn)
 	if err != nil {
 		t.Fatal(err)
@@ -36,11 +37,8 @@ func TestRecoveryMark(t *testing.T) {
 	if err := schema.SaveHorizon(ctx, conn, tbl, slot, h); err != nil {
 		t.Fatal(err)
 	}
-	if _, ok, err := schema.LoadHorizon(ctx, conn, tbl, slot); err != nil || !ok {
-		t.Fatalf("LoadHorizon after SaveHorizon on a recovery's row = %t, %v; want true, nil", ok, err)
-	}
-	if _, ok, err := schema.RecoveryStarted(ctx, conn, tbl, slot); err != nil || !ok {
-		t.Fatalf("RecoveryStarted after SaveHorizon = %t, %v; want the recovery still recorded", ok, err)
+	if _, ok, err := schema.LoadHorizon(ctx, conn, tbl, slot); err != nil || ok {
+		t.Fatalf("LoadHorizon after SaveHorizon during a recovery = %t, %v; want false, nil", ok, err)
 	}
 
 	if err := schema.EndRecovery(ctx, conn, tbl, slot); err != nil {
@@ -49,7 +47,17 @@ func TestRecoveryMark(t *testing.T) {
 	if _, ok, err := schema.RecoveryStarted(ctx, conn, tbl, slot); err != nil || ok {
 		t.Fatalf("RecoveryStarted after EndRecovery = %t, %v; want false, nil", ok, err)
 	}
+	if err := schema.SaveHorizon(ctx, conn, tbl, slot, h); err != nil {
+		t.Fatal(err)
+	}
 	if _, ok, err := schema.LoadHorizon(ctx, conn, tbl, slot); err != nil || !ok {
-		t.Fatalf("LoadHorizon after EndRecovery = %t, %v; want the horizon kept", ok, err)
+		t.Fatalf("LoadHorizon after the recovery ended = %t, %v; want true, nil", ok, err)
+	}
+	// A recovery marked later keeps the horizon recorded before it.
+	if err := schema.MarkRecovery(ctx, conn, tbl, slot); err != nil {
+		t.Fatal(err)
+	}
+	if _, ok, err := schema.LoadHorizon(ctx, conn, tbl, slot); err != nil || !ok {
+		t.Fatalf("LoadHorizon once a recovery is marked = %t, %v; want the horizon kept", ok, err)
 	}
 }

@@ -25,10 +25,14 @@ type horizonKeeper struct {
 	interval time.Duration
 	log      *slog.Logger
 	m        *cleanupMetrics
+	// streaming reports whether this process's stream holds the slot. Only
+	// then is the slot's position the relay's own: a standby, or a relay
+	// reconnecting, takes and saves no horizon.
+	streaming func() bool
 }
 
-func newHorizonKeeper(cfg cdc.Config, interval time.Duration, logger *slog.Logger, m *cleanupMetrics) *horizonKeeper {
-	return &horizonKeeper{cfg: cfg, interval: interval, m: m,
+func newHorizonKeeper(cfg cdc.Config, interval time.Duration, streaming func() bool, logger *slog.Logger, m *cleanupMetrics) *horizonKeeper {
+	return &horizonKeeper{cfg: cfg, interval: interval, streaming: streaming, m: m,
 		log: logger.With("component", "horizon", "slot", cfg.Slot)}
 }
 
@@ -104,6 +108,11 @@ func (k *horizonKeeper) step(ctx context.Context, conn **pgx.Conn, pending **sch
 		k.m.tableBytes.Set(float64(size))
 	}
 
+	if !k.streaming() {
+		// The slot's position may be another relay's, or a new slot's.
+		*pending = nil
+		return nil
+	}
 	if *pending == nil {
 		h, err := schema.TakeHorizon(ctx, c)
 		if err != nil {
@@ -117,6 +126,10 @@ func (k *horizonKeeper) step(ctx context.Context, conn **pgx.Conn, pending **sch
 		return err
 	}
 	if s.ConfirmedFlush < (*pending).LSN {
+		return nil
+	}
+	if !k.streaming() {
+		*pending = nil
 		return nil
 	}
 	h := **pending

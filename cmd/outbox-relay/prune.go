@@ -171,15 +171,29 @@ func loadPruneHorizon(ctx context.Context, conn *pgx.Conn, table schema.Table, s
 		return h, fmt.Errorf("slot %q in %s: %w, so no row is known to be confirmed; "+
 			"run `outbox-relay run` (it records one seconds after the slot confirms its position) and prune again", slot, st, errNoHorizon)
 	}
-	var age int64
-	if err := conn.QueryRow(ctx, `SELECT pg_snapshot_xmax(pg_current_snapshot())::text::bigint - pg_snapshot_xmax($1::pg_snapshot)::text::bigint`,
-		h.Snapshot).Scan(&age); err != nil {
-		return h, fmt.Errorf("compare horizon of slot %q with the server: %w", slot, err)
+	age, err := horizonAge(ctx, conn, h)
+	if err != nil {
+		return h, fmt.Errorf("slot %q: %w", slot, err)
+	}
+	if age < 0 {
+		return h, fmt.Errorf("the horizon of slot %q (%s) is ahead of the server by %d transactions: it was recorded on another server (a restore or a switch-over copied the state table); delete the slot's row from %s and let `outbox-relay run` record a new one", slot, h.Time.UTC().Format(time.RFC3339), -age, st)
 	}
 	if age > maxHorizonAge {
 		return h, fmt.Errorf("the horizon of slot %q (%s) is %d transactions old, too old to judge rows by; run `outbox-relay run` so that it records a new one", slot, h.Time.UTC().Format(time.RFC3339), age)
 	}
 	return h, nil
+}
+
+// horizonAge returns how many transaction IDs the server has assigned since
+// h's snapshot was taken; negative when h is ahead of the server (another
+// server's history).
+func horizonAge(ctx context.Context, db schema.RowQuerier, h schema.Horizon) (int64, error) {
+	var age int64
+	if err := db.QueryRow(ctx, `SELECT pg_snapshot_xmax(pg_current_snapshot())::text::bigint - pg_snapshot_xmax($1::pg_snapshot)::text::bigint`,
+		h.Snapshot).Scan(&age); err != nil {
+		return 0, fmt.Errorf("compare the horizon with the server: %w", err)
+	}
+	return age, nil
 }
 
 // pruneJob is one pass of prune over the table.

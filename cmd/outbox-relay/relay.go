@@ -111,7 +111,8 @@ func relayWith(ctx context.Context, cfg Config, logger *slog.Logger, reg *promet
 	if err != nil {
 		return 0, err
 	}
-	keeper := newHorizonKeeper(cfg.CDC, max(cfg.CDC.StatusInterval, time.Second), logger, cm)
+	keeper := newHorizonKeeper(cfg.CDC, max(cfg.CDC.StatusInterval, time.Second),
+		func() bool { return stream.State() == cdc.StateStreaming }, logger, cm)
 
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error { return stream.Run(gctx, core) })

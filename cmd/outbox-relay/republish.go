@@ -81,6 +81,11 @@ func republish(ctx context.Context, tx pgx.Tx, q schema.Replay, sink relay.Sink,
 		o.Log = slog.New(slog.DiscardHandler)
 	}
 	sql, args := q.SelectSQL()
+	// Between fetches the transaction waits on the sink and the pacer: the
+	// server must not end it as idle.
+	if _, err := tx.Exec(ctx, "SET LOCAL idle_in_transaction_session_timeout = 0"); err != nil {
+		return republishStats{}, fmt.Errorf("keep the replay transaction open while idle: %w", err)
+	}
 	if _, err := tx.Exec(ctx, "DECLARE outbox_relay_replay NO SCROLL CURSOR FOR "+sql, args...); err != nil {
 		return republishStats{}, fmt.Errorf("open cursor over %s: %w", q.Table, err)
 	}
@@ -200,8 +205,10 @@ read:
 	st.Rows, st.DeadLettered = fl.counts()
 	st.Took = time.Since(began)
 	progress(true)
-	resume := ""
-	if st.LastID != "" {
+	resume := "; to go on, replay again with the same --since (rows already sent go again; consumers deduplicate by id)"
+	if st.LastID != "" && st.Rows == published {
+		// Every row handed to the sink was acknowledged: none before the
+		// last one is missing.
 		resume = fmt.Sprintf("; to go on, replay again with --since %s (that row is sent again)", st.LastID)
 	}
 	switch {
@@ -340,6 +347,11 @@ func (p *pacer) wait(ctx context.Context, n int64) error {
 	}
 	// Sleeping below a few milliseconds costs more than it paces.
 	ahead := time.Until(p.start.Add(time.Duration(float64(n) / p.rate * float64(time.Second))))
+	if ahead < -time.Second {
+		// Behind by more than a second (the sink stalled): start the
+		// schedule again, so that the rows missed are not sent in a burst.
+		p.start = p.start.Add(-ahead - time.Second)
+	}
 	if ahead < 2*time.Millisecond {
 		return ctx.Err()
 	}

@@ -138,6 +138,19 @@ func recoverSlot(ctx context.Context, cfg Config, logger *slog.Logger, m *recove
 			return err
 		}
 		if found {
+			age, err := horizonAge(ctx, tx, h)
+			if err != nil {
+				return err
+			}
+			if age < 0 || age > maxHorizonAge {
+				// Too old for CommittedIn's arithmetic, or from another
+				// server's history: it cannot tell which rows are covered.
+				logger.Warn("the recorded horizon cannot judge rows (too old, or from another server): republishing every row of the outbox table",
+					"horizon_time", h.Time.UTC().Format(time.RFC3339Nano), "age_xids", age)
+				found = false
+			}
+		}
+		if found {
 			q.Skip, q.SkipArg = cfg.CDC.Table.CommittedIn, h.Snapshot
 			logger.Info("republishing the rows the confirmed horizon does not cover",
 				"lsn", h.ConfirmedLSN.String(), "horizon_time", h.Time.UTC().Format(time.RFC3339Nano))
