@@ -145,7 +145,10 @@ func (t Table) StateTable() Table { return Table{Schema: t.Schema, Name: StateTa
 // (xid8); the row's is made 64-bit by its signed 32-bit distance from the
 // snapshot's xmax, which is exact for any transaction ID less than 2^31
 // transactions from it (PostgreSQL's wraparound protection keeps live rows
-// within that). Frozen or special IDs (below 3) are never selected.
+// within that). Special IDs (below 3) are never selected. VACUUM FREEZE
+// keeps the raw xmin, so a frozen row more than 2^31 transactions older
+// than the snapshot reads as a future one and is not selected: prune keeps
+// it and recovery sends it again, never the other way round.
 func (t Table) CommittedIn(param string) string {
 	xmin := t.Quoted() + ".xmin::text::bigint"
 	snap := param + "::pg_snapshot"

@@ -108,7 +108,7 @@ func lostSlotError(ctx context.Context, cfg Config, err error, flushed pglogrepl
 		if tx, err := conn.Begin(lctx); err == nil {
 			if h, found, err := loadHorizon(lctx, tx, cfg); err == nil && found {
 				since = max(since, h.ConfirmedLSN)
-				when = fmt.Sprintf(" (confirmed at %s)", h.Time.UTC().Format(time.RFC3339))
+				when = fmt.Sprintf(" (everything committed before %s was confirmed)", h.Time.UTC().Format(time.RFC3339))
 			}
 			_ = tx.Rollback(lctx)
 		}
