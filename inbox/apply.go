@@ -4,8 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
-	"net"
 	"strings"
 	"time"
 
@@ -52,8 +50,18 @@ func (c *Consumer) apply(ctx context.Context, ev Event) (duplicate bool, err err
 	tag, err := tx.Exec(ctx, c.insertSQL, c.cfg.Name, ev.ID, ev.Topic, ev.Partition, ev.Offset, position)
 	if err != nil {
 		err = fmt.Errorf("insert event %s into inbox table %s: %w", ev.ID, c.table, err)
-		if sqlState(err) == "42P01" { // undefined_table
+		state := sqlState(err)
+		switch {
+		case state == "42P01": // undefined_table
 			return false, &fatalError{tableError(c.table.String(), err)}
+		case strings.HasPrefix(state, "42"): // a table not as Setup makes it, or no privilege
+			return false, &fatalError{fmt.Errorf("%w; the inbox table must be as inbox.Setup creates it, and the role needs INSERT on it", err)}
+		case strings.HasPrefix(state, "22"), strings.HasPrefix(state, "23"), strings.HasPrefix(state, "54"):
+			// The record's own values (its id or position) cannot be
+			// stored: no attempt will do better.
+			return false, Permanent(err)
+		case state != "" && !isOutage(err):
+			return false, err // counted, like a handler's failure
 		}
 		return false, &outageError{err}
 	}
@@ -62,16 +70,31 @@ func (c *Consumer) apply(ctx context.Context, ev Event) (duplicate bool, err err
 	}
 	start := time.Now()
 	err = c.handler(ctx, tx, ev)
-	if err == nil {
-		if err = tx.Commit(ctx); err != nil {
-			err = fmt.Errorf("commit event %s: %w", ev.ID, err)
+	if err != nil {
+		c.metrics.duration.Observe(time.Since(start).Seconds())
+		// The transaction is still this attempt's: its connection may be
+		// asked. A connection lost under the handler is an outage, unless
+		// the handler marked the error permanent or ended it by its own
+		// deadline.
+		if tx.Conn().IsClosed() && !ownDeadline(err) && !IsPermanent(err) {
+			return false, &outageError{err}
 		}
+		return false, err
 	}
+	err = tx.Commit(ctx)
 	c.metrics.duration.Observe(time.Since(start).Seconds())
-	if err != nil && tx.Conn().IsClosed() && !ownDeadline(err) {
-		return false, &outageError{err}
+	if err != nil {
+		err = fmt.Errorf("commit event %s: %w", ev.ID, err)
+		// A server's answer means it rolled back: the record's failure.
+		// Anything else leaves the outcome unknown, which the inbox row
+		// makes safe to retry. (The connection is back in the pool now,
+		// not this attempt's to look at.)
+		if sqlState(err) == "" && !ownDeadline(err) {
+			return false, &outageError{err}
+		}
+		return false, err
 	}
-	return false, err
+	return false, nil
 }
 
 // insertStatement returns the inbox INSERT for table.
@@ -81,8 +104,11 @@ VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (consumer, event_id) DO NOTHING`
 }
 
 // isOutage reports whether err says the database, not the record, failed:
-// a lost, refused or timed-out (at the network) connection, a server shutting down or out of
-// connections, or an error pgconn deems safe to retry (nothing was sent).
+// an outageError (the consumer's own statements, a connection lost under
+// the handler, a COMMIT without an answer), a server shutting down or out
+// of connections, a refused connection, or an error pgconn deems safe to
+// retry (nothing was sent). A network error of the handler's own (an HTTP
+// call, say) is the record's failure, and a Permanent mark wins.
 func isOutage(err error) bool {
 	var oe *outageError
 	if errors.As(err, &oe) {
@@ -101,13 +127,11 @@ func isOutage(err error) bool {
 		}
 		return false
 	}
-	if pgconn.SafeToRetry(err) {
-		return true
+	if IsPermanent(err) {
+		return false
 	}
-	var ne net.Error
 	var ce *pgconn.ConnectError
-	return errors.As(err, &ne) || errors.As(err, &ce) ||
-		errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, net.ErrClosed)
+	return pgconn.SafeToRetry(err) || errors.As(err, &ce)
 }
 
 // ownDeadline reports whether err comes from a context the handler ended

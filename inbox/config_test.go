@@ -1,11 +1,15 @@
 package inbox
 
 import (
+	"context"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
 )
 
 func containsAll(s string, subs ...string) bool {
@@ -92,3 +96,20 @@ type wrapped struct{ err error }
 
 func (w *wrapped) Error() string { return "wrapped: " + w.err.Error() }
 func (w *wrapped) Unwrap() error { return w.err }
+
+// TestTwoConsumersOneRegistry makes two consumers of different groups
+// with one registry: both register, each under its own label.
+func TestTwoConsumersOneRegistry(t *testing.T) {
+	reg := prometheus.NewRegistry()
+	for _, group := range []string{"a", "b"} {
+		cfg := Config{Brokers: []string{"127.0.0.1:1"}, Group: group, Topics: []string{"t"}, DB: new(pgxpool.Pool)}
+		c, err := New(cfg, func(context.Context, pgx.Tx, Event) error { return nil }, nil, reg)
+		if err != nil {
+			t.Fatalf("New for group %s: %v", group, err)
+		}
+		c.metrics.processed.Inc()
+	}
+	if n := testutil.CollectAndCount(reg, "outbox_inbox_processed_total"); n != 2 {
+		t.Errorf("outbox_inbox_processed_total has %d series, want one per consumer", n)
+	}
+}

@@ -126,7 +126,11 @@
 // (Config.CommitInterval plus restart time), the relay's redelivery after
 // a crash, and above all a replay of outbox rows (outbox-relay replay, slot
 // recovery), which republishes events as old as the replay goes back, and
-// a replay of dead letters. A row pruned too early lets such a duplicate be
+// a replay of dead letters. It must also exceed the topic's own retention
+// whenever the group's committed offsets may go missing (Kafka expires
+// them, offsets.retention.minutes, once the group has been empty that
+// long; or the Group changes under the same Name): the consumer then reads
+// the topic from its start. A row pruned too early lets such a duplicate be
 // applied twice. Days, not minutes.
 //
 // # Metrics

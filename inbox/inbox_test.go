@@ -3,6 +3,9 @@ package inbox
 import (
 	"context"
 	"errors"
+	"fmt"
+	"io"
+	"net"
 	"slices"
 	"strconv"
 	"sync"
@@ -284,5 +287,44 @@ func TestDeadLetterTopicCreated(t *testing.T) {
 	dlq := readAll(t, c, testDLQ, 1)
 	if len(dlq) != 1 || string(dlq[0].Key) != "acct-1" {
 		t.Fatalf("dead-letter topic holds %d records, want the one without an id", len(dlq))
+	}
+}
+
+// TestRecordErrorsAreNotOutages gives the handler errors that look like a
+// network's but are the record's (a truncated payload marked Permanent, an
+// unmarked net.Error of a call elsewhere), and an id the inbox table
+// cannot store: each is dead-lettered after its attempts, not retried
+// forever as a database outage, and the records after them flow.
+func TestRecordErrorsAreNotOutages(t *testing.T) {
+	c := newBroker(t, 1)
+	db := newDB(t)
+	truncated := event("acct-1", 5, 0)
+	remote := event("acct-1", 7, 0)
+	badID := eventWithID("bad\x00id", "acct-1", 11, 0)
+	produce(t, c, truncated, remote, badID, event("acct-1", 1, 0))
+	cfg := testConfig(c, db, "record-errors")
+	cfg.MaxAttempts = 2
+	h := func(ctx context.Context, tx pgx.Tx, ev Event) error {
+		switch ev.ID {
+		case header(truncated, HeaderID):
+			return Permanent(fmt.Errorf("decode payload: %w", io.ErrUnexpectedEOF))
+		case header(remote, HeaderID):
+			return &net.OpError{Op: "dial", Net: "tcp", Err: errors.New("connection refused")}
+		}
+		return balanceHandler(ctx, tx, ev)
+	}
+	r := start(t, cfg, h, nil)
+	waitFor(t, "4 records finished", func() bool { return committed(t, newClient(t, c), "record-errors", 1)[0] == 4 })
+	if got := testutil.ToFloat64(r.c.metrics.dead); got != 3 {
+		t.Errorf("dead letters = %v, want 3", got)
+	}
+	if got := queryInt(t, db, `SELECT sum(cents) FROM balances`); got != 1 {
+		t.Errorf("sum of balances = %d, want 1 (the record after them applied)", got)
+	}
+	dlq := readAll(t, c, testDLQ, 3)
+	for i, want := range []string{"1", "2", "1"} {
+		if got := header(dlq[i], HeaderDLQAttempts); got != want {
+			t.Errorf("dead letter %d: %s attempts counted, want %s", i, got, want)
+		}
 	}
 }

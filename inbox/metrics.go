@@ -1,6 +1,7 @@
 package inbox
 
 import (
+	"errors"
 	"fmt"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -39,7 +40,7 @@ func newMetrics(reg prometheus.Registerer, name string) (*metrics, error) {
 	}, []string{"consumer"})
 	duration := prometheus.NewHistogramVec(prometheus.HistogramOpts{
 		Name:    "outbox_inbox_handler_duration_seconds",
-		Help:    "Duration of handler calls, including the inbox insert and the commit.",
+		Help:    "Duration of handler calls and the commit after them (duplicates, skipped, are not observed).",
 		Buckets: prometheus.ExponentialBuckets(0.0005, 4, 10),
 	}, []string{"consumer"})
 	lag := prometheus.NewGaugeVec(prometheus.GaugeOpts{
@@ -47,10 +48,17 @@ func newMetrics(reg prometheus.Registerer, name string) (*metrics, error) {
 		Help: "Records of an owned partition not yet finished: high watermark minus the next offset to commit.",
 	}, []string{"consumer", "topic", "partition"})
 	if reg != nil {
-		for _, c := range []prometheus.Collector{processed, duplicates, retries, dead, duration, lag} {
-			if err := reg.Register(c); err != nil {
-				return nil, fmt.Errorf("register inbox metrics of consumer %q: %w", name, err)
-			}
+		// A second consumer on the same registry shares the vectors of the
+		// first, under its own label.
+		var errs [6]error
+		processed, errs[0] = register(reg, processed, name)
+		duplicates, errs[1] = register(reg, duplicates, name)
+		retries, errs[2] = register(reg, retries, name)
+		dead, errs[3] = register(reg, dead, name)
+		duration, errs[4] = register(reg, duration, name)
+		lag, errs[5] = register(reg, lag, name)
+		if err := errors.Join(errs[:]...); err != nil {
+			return nil, err
 		}
 	}
 	return &metrics{
@@ -62,4 +70,20 @@ func newMetrics(reg prometheus.Registerer, name string) (*metrics, error) {
 		lag:        lag,
 		name:       name,
 	}, nil
+}
+
+// register registers c with reg, or returns the collector of the same
+// description registered before.
+func register[C prometheus.Collector](reg prometheus.Registerer, c C, name string) (C, error) {
+	err := reg.Register(c)
+	var are prometheus.AlreadyRegisteredError
+	if errors.As(err, &are) {
+		if existing, ok := are.ExistingCollector.(C); ok {
+			return existing, nil
+		}
+	}
+	if err != nil {
+		return c, fmt.Errorf("register inbox metrics of consumer %q: %w", name, err)
+	}
+	return c, nil
 }

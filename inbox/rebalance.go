@@ -69,6 +69,9 @@ func containsPartition(ps []int32, p int32) bool {
 // partitions (running handlers get Config.ShutdownTimeout), then commits
 // what they finished, synchronously, before the group moves them.
 func (s *session) revoked(_ context.Context, _ *kgo.Client, tps map[string][]int32) {
+	if len(tps) == 0 {
+		return // franz-go may call with none (nil): take(nil) would take all
+	}
 	parts := s.take(tps)
 	if len(parts) == 0 {
 		return
@@ -82,6 +85,9 @@ func (s *session) revoked(_ context.Context, _ *kgo.Client, tps map[string][]int
 // partitions' handler calls are canceled at once and nothing is committed;
 // the next owner reads them again.
 func (s *session) lost(_ context.Context, _ *kgo.Client, tps map[string][]int32) {
+	if len(tps) == 0 {
+		return // as in revoked
+	}
 	parts := s.take(tps)
 	if len(parts) == 0 {
 		return
