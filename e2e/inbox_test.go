@@ -583,21 +583,7 @@ func TestInboxExactlyOnceThroughKills(t *testing.T) {
 	}
 	// The writers go on through every kill, and stop a moment after the
 	// last.
-	time.Sleep(500 * time.Millisecond)
-	close(stop)
-	if err := <-done; err != nil {
-		t.Fatalf("writers: %v", err)
-	}
-	committed, rolled := r.l.counts()
-	t.Logf("writers: %d committed transfers, %d rolled back, in %s", committed, rolled, ms(time.Since(began)))
-
-	r.check(r.waitApplied(time.Minute))
-	r.logCounts()
-	r.stop(con, "consumer")
-	r.stop(rel, "relay")
-	if t.Failed() {
-		r.tails()
-	}
+	r.finish(stop, done, began, con, rel)
 }
 
 // TestInboxRebalance has a second consumer process join the group while
@@ -634,6 +620,15 @@ func TestInboxRebalance(t *testing.T) {
 
 	// The writers go on through both rebalances, and stop a moment after
 	// consumer #3 is gone.
+	r.finish(stop, done, began, a, rel)
+}
+
+// finish stops the writers half a second from now and waits for them,
+// checks what the consumers applied against what the writers committed,
+// and stops the last consumer and the relay.
+func (r *inboxRun) finish(stop chan struct{}, done <-chan error, began time.Time, consumer, relay *proc) {
+	t := r.t
+	t.Helper()
 	time.Sleep(500 * time.Millisecond)
 	close(stop)
 	if err := <-done; err != nil {
@@ -644,8 +639,8 @@ func TestInboxRebalance(t *testing.T) {
 
 	r.check(r.waitApplied(time.Minute))
 	r.logCounts()
-	r.stop(a, "consumer #1")
-	r.stop(rel, "relay")
+	r.stop(consumer, "consumer")
+	r.stop(relay, "relay")
 	if t.Failed() {
 		r.tails()
 	}
