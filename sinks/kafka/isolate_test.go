@@ -114,8 +114,11 @@ func TestBatchRefusalDeadLettersOnlyTheGuilty(t *testing.T) {
 	if diff := cmp.Diff(want, got); diff != "" {
 		t.Errorf("records of outbox.order per key (-want +got):\n%s", diff)
 	}
-	if n := metricValue(t, reg, "outbox_relay_kafka_resent_alone_total", nil); n < float64(len(evs)) {
-		t.Errorf("outbox_relay_kafka_resent_alone_total = %v, want at least %d", n, len(evs))
+	// Every event of the refused batch is sent again alone: all of them
+	// when the batch held them all, fewer when the client had sent a first
+	// part before (seen under load), never none.
+	if n := metricValue(t, reg, "outbox_relay_kafka_resent_alone_total", nil); n < 1 || n > float64(len(evs)) {
+		t.Errorf("outbox_relay_kafka_resent_alone_total = %v, want between 1 and %d", n, len(evs))
 	}
 }
 
