@@ -283,10 +283,12 @@ type call struct {
 }
 
 // finish takes the broker's verdicts on batch: an acknowledged or refused
-// message is done and lets its lane's next go; one that failed for a passing
-// reason goes back to the front of ready, and a pause starts.
+// message is done, and once its done returned its lane's next goes; one
+// that failed for a passing reason goes back to the front of ready, and a
+// pause starts.
 func (s *Sink[M]) finish(batch []*item[M], errs []error) {
 	calls := make([]call, 0, len(batch))
+	finished := make([]*item[M], 0, len(batch))
 	now := time.Now()
 	var retry []*item[M]
 	var firstErr error
@@ -315,7 +317,7 @@ func (s *Sink[M]) finish(batch []*item[M], errs []error) {
 			continue
 		}
 		calls = append(calls, call{it.done, err})
-		calls = s.advanceLocked(it, calls)
+		finished = append(finished, it)
 	}
 	var wait time.Duration
 	if len(retry) > 0 {
@@ -339,7 +341,19 @@ func (s *Sink[M]) finish(batch []*item[M], errs []error) {
 		s.log.Log(s.ctx, level, "broker did not take messages; sending them again after a backoff",
 			"messages", len(retry), "of", len(batch), "attempt", failing, "backoff", wait.Round(time.Millisecond).String(), "err", firstErr)
 	}
-	s.complete(calls)
+	// A lane's next is readied only after its head's done returned, so
+	// that done is called per key in Publish order.
+	for _, c := range calls {
+		c.done(c.err)
+	}
+	s.mu.Lock()
+	var failed []call
+	for _, it := range finished {
+		failed = s.advanceLocked(it, failed)
+	}
+	s.releaseLocked(len(calls))
+	s.mu.Unlock()
+	s.complete(failed)
 }
 
 // observe counts it as acknowledged.
@@ -390,12 +404,17 @@ func (s *Sink[M]) complete(calls []call) {
 		c.done(c.err)
 	}
 	s.mu.Lock()
-	s.pending -= len(calls)
-	if s.pending == 0 {
+	s.releaseLocked(len(calls))
+	s.mu.Unlock()
+}
+
+// releaseLocked counts n events, whose done returned, as no longer pending.
+func (s *Sink[M]) releaseLocked(n int) {
+	s.pending -= n
+	if s.pending == 0 && s.zero != nil {
 		close(s.zero)
 		s.zero = nil
 	}
-	s.mu.Unlock()
 }
 
 // Halt makes the Sink fail, instead of sending, every event not yet sent:
