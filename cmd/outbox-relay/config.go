@@ -21,7 +21,9 @@ const envPrefix = "OUTBOX_RELAY"
 // Config is everything the relay can be told, composed from each package's
 // own Config.
 type Config struct {
-	CDC         cdc.Config
+	CDC cdc.Config
+	// Sink names the broker events go to: one of sinkNames.
+	Sink        string
 	Kafka       kafka.Config
 	Relay       relay.Config
 	MetricsAddr string
@@ -82,6 +84,7 @@ func bindDatabase(fs *flag.FlagSet, c *Config) {
 // bindRun binds the flags of the daemon.
 func bindRun(fs *flag.FlagSet, c *Config) {
 	bindDatabase(fs, c)
+	bindSink(fs, c)
 	fs.StringVar(&c.brokers, "kafka-brokers", "localhost:9092", "Kafka bootstrap brokers, comma-separated host:port")
 	fs.StringVar(&c.Kafka.Topic, "topic", "outbox.{aggregate_type}", "topic template; {aggregate_type} and {event_type} are replaced by the row's values")
 	fs.StringVar(&c.Kafka.ClientID, "kafka-client-id", "outbox-relay", "Kafka client ID")
@@ -168,6 +171,9 @@ func (c *Config) finishRun() error {
 	if err := c.finish(); err != nil {
 		return err
 	}
+	if err := c.finishSink(); err != nil {
+		return err
+	}
 	// The producer's buffer must hold what the relay keeps in flight, or
 	// Publish blocks the stream where a signal cannot reach it.
 	c.Kafka.MaxBufferedRecords = kafka.BufferFor(c.Relay.MaxInflightEvents)
@@ -183,8 +189,10 @@ func (c *Config) finishRun() error {
 			return usageError{fmt.Errorf("--kafka-transactional-id is set but --delivery is %q; set --delivery=%s, or drop the ID", c.Relay.Delivery, relay.DeliveryExactlyOnce)}
 		}
 	}
-	if err := c.Kafka.Validate(); err != nil {
-		return usageError{err}
+	if c.Sink == sinkKafka {
+		if err := c.Kafka.Validate(); err != nil {
+			return usageError{err}
+		}
 	}
 	if c.MaxProcs < 0 {
 		return usageError{fmt.Errorf("--max-procs is %d; use a positive number of cores, or 0 for every CPU available", c.MaxProcs)}

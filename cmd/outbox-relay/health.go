@@ -21,11 +21,12 @@ const healthInterval = 5 * time.Second
 const wedgedAfter = time.Minute
 
 // health answers /healthz (the process and its loops are alive) and /readyz
-// (connected to PostgreSQL and Kafka, and streaming or standing by).
+// (connected to PostgreSQL and the broker, and streaming or standing by).
 type health struct {
 	stream   *cdc.Stream
 	monitor  *cdc.Monitor
 	ping     func(context.Context) error
+	broker   string       // the sink's name, for readiness messages
 	brokerOK atomic.Int64 // unix nanoseconds of the last answered ping
 }
 
@@ -69,7 +70,7 @@ func (h *health) ready() (bool, string) {
 	}
 	last := h.brokerOK.Load()
 	if last == 0 || time.Since(time.Unix(0, last)) > 3*healthInterval {
-		return false, "no Kafka broker answers"
+		return false, "no " + h.broker + " broker answers"
 	}
 	return true, h.stream.State().String()
 }

@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"fmt"
 	"io"
 	"log/slog"
 	"time"
@@ -10,10 +9,10 @@ import (
 	"github.com/jackc/pglogrepl"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
-	"golang.org/x/sync/errgroup"
 
 	"github.com/outbox-relay/outbox-relay/cdc"
 	"github.com/outbox-relay/outbox-relay/relay"
+	"github.com/outbox-relay/outbox-relay/relay/pipeline"
 	"github.com/outbox-relay/outbox-relay/sinks/kafka"
 )
 
@@ -26,7 +25,7 @@ const brokerCheckTimeout = 10 * time.Second
 // and runs again.
 func relayUntilDone(ctx context.Context, cfg Config, stderr io.Writer) error {
 	logger := cfg.logger(stderr)
-	logger.Info("starting", "version", version, "commit", commit, "cdc", cfg.CDC, "kafka", cfg.Kafka)
+	logger.Info("starting", "version", version, "commit", commit, "cdc", cfg.CDC, "sink", cfg.Sink, cfg.Sink, cfg.sinkConfig())
 	applyMemoryLimit(cfg.MemoryLimit, cfg.Relay.MaxInflightBytes, logger)
 	applyMaxProcs(cfg.MaxProcs, logger)
 	if cfg.pprof {
@@ -68,24 +67,19 @@ func relayOnce(ctx context.Context, cfg Config, logger *slog.Logger, rm *recover
 // relayWith runs the stream, the relay core and the metrics server,
 // registering their metrics with reg.
 func relayWith(ctx context.Context, cfg Config, logger *slog.Logger, reg *prometheus.Registry) (pglogrepl.LSN, error) {
-	sink, err := kafka.New(cfg.Kafka, logger, reg)
-	if err != nil {
-		return 0, err
-	}
-	defer sink.Close()
-	pctx, cancel := context.WithTimeout(ctx, brokerCheckTimeout)
-	err = sink.Ping(pctx)
-	cancel()
+	sink, err := openSink(ctx, cfg, logger, reg)
 	if err != nil {
 		if ctx.Err() != nil {
 			return 0, nil
 		}
 		return 0, err
 	}
+	defer sink.Close()
 
 	if cfg.Relay.Delivery == relay.DeliveryExactlyOnce {
+		ks := sink.(kafkaSink) // finishRun allows exactly-once with Kafka only
 		cctx, cancel := context.WithTimeout(ctx, brokerCheckTimeout)
-		err := sink.CreateCheckpointTopic(cctx)
+		err := ks.CreateCheckpointTopic(cctx)
 		cancel()
 		if err != nil {
 			return 0, err
@@ -93,48 +87,39 @@ func relayWith(ctx context.Context, cfg Config, logger *slog.Logger, reg *promet
 		logger.Info("exactly-once delivery", "transactional_id", cfg.Kafka.TransactionalID, "checkpoint_topic", kafka.CheckpointTopic,
 			"transaction_interval", cfg.Relay.TransactionInterval.String())
 	}
-	core, err := relay.New(cfg.Relay, sink, logger, reg)
+	p, err := pipeline.New(pipeline.Config{CDC: cfg.CDC, Relay: cfg.Relay}, sink, logger, reg)
 	if err != nil {
 		return 0, err
 	}
-	stream, err := cdc.New(cfg.CDC, logger, reg)
-	if err != nil {
-		return 0, err
-	}
-
 	monitor, err := cdc.NewMonitor(cfg.CDC, healthInterval, logger, reg)
 	if err != nil {
 		return 0, err
 	}
-	h := &health{stream: stream, monitor: monitor, ping: sink.Ping}
+	h := &health{stream: p.Stream, monitor: monitor, ping: sink.Ping, broker: cfg.Sink}
 	cm, err := newCleanupMetrics(reg)
 	if err != nil {
 		return 0, err
 	}
 	keeper := newHorizonKeeper(cfg.CDC, max(cfg.CDC.StatusInterval, time.Second),
-		func() bool { return stream.State() == cdc.StateStreaming }, logger, cm)
+		func() bool { return p.Stream.State() == cdc.StateStreaming }, logger, cm)
 
-	g, gctx := errgroup.WithContext(ctx)
-	g.Go(func() error { return stream.Run(gctx, core) })
-	g.Go(func() error { return core.Run(gctx) })
-	g.Go(func() error { return monitor.Run(gctx) })
-	g.Go(func() error { return h.run(gctx) })
-	g.Go(func() error { return keeper.Run(gctx) })
+	actors := []pipeline.Actor{monitor.Run, h.run, keeper.Run}
 	if cfg.PruneOlderThan > 0 {
-		j := newJanitor(cfg.CDC, cfg.PruneOlderThan, cfg.PruneInterval, logger, cm)
-		g.Go(func() error { return j.Run(gctx) })
+		actors = append(actors, newJanitor(cfg.CDC, cfg.PruneOlderThan, cfg.PruneInterval, logger, cm).Run)
 	}
 	if cfg.MetricsAddr != "" {
-		g.Go(func() error {
-			return serveHTTP(gctx, "metrics", "metrics-addr", cfg.MetricsAddr, metricsHandler(reg, h), logger)
+		actors = append(actors, func(ctx context.Context) error {
+			return serveHTTP(ctx, "metrics", "metrics-addr", cfg.MetricsAddr, metricsHandler(reg, h), logger)
 		})
 	}
 	if cfg.PprofAddr != "" {
-		g.Go(func() error { return serveHTTP(gctx, "pprof", "pprof-addr", cfg.PprofAddr, pprofHandler(), logger) })
+		actors = append(actors, func(ctx context.Context) error {
+			return serveHTTP(ctx, "pprof", "pprof-addr", cfg.PprofAddr, pprofHandler(), logger)
+		})
 	}
-	if err := g.Wait(); err != nil {
-		return core.Flushed(), fmt.Errorf("relay stopped: %w", err)
+	if err := p.Run(ctx, actors...); err != nil {
+		return p.Relay.Flushed(), err
 	}
 	logger.Info("stopped")
-	return core.Flushed(), nil
+	return p.Relay.Flushed(), nil
 }

@@ -126,17 +126,11 @@ func replay(ctx context.Context, cfg Config, rf replayFlags, stdout, stderr io.W
 		}
 		sink = dry
 	} else {
-		s, err := kafka.New(cfg.Kafka, logger, prometheus.NewRegistry())
+		s, err := openSink(ctx, cfg, logger, prometheus.NewRegistry())
 		if err != nil {
 			return err
 		}
 		defer s.Close()
-		pctx, cancel := context.WithTimeout(ctx, brokerCheckTimeout)
-		err = s.Ping(pctx)
-		cancel()
-		if err != nil {
-			return err
-		}
 		sink = s
 	}
 	st, err := republish(ctx, tx, q, sink, republishOptions{

@@ -14,7 +14,6 @@ import (
 
 	"github.com/outbox-relay/outbox-relay/cdc"
 	"github.com/outbox-relay/outbox-relay/schema"
-	"github.com/outbox-relay/outbox-relay/sinks/kafka"
 )
 
 // The values of --on-slot-lost.
@@ -129,8 +128,8 @@ func recoverSlot(ctx context.Context, cfg Config, logger *slog.Logger, m *recove
 	logger = logger.With("component", "recovery", "slot", cfg.CDC.Slot)
 	logger.Warn("replication slot lost; recovering: recreating it and republishing the unconfirmed rows from the outbox table")
 	started := time.Now()
-	kcfg := cfg.Kafka
-	kcfg.TransactionalID, kcfg.CheckpointKey = "", "" // republished rows are at-least-once
+	rcfg := cfg
+	rcfg.Kafka.TransactionalID, rcfg.Kafka.CheckpointKey = "", "" // republished rows are at-least-once
 	recreated, err := cdc.Recreate(ctx, cfg.CDC, base, func(ctx context.Context, tx pgx.Tx, start pglogrepl.LSN) error {
 		q := cfg.replayQuery()
 		h, found, err := loadHorizon(ctx, tx, cfg)
@@ -162,17 +161,11 @@ func recoverSlot(ctx context.Context, cfg Config, logger *slog.Logger, m *recove
 		if err := tx.QueryRow(ctx, sql, args...).Scan(&total); err != nil {
 			return fmt.Errorf("count rows of %s: %w", q.Table, err)
 		}
-		sink, err := kafka.New(kcfg, logger, nil)
+		sink, err := openSink(ctx, rcfg, logger, nil)
 		if err != nil {
 			return err
 		}
 		defer sink.Close()
-		pctx, cancel := context.WithTimeout(ctx, brokerCheckTimeout)
-		err = sink.Ping(pctx)
-		cancel()
-		if err != nil {
-			return err
-		}
 		st, err := republish(ctx, tx, q, sink, republishOptions{
 			Started:           started,
 			MaxInflightEvents: cfg.Relay.MaxInflightEvents,

@@ -59,12 +59,12 @@ func (r *Relay) Next(ctx context.Context) (Record, error) {
 			if rec, ok := r.pop(); ok {
 				return rec, nil
 			}
-			err := r.group.Wait()
+			err := r.wait()
 			if err == nil {
 				return Record{}, ErrStopped
 			}
 			r.seen.Store(true)
-			return Record{}, fmt.Errorf("relaytest: relay stopped: %w", err)
+			return Record{}, fmt.Errorf("relaytest: %w", err)
 		}
 	}
 }

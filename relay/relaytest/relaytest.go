@@ -13,13 +13,12 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
-	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/twmb/franz-go/pkg/kfake"
 	"github.com/twmb/franz-go/pkg/kgo"
-	"golang.org/x/sync/errgroup"
 
 	"github.com/outbox-relay/outbox-relay/cdc"
 	"github.com/outbox-relay/outbox-relay/relay"
+	"github.com/outbox-relay/outbox-relay/relay/pipeline"
 	"github.com/outbox-relay/outbox-relay/schema"
 	"github.com/outbox-relay/outbox-relay/sinks/kafka"
 )
@@ -67,9 +66,9 @@ type Relay struct {
 	timeout  time.Duration
 	log      *slog.Logger
 	consumer *kgo.Client
-	stopped  <-chan struct{} // closed when the relay stops
-	group    *errgroup.Group
-	seen     atomic.Bool // Next returned the relay's error
+	stopped  <-chan struct{} // closed when the relay has stopped
+	wait     func() error    // the relay's error, once stopped
+	seen     atomic.Bool     // Next returned the relay's error
 
 	mu      sync.Mutex
 	queue   []Record
@@ -120,7 +119,7 @@ func Start(t testing.TB, dsn string, cfg Config) *Relay {
 	defer cancel()
 
 	t.Cleanup(func() {
-		if err := drop(dsn, r.Slot, r.Publication, cfg.Timeout); err != nil {
+		if err := teardown(ccfg, cfg.Timeout); err != nil {
 			t.Errorf("relaytest: %v", err)
 		}
 	})
@@ -141,11 +140,7 @@ func Start(t testing.TB, dsn string, cfg Config) *Relay {
 		t.Fatalf("relaytest: %v", err)
 	}
 	t.Cleanup(sink.Close)
-	core, err := relay.New(relay.Config{PoisonPolicy: cfg.PoisonPolicy}, sink, logger, nil)
-	if err != nil {
-		t.Fatalf("relaytest: %v", err)
-	}
-	stream, err := cdc.New(ccfg, logger, nil)
+	p, err := pipeline.New(pipeline.Config{CDC: ccfg, Relay: relay.Config{PoisonPolicy: cfg.PoisonPolicy}}, sink, logger, nil)
 	if err != nil {
 		t.Fatalf("relaytest: %v", err)
 	}
@@ -166,23 +161,30 @@ func Start(t testing.TB, dsn string, cfg Config) *Relay {
 	t.Cleanup(r.consumer.Close)
 
 	runCtx, stop := context.WithCancel(context.Background())
-	g, gctx := errgroup.WithContext(runCtx)
-	g.Go(func() error { return stream.Run(gctx, core) })
-	g.Go(func() error { return core.Run(gctx) })
-	g.Go(func() error { return r.consume(gctx) })
-	r.stopped, r.group = gctx.Done(), g
+	stopped := make(chan struct{})
+	result := make(chan error, 1)
+	go func() {
+		err := p.Run(runCtx, r.consume)
+		close(stopped)
+		result <- err
+	}()
+	r.stopped = stopped
+	r.wait = sync.OnceValue(func() error { return <-result })
+	wait := r.wait
 	t.Cleanup(func() {
 		stop()
-		if err := g.Wait(); err != nil && !r.seen.Load() {
-			t.Errorf("relaytest: relay stopped: %v", err)
+		if err := wait(); err != nil && !r.seen.Load() {
+			t.Errorf("relaytest: %v", err)
 		}
 	})
 
-	if err := waitStreaming(ctx, gctx, stream); err != nil {
-		if gctx.Err() != nil {
-			if err = g.Wait(); err == nil {
+	if err := waitStreaming(ctx, stopped, p.Stream); err != nil {
+		select {
+		case <-stopped:
+			if err = wait(); err == nil {
 				err = errors.New("relay stopped")
 			}
+		default:
 		}
 		r.seen.Store(true) // reported here, not again at cleanup
 		t.Fatalf("relaytest: relay did not start streaming: %v", err)
@@ -207,15 +209,15 @@ func setup(ctx context.Context, cfg cdc.Config, logger *slog.Logger) error {
 	return nil
 }
 
-// waitStreaming returns nil once stream streams, or an error when ctx or
-// run ends first.
-func waitStreaming(ctx, run context.Context, stream *cdc.Stream) error {
+// waitStreaming returns nil once stream streams, or an error when ctx ends
+// or the relay stops first.
+func waitStreaming(ctx context.Context, stopped <-chan struct{}, stream *cdc.Stream) error {
 	tick := time.NewTicker(10 * time.Millisecond)
 	defer tick.Stop()
 	for stream.State() != cdc.StateStreaming {
 		select {
-		case <-run.Done():
-			return run.Err()
+		case <-stopped:
+			return errors.New("relay stopped")
 		case <-ctx.Done():
 			return fmt.Errorf("still %s: %w", stream.State(), ctx.Err())
 		case <-tick.C:
@@ -224,35 +226,16 @@ func waitStreaming(ctx, run context.Context, stream *cdc.Stream) error {
 	return nil
 }
 
-// drop drops the replication slot and the publication, waiting while the
-// slot is still held by a replication connection that is closing.
-func drop(dsn, slot, publication string, timeout time.Duration) error {
+// teardown drops the slot and publication of cfg.
+func teardown(cfg cdc.Config, timeout time.Duration) error {
 	ctx, cancel := context.WithTimeout(context.Background(), timeout)
 	defer cancel()
-	conn, err := pgx.Connect(ctx, dsn)
+	conn, err := pgx.Connect(ctx, cfg.DSN)
 	if err != nil {
-		return fmt.Errorf("drop slot %q: connect to PostgreSQL at %s: %w", slot, cdc.RedactDSN(dsn), err)
+		return fmt.Errorf("drop slot %q: connect to PostgreSQL at %s: %w", cfg.Slot, cdc.RedactDSN(cfg.DSN), err)
 	}
 	defer conn.Close(context.WithoutCancel(ctx))
-	for {
-		_, err := conn.Exec(ctx, `SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots WHERE slot_name = $1`, slot)
-		var pgErr *pgconn.PgError
-		if !errors.As(err, &pgErr) || pgErr.Code != "55006" { // object_in_use: the walsender has not let go yet
-			if err != nil {
-				return fmt.Errorf("drop slot %q: %w", slot, err)
-			}
-			break
-		}
-		select {
-		case <-ctx.Done():
-			return fmt.Errorf("drop slot %q: %w", slot, errors.Join(err, ctx.Err()))
-		case <-time.After(20 * time.Millisecond):
-		}
-	}
-	if _, err := conn.Exec(ctx, "DROP PUBLICATION IF EXISTS "+pgx.Identifier{publication}.Sanitize()); err != nil {
-		return fmt.Errorf("drop publication %q: %w", publication, err)
-	}
-	return nil
+	return cdc.Teardown(ctx, conn, cfg)
 }
 
 // uniqueName returns a slot and publication name no other Relay uses.

@@ -1,0 +1,113 @@
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"log/slog"
+	"slices"
+	"strings"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/outbox-relay/outbox-relay/relay"
+	"github.com/outbox-relay/outbox-relay/sinks/kafka"
+)
+
+// The brokers --sink names.
+const (
+	sinkKafka = "kafka"
+)
+
+// sinkNames lists what --sink accepts, in the order help shows them.
+var sinkNames = []string{sinkKafka}
+
+// brokerSink is a sink of any broker, as run, replay and slot recovery use
+// it: events out, a ping for health checks, and Close.
+type brokerSink interface {
+	relay.Sink
+	// Ping checks that the broker answers; its error says what to check.
+	Ping(ctx context.Context) error
+	// Setup makes what the sink needs on the broker, where it needs
+	// anything (a stream, an exchange); it never changes what exists.
+	Setup(ctx context.Context) error
+	// Close releases the sink; events not yet acknowledged fail.
+	Close()
+}
+
+// newSink returns the sink --sink names, for cfg; it dials nothing.
+func newSink(cfg Config, logger *slog.Logger, reg prometheus.Registerer) (brokerSink, error) {
+	switch cfg.Sink {
+	case sinkKafka:
+		s, err := kafka.New(cfg.Kafka, logger, reg)
+		if err != nil {
+			return nil, err
+		}
+		return kafkaSink{s}, nil
+	}
+	return nil, fmt.Errorf("--sink %q: use one of %v", cfg.Sink, sinkNames) // unreachable after finishRun
+}
+
+// kafkaSink is a kafka.Sink as a brokerSink: topics are created by the
+// brokers when the relay first writes to them (or by their operators), so
+// Setup makes nothing.
+type kafkaSink struct{ *kafka.Sink }
+
+func (kafkaSink) Setup(context.Context) error { return nil }
+
+// openSink returns the sink --sink names once its broker answered, within
+// brokerCheckTimeout; under setup, it also makes what the sink needs on the
+// broker, logging what it could not make. When ctx ends first it returns
+// nil and ctx's error.
+func openSink(ctx context.Context, cfg Config, logger *slog.Logger, reg prometheus.Registerer) (brokerSink, error) {
+	s, err := newSink(cfg, logger, reg)
+	if err != nil {
+		return nil, err
+	}
+	pctx, cancel := context.WithTimeout(ctx, brokerCheckTimeout)
+	err = s.Ping(pctx)
+	cancel()
+	if err == nil {
+		sctx, cancel := context.WithTimeout(ctx, brokerCheckTimeout)
+		if serr := s.Setup(sctx); serr != nil && ctx.Err() == nil {
+			logger.Warn("could not make what the sink needs on the broker; events it cannot route are held until it exists; run `outbox-relay setup` with broker rights to make it",
+				"sink", cfg.Sink, "err", serr)
+		}
+		cancel()
+	}
+	if err != nil || ctx.Err() != nil {
+		s.Close()
+		if ctx.Err() != nil {
+			return nil, ctx.Err()
+		}
+		return nil, err
+	}
+	return s, nil
+}
+
+// bindSink binds --sink.
+func bindSink(fs *flag.FlagSet, c *Config) {
+	fs.StringVar(&c.Sink, "sink", sinkKafka, "broker the events go to: "+strings.Join(sinkNames, ", ")+"; each has flags of its own (--kafka-*, --nats-*, --rabbitmq-*, --redis-*)")
+}
+
+// finishSink checks --sink and what only one broker offers.
+func (c *Config) finishSink() error {
+	if !slices.Contains(sinkNames, c.Sink) {
+		return usageError{fmt.Errorf("--sink %q: use one of %s", c.Sink, strings.Join(sinkNames, ", "))}
+	}
+	if c.Sink != sinkKafka && c.Relay.Delivery == relay.DeliveryExactlyOnce {
+		return usageError{fmt.Errorf("--delivery=%s needs --sink=%s (it commits Kafka transactions); with --sink=%s delivery is at least once: consumers drop repeats by the id header",
+			relay.DeliveryExactlyOnce, sinkKafka, c.Sink)}
+	}
+	return nil
+}
+
+// sinkConfig returns the configuration of the sink --sink names, for the
+// start-up log line (secrets redacted by its LogValue).
+func (c *Config) sinkConfig() any {
+	switch c.Sink {
+	case sinkKafka:
+		return c.Kafka
+	}
+	return nil
+}
