@@ -45,6 +45,7 @@ type faultRun struct {
 	c     *collector
 	procs []*proc
 	began time.Time
+	env   []string // every relay's environment beyond faultSettings
 
 	done    <-chan error
 	writing bool
@@ -61,7 +62,7 @@ func newFaultRun(t *testing.T, e *env) *faultRun {
 // relay starts a relay with faultSettings and extraEnv.
 func (r *faultRun) relay(extraEnv ...string) *proc {
 	r.t.Helper()
-	p := r.e.start(append(slices.Clone(faultSettings), extraEnv...)...)
+	p := r.e.start(slices.Concat(faultSettings, r.env, extraEnv)...)
 	r.procs = append(r.procs, p)
 	return p
 }
@@ -335,7 +336,7 @@ func TestFaultKill9Repeated(t *testing.T) {
 // some while it streams, at least minKills times and on while r's writers
 // run (up to three times minKills), restarting it each time; then it
 // checks what was delivered and stops the last relay.
-func (r *faultRun) kill9Repeatedly(p *proc, minKills int) {
+func (r *faultRun) kill9Repeatedly(p *proc, minKills int) *report {
 	t, e := r.t, r.e
 	t.Helper()
 	kills, whileStarting, whileWriting := 0, 0, 0
@@ -380,10 +381,11 @@ func (r *faultRun) kill9Repeatedly(p *proc, minKills int) {
 	r.waitWriters()
 	t.Logf("recovery: the last relay streams %s after its start and has confirmed the WAL written until the writers finished %s after its start",
 		toStream[len(toStream)-1], ms(e.catchUp(t, p.started, 2*time.Minute)))
-	r.check()
+	rep := r.check()
 	if !t.Failed() {
 		r.stop(p)
 	}
+	return rep
 }
 
 // TestFaultBrokerRejectsProduce has the broker fail every produce request

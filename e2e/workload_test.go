@@ -466,14 +466,21 @@ func (l *ledger) counts() (committed, rolledBack, txns int) {
 	return len(l.rows), len(l.rolled), len(l.txns)
 }
 
-// collector keeps every record a consumer fetched, in consumption order.
+// fetcher returns the records that arrived since its last call, waiting up
+// to d for some: a Kafka consumer, or a reader of another broker
+// (sinks_test.go).
+type fetcher interface {
+	poll(ctx context.Context, d time.Duration) ([]*kgo.Record, error)
+}
+
+// collector keeps every record a fetcher fetched, in consumption order.
 type collector struct {
-	c    *consumer
+	c    fetcher
 	recs []*kgo.Record
 	ids  map[string]int // records per id header
 }
 
-func newCollector(c *consumer) *collector {
+func newCollector(c fetcher) *collector {
 	return &collector{c: c, ids: make(map[string]int)}
 }
 

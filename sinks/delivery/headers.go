@@ -86,7 +86,8 @@ type Header struct {
 // AppendHeaders appends ev's headers to hs: HeaderID, HeaderEventType,
 // HeaderAggregateType and HeaderPosition, for a replayed event
 // HeaderReplayed and HeaderReplayStarted, then one per member of the JSON
-// object ev.Headers in the order written (see EachJSONHeader). It fails
+// object ev.Headers in the order written (see EachJSONHeader), except
+// members named like the relay's own headers (Reserved). It fails
 // with a *PermanentError of ReasonHeaders when ev.Headers is not a JSON
 // object.
 func AppendHeaders(hs []Header, ev *schema.Event) ([]Header, error) {
@@ -100,7 +101,11 @@ func AppendHeaders(hs []Header, ev *schema.Event) ([]Header, error) {
 			Header{HeaderReplayed, []byte("true")},
 			Header{HeaderReplayStarted, ev.Replayed.UTC().AppendFormat(nil, time.RFC3339Nano)})
 	}
-	err := EachJSONHeader(ev.Headers, func(k string, v []byte) { hs = append(hs, Header{k, v}) })
+	err := EachJSONHeader(ev.Headers, func(k string, v []byte) {
+		if !Reserved(k) {
+			hs = append(hs, Header{k, v})
+		}
+	})
 	if err != nil {
 		return hs, &PermanentError{Reason: ReasonHeaders, Err: fmt.Errorf(
 			"event %s: %w; write headers as a JSON object such as {\"trace_id\": \"abc\"}, or NULL", ev.ID, err)}
@@ -143,8 +148,8 @@ func DeadLetterHeaders(ev *schema.Event, reason string, cause error, attempts in
 var emptyValue = []byte{}
 
 // EachJSONHeader calls fn once per member of the JSON object obj, in the
-// order written, except members named like a reserved header (Reserved): a
-// string's value is its unescaped text, null's is empty, and any other
+// order written: a string's value is its unescaped text, null's is empty,
+// and any other
 // value's is its JSON text. Names and values alias obj unless they had
 // escapes, so obj must not change while they are used. Nil, empty, or JSON
 // null obj call nothing. It fails when obj is not a JSON object; fn may
@@ -192,9 +197,6 @@ func EachJSONHeader(obj []byte, fn func(key string, value []byte)) error {
 		}
 		// The name aliases obj, which nobody changes: no copy per header.
 		name := unsafe.String(unsafe.SliceData(key), len(key))
-		if Reserved(name) {
-			continue
-		}
 		var val []byte
 		switch rawVal[0] {
 		case '"':

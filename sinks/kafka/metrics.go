@@ -23,31 +23,37 @@ type metrics struct {
 // reports, at scrape time, the events waiting to be sent alone. It fails if
 // reg already holds them, as it does while another Sink uses it.
 func newMetrics(reg prometheus.Registerer, held func() int) (*metrics, error) {
+	// The series every sink has carry its name, as those of sinks/delivery.
+	sink := prometheus.Labels{"sink": "kafka"}
 	m := &metrics{
 		reg: reg,
 		published: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Namespace: "outbox_relay",
-			Name:      "events_published_total",
-			Help:      "Events Kafka acknowledged, by topic.",
+			Namespace:   "outbox_relay",
+			Name:        "events_published_total",
+			ConstLabels: sink,
+			Help:        "Events Kafka acknowledged, by topic.",
 		}, []string{"topic"}),
 		publishedBytes: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Namespace: "outbox_relay",
-			Name:      "published_bytes_total",
-			Help:      "Payload bytes of the events Kafka acknowledged, by topic.",
+			Namespace:   "outbox_relay",
+			Name:        "published_bytes_total",
+			ConstLabels: sink,
+			Help:        "Payload bytes of the events Kafka acknowledged, by topic.",
 		}, []string{"topic"}),
 		duration: prometheus.NewHistogram(prometheus.HistogramOpts{
-			Namespace: "outbox_relay",
-			Name:      "publish_duration_seconds",
-			Help:      "Time from Publish to Kafka's acknowledgement, for acknowledged events.",
+			Namespace:   "outbox_relay",
+			Name:        "publish_duration_seconds",
+			ConstLabels: sink,
+			Help:        "Time from Publish to Kafka's acknowledgement, for acknowledged events.",
 			// 1ms to about 33s: a healthy ack takes milliseconds,
 			// retries through a leader election take seconds.
 			Buckets: prometheus.ExponentialBuckets(0.001, 2, 16),
 		}),
 	}
 	m.deadLettered = prometheus.NewCounterVec(prometheus.CounterOpts{
-		Namespace: "outbox_relay",
-		Name:      "dlq_events_total",
-		Help:      "Events set aside in the dead-letter topic, by reason.",
+		Namespace:   "outbox_relay",
+		Name:        "dlq_events_total",
+		ConstLabels: sink,
+		Help:        "Events set aside in the dead-letter topic, by reason.",
 	}, []string{"reason"})
 	m.resentAlone = prometheus.NewCounter(prometheus.CounterOpts{
 		Namespace: "outbox_relay",

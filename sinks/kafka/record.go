@@ -2,17 +2,13 @@ package kafka
 
 import (
 	"bytes"
-	"encoding/json"
-	"errors"
 	"fmt"
 	"time"
-	"unsafe"
 
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/outbox-relay/outbox-relay/schema"
-
-	"github.com/outbox-relay/outbox-relay/internal/jsonscan"
+	"github.com/outbox-relay/outbox-relay/sinks/delivery"
 )
 
 // Names of the headers every record carries, in this order, before the
@@ -20,16 +16,16 @@ import (
 // consumer can trust them.
 const (
 	// HeaderID holds the event's ID.
-	HeaderID = "id"
+	HeaderID = delivery.HeaderID
 	// HeaderEventType holds the event's type.
-	HeaderEventType = "event_type"
+	HeaderEventType = delivery.HeaderEventType
 	// HeaderAggregateType holds the event's aggregate type.
-	HeaderAggregateType = "aggregate_type"
+	HeaderAggregateType = delivery.HeaderAggregateType
 	// HeaderPosition holds the event's schema.Position as 24 lower-case
 	// hex digits (schema.Position.AppendText). Positions compare byte by
 	// byte in commit order, and a replayed event carries the same one, so
 	// a consumer can drop replays by keeping the greatest it processed.
-	HeaderPosition = "position"
+	HeaderPosition = delivery.HeaderPosition
 )
 
 // Names of the headers a replayed event's record carries after the four
@@ -39,14 +35,14 @@ const (
 // streamed one, so it never moves a consumer's greatest position, and
 // consumers deduplicate it by HeaderID.
 const (
-	HeaderReplayed      = "replayed"
-	HeaderReplayStarted = "replay_started"
+	HeaderReplayed      = delivery.HeaderReplayed
+	HeaderReplayStarted = delivery.HeaderReplayStarted
 )
 
 const reservedHeaders = 4
 
-func reservedHeader(key []byte) bool {
-	switch string(key) {
+func reservedHeader(key string) bool {
+	switch key {
 	case HeaderID, HeaderEventType, HeaderAggregateType, HeaderPosition, HeaderReplayed, HeaderReplayStarted:
 		return true
 	}
@@ -175,72 +171,15 @@ func appendPart(buf []byte, s string) ([]byte, []byte) {
 	return buf, buf[start:len(buf):len(buf)]
 }
 
-// emptyValue is the value of a header whose JSON value is null.
-var emptyValue = []byte{}
-
-// appendJSONHeaders appends one header per member of the JSON object obj.
-// Nil, empty, or JSON null obj append nothing. Values alias obj unless they
-// are strings with escapes.
+// appendJSONHeaders appends one header per member of the JSON object obj
+// (delivery.EachJSONHeader), except those named like the relay's own.
 func appendJSONHeaders(hs []kgo.RecordHeader, obj []byte) ([]kgo.RecordHeader, error) {
-	if len(obj) == 0 {
-		return hs, nil
-	}
-	if !json.Valid(obj) {
-		var syntax any
-		err := json.Unmarshal(obj, &syntax)
-		if err == nil { // json.Valid and Unmarshal disagree: cannot happen
-			err = errors.New("invalid JSON")
+	err := delivery.EachJSONHeader(obj, func(key string, val []byte) {
+		if !reservedHeader(key) {
+			hs = append(hs, kgo.RecordHeader{Key: key, Value: val})
 		}
-		return hs, fmt.Errorf("headers are not valid JSON: %w", err)
-	}
-	// From here obj is valid JSON, so the scanner below checks no syntax.
-	i := jsonscan.SkipSpace(obj, 0)
-	switch obj[i] {
-	case 'n':
-		return hs, nil
-	case '{':
-	default:
-		return hs, fmt.Errorf("headers are a JSON %s, not an object", jsonscan.Kind(obj[i]))
-	}
-	i++
-	for {
-		i = jsonscan.SkipSpace(obj, i)
-		switch obj[i] {
-		case '}':
-			return hs, nil
-		case ',':
-			i = jsonscan.SkipSpace(obj, i+1)
-		}
-		keyEnd := jsonscan.StringEnd(obj, i)
-		rawKey := obj[i:keyEnd]
-		i = jsonscan.SkipSpace(obj, keyEnd) + 1 // past ':'
-		i = jsonscan.SkipSpace(obj, i)
-		valEnd := jsonscan.ValueEnd(obj, i)
-		rawVal := obj[i:valEnd]
-		i = valEnd
-
-		key, err := jsonscan.Unquote(rawKey)
-		if err != nil {
-			return hs, fmt.Errorf("header name %s: %w", rawKey, err)
-		}
-		if reservedHeader(key) {
-			continue
-		}
-		var val []byte
-		switch rawVal[0] {
-		case '"':
-			if val, err = jsonscan.Unquote(rawVal); err != nil {
-				return hs, fmt.Errorf("header %q: %w", key, err)
-			}
-		case 'n':
-			val = emptyValue
-		default:
-			val = rawVal
-		}
-		// The name aliases obj, which the record's event owns and
-		// nobody changes, like the values: no copy per header.
-		hs = append(hs, kgo.RecordHeader{Key: unsafe.String(unsafe.SliceData(key), len(key)), Value: val})
-	}
+	})
+	return hs, err
 }
 
 // batchBytes overestimates the size of a record batch holding only r, by at

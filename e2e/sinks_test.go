@@ -1,0 +1,212 @@
+package e2e
+
+import (
+	"context"
+	"hash/fnv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/twmb/franz-go/pkg/kgo"
+
+	"github.com/outbox-relay/outbox-relay/sinks/delivery"
+	"github.com/outbox-relay/outbox-relay/sinks/sinktest"
+)
+
+// The sink tests run the relay binary against each broker other than Kafka,
+// a real server started by the test, with the fault workload: writers with
+// rolled-back transactions, the relay killed, the broker restarted, the
+// relay stopped by SIGTERM. What the broker holds is read with an
+// independent client of it (the sink's test package) and checked against
+// the ledger like Kafka's records: each committed row once or more, none
+// rolled back, each aggregate's first copies in commit order.
+
+// sinkBroker is a broker of one sink, started for one test.
+type sinkBroker struct {
+	// env is the relay's environment for the sink: OUTBOX_RELAY_SINK and
+	// the broker's address.
+	env []string
+	// read returns every event message the broker holds.
+	read func(t *testing.T) []sinktest.Message
+	// dest is the destination a message of the aggregate typ and key
+	// must have been stored at.
+	dest func(typ, key string) string
+	// stop stops the broker, keeping what it stored; start starts it
+	// again at the same address.
+	stop, start func(t testing.TB)
+	// dedupes says whether the broker drops the relay's re-sends, so that
+	// no duplicate may arrive even after kill -9.
+	dedupes bool
+}
+
+// sinkCase names a sink and starts its broker.
+type sinkCase struct {
+	name  string
+	start func(t *testing.T) *sinkBroker
+}
+
+// sinkFetcher is a fetcher of what a broker other than Kafka holds: each
+// poll reads everything and returns what is new, per destination, as Kafka
+// records. A record's topic is outbox.<aggregate type>, as on Kafka, and
+// its partition stands for its key: these brokers keep each aggregate's
+// order, not one across aggregates.
+type sinkFetcher struct {
+	t    *testing.T
+	b    *sinkBroker
+	seen map[string]int // per destination, messages returned
+
+	mu       sync.Mutex
+	misplace []string // messages stored at the wrong destination
+}
+
+func newSinkFetcher(t *testing.T, b *sinkBroker) *sinkFetcher {
+	return &sinkFetcher{t: t, b: b, seen: make(map[string]int)}
+}
+
+func (f *sinkFetcher) poll(ctx context.Context, d time.Duration) ([]*kgo.Record, error) {
+	deadline := time.Now().Add(d)
+	for {
+		var recs []*kgo.Record
+		count := make(map[string]int)
+		for _, m := range f.b.read(f.t) {
+			count[m.Destination]++
+			if count[m.Destination] <= f.seen[m.Destination] {
+				continue
+			}
+			recs = append(recs, f.record(m, count[m.Destination]))
+		}
+		for dest, n := range count {
+			f.seen[dest] = max(f.seen[dest], n)
+		}
+		if len(recs) > 0 || time.Now().After(deadline) {
+			return recs, nil
+		}
+		select {
+		case <-ctx.Done():
+			return nil, nil
+		case <-time.After(min(200*time.Millisecond, time.Until(deadline))):
+		}
+	}
+}
+
+// record returns m as the Kafka record the ledger checks, the n-th of its
+// destination.
+func (f *sinkFetcher) record(m sinktest.Message, n int) *kgo.Record {
+	typ, _ := m.Header(delivery.HeaderAggregateType)
+	if want := f.b.dest(typ, m.Key); m.Destination != want {
+		f.mu.Lock()
+		f.misplace = append(f.misplace, m.Destination+" (want "+want+")")
+		f.mu.Unlock()
+	}
+	h := fnv.New32a()
+	h.Write([]byte(m.Key))
+	rec := &kgo.Record{
+		Topic:     "outbox." + typ,
+		Partition: int32(h.Sum32() & 0x7fffffff),
+		Offset:    int64(n - 1),
+		Key:       []byte(m.Key),
+		Value:     m.Payload,
+	}
+	for _, h := range m.Headers {
+		rec.Headers = append(rec.Headers, kgo.RecordHeader{Key: h.Key, Value: h.Value})
+	}
+	return rec
+}
+
+// checkPlaces fails t if a message was stored at the wrong destination.
+func (f *sinkFetcher) checkPlaces(t *testing.T) {
+	t.Helper()
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if len(f.misplace) > 0 {
+		t.Errorf("%d messages at the wrong destination, such as %s", len(f.misplace), strings.Join(f.misplace[:min(5, len(f.misplace))], ", "))
+	}
+}
+
+// newSinkRun returns a fault run of the relay on e publishing to b.
+func newSinkRun(t *testing.T, e *env, b *sinkBroker) (*faultRun, *sinkFetcher) {
+	f := newSinkFetcher(t, b)
+	r := &faultRun{t: t, e: e, c: newCollector(f), env: b.env}
+	return r, f
+}
+
+// sinkWorkload is the sink tests' workload: eight writers, a fifth of the
+// transactions rolled back, a tenth of the rows with headers, a third of
+// the events as logical decoding messages.
+func sinkWorkload(rows int) *workload {
+	return &workload{Rows: rows, RollbackRatio: 0.2, HeaderRatio: 0.1, MessageRatio: 0.3, Pause: 30 * time.Millisecond}
+}
+
+func TestSinks(t *testing.T) {
+	for _, sc := range sinkCases {
+		t.Run(sc.name, func(t *testing.T) {
+			t.Run("Kill9", func(t *testing.T) { testSinkKill9(t, sc) })
+			t.Run("BrokerRestart", func(t *testing.T) { testSinkBrokerRestart(t, sc) })
+			t.Run("CleanStop", func(t *testing.T) { testSinkCleanStop(t, sc) })
+		})
+	}
+}
+
+// testSinkKill9 SIGKILLs the relay three times or more while eight writers
+// run: nothing is lost, and on a broker that drops re-sends nothing is
+// duplicated either.
+func testSinkKill9(t *testing.T, sc sinkCase) {
+	e := newEnv(t)
+	b := sc.start(t)
+	r, f := newSinkRun(t, e, b)
+	p := r.relay()
+	p.waitStreaming(time.Minute)
+	r.startWriters(sinkWorkload(2500))
+	rep := r.kill9Repeatedly(p, 3)
+	f.checkPlaces(t)
+	if b.dedupes && rep.Duplicates > 0 {
+		t.Errorf("%d duplicates reached the broker, which should have dropped the relay's re-sends", rep.Duplicates)
+	}
+}
+
+// testSinkBrokerRestart stops the broker for three seconds and starts it
+// again while the writers run: the same relay process rides it out and
+// delivers everything.
+func testSinkBrokerRestart(t *testing.T, sc sinkCase) {
+	e := newEnv(t)
+	b := sc.start(t)
+	r, f := newSinkRun(t, e, b)
+	p := r.relay()
+	p.waitStreaming(time.Minute)
+	pid := p.cmd.Process.Pid
+	r.startWriters(sinkWorkload(2500))
+	time.Sleep(2 * time.Second)
+	down := time.Now()
+	b.stop(t)
+	time.Sleep(3 * time.Second)
+	b.start(t)
+	t.Logf("broker down for %s", ms(time.Since(down)))
+	r.waitWriters()
+	r.finishSameProcess(p, pid)
+	f.checkPlaces(t)
+}
+
+// testSinkCleanStop SIGTERMs the relay twice while the writers run, and
+// starts it again: no event arrives twice.
+func testSinkCleanStop(t *testing.T, sc sinkCase) {
+	e := newEnv(t)
+	b := sc.start(t)
+	r, f := newSinkRun(t, e, b)
+	p := r.relay()
+	p.waitStreaming(time.Minute)
+	r.startWriters(sinkWorkload(2000))
+	for i := range 2 {
+		time.Sleep(time.Second + time.Duration(i)*500*time.Millisecond)
+		r.stop(p)
+		p = r.relay()
+		p.waitStreaming(time.Minute)
+	}
+	r.waitWriters()
+	rep := r.check()
+	if rep.Duplicates > 0 {
+		t.Errorf("%d duplicates after clean stops, want none", rep.Duplicates)
+	}
+	r.stop(p)
+	f.checkPlaces(t)
+}
