@@ -46,6 +46,9 @@ type faultRun struct {
 	procs []*proc
 	began time.Time
 	env   []string // every relay's environment beyond faultSettings
+	// beforeKill, when set, is called with each relay kill9Repeatedly is
+	// about to kill or stop.
+	beforeKill func(p *proc)
 
 	done    <-chan error
 	writing bool
@@ -363,6 +366,9 @@ func (r *faultRun) kill9Repeatedly(p *proc, minKills int) *report {
 		if writing {
 			whileWriting++
 		}
+		if r.beforeKill != nil {
+			r.beforeKill(p)
+		}
 		p.kill()
 		kills++
 		t.Logf("kill -9 #%d while %s, at %s, %d rows committed so far, writers running: %t",
@@ -382,6 +388,9 @@ func (r *faultRun) kill9Repeatedly(p *proc, minKills int) *report {
 	t.Logf("recovery: the last relay streams %s after its start and has confirmed the WAL written until the writers finished %s after its start",
 		toStream[len(toStream)-1], ms(e.catchUp(t, p.started, 2*time.Minute)))
 	rep := r.check()
+	if r.beforeKill != nil {
+		r.beforeKill(p)
+	}
 	if !t.Failed() {
 		r.stop(p)
 	}

@@ -26,7 +26,7 @@ func startNATS(t *testing.T) *sinkBroker {
 		dest: func(typ, key string) string { return "outbox." + typ + "." + key },
 		stop:  s.Stop,
 		start: s.Start,
-		dedupes: true,
+		dropped: "outbox_relay_nats_duplicates_total",
 	}
 }
 

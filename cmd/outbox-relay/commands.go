@@ -34,6 +34,9 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	var dryRun bool
 	setupFS := newFS("setup")
 	bindDatabase(setupFS, &setupCfg)
+	bindSink(setupFS, &setupCfg)
+	bindNATS(setupFS, &setupCfg)
+	bindRedis(setupFS, &setupCfg)
 	setupFS.BoolVar(&dryRun, "dry-run", false, "print the SQL setup may run, and run nothing")
 
 	var replayCfg Config
@@ -64,7 +67,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 			{
 				Name:       "setup",
 				ShortUsage: "outbox-relay setup [flags]",
-				ShortHelp:  "Create the outbox table (if missing), its publication and the replication slot. Idempotent.",
+				ShortHelp:  "Create the outbox table (if missing), its publication and the replication slot, and what --sink needs on its broker (a NATS stream). Idempotent.",
 				FlagSet:    setupFS,
 				UsageFunc:  usage,
 				Options:    opts,

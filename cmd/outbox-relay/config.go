@@ -13,6 +13,8 @@ import (
 	"github.com/outbox-relay/outbox-relay/relay"
 	"github.com/outbox-relay/outbox-relay/schema"
 	"github.com/outbox-relay/outbox-relay/sinks/kafka"
+	"github.com/outbox-relay/outbox-relay/sinks/nats"
+	"github.com/outbox-relay/outbox-relay/sinks/redis"
 )
 
 // envPrefix turns --pg-dsn into OUTBOX_RELAY_PG_DSN.
@@ -25,6 +27,8 @@ type Config struct {
 	// Sink names the broker events go to: one of sinkNames.
 	Sink        string
 	Kafka       kafka.Config
+	NATS        nats.Config
+	Redis       redis.Config
 	Relay       relay.Config
 	MetricsAddr string
 	// PprofAddr is the loopback address serving Go profiles under
@@ -58,9 +62,13 @@ type Config struct {
 	brokers        string
 	pruneOlderThan retention
 	// Files holding secrets, read by finish (see secrets.go).
-	dsnFile          string
-	saslPasswordFile string
-	saslTokenFile    string
+	dsnFile           string
+	saslPasswordFile  string
+	saslTokenFile     string
+	natsPasswordFile  string
+	natsTokenFile     string
+	natsCredsFile     string
+	redisPasswordFile string
 }
 
 // bindDatabase binds the flags every subcommand needs to reach the outbox.
@@ -113,6 +121,8 @@ func bindRun(fs *flag.FlagSet, c *Config) {
 	fs.StringVar(&c.OnSlotLost, "on-slot-lost", onSlotLostFail, "when the slot is invalidated or disappears: fail (stop, saying since when events may be missing) or recover (recreate it and republish from the outbox table every row not confirmed, then stream on)")
 	fs.StringVar(&c.CreatedAtColumn, "column-created-at", schema.DefaultCreatedAt, "timestamp column ordering the rows replay and recovery read from the table")
 	bindKafkaSecurity(fs, c)
+	bindNATS(fs, c)
+	bindRedis(fs, c)
 }
 
 // bindKafkaSecurity binds the flags of the brokers' TLS and SASL.
@@ -189,10 +199,8 @@ func (c *Config) finishRun() error {
 			return usageError{fmt.Errorf("--kafka-transactional-id is set but --delivery is %q; set --delivery=%s, or drop the ID", c.Relay.Delivery, relay.DeliveryExactlyOnce)}
 		}
 	}
-	if c.Sink == sinkKafka {
-		if err := c.Kafka.Validate(); err != nil {
-			return usageError{err}
-		}
+	if err := c.validateSink(); err != nil {
+		return usageError{err}
 	}
 	if c.MaxProcs < 0 {
 		return usageError{fmt.Errorf("--max-procs is %d; use a positive number of cores, or 0 for every CPU available", c.MaxProcs)}

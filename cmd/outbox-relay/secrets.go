@@ -20,6 +20,10 @@ func (c *Config) readSecrets() error {
 		{"pg-dsn", &c.CDC.DSN, c.dsnFile},
 		{"kafka-sasl-password", &c.Kafka.SASL.Password, c.saslPasswordFile},
 		{"kafka-sasl-token", &c.Kafka.SASL.Token, c.saslTokenFile},
+		{"nats-password", &c.NATS.Auth.Password, c.natsPasswordFile},
+		{"nats-token", &c.NATS.Auth.Token, c.natsTokenFile},
+		{"nats-creds", &c.NATS.Auth.Credentials, c.natsCredsFile},
+		{"redis-password", &c.Redis.Password, c.redisPasswordFile},
 	} {
 		if err := readSecret(s.flag, s.value, s.file); err != nil {
 			return err

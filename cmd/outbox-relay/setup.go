@@ -34,5 +34,34 @@ func setup(ctx context.Context, cfg Config, dryRun bool, stdout, stderr io.Write
 		return err
 	}
 	fmt.Fprintf(stdout, "ready: table %s, publication %s, slot %s\n", cfg.CDC.Table, cfg.CDC.Publication, cfg.CDC.Slot)
+	if cfg.Sink == sinkKafka {
+		return nil
+	}
+	return setupBroker(ctx, cfg, stdout, stderr)
+}
+
+// setupBroker makes what the sink needs on its broker.
+func setupBroker(ctx context.Context, cfg Config, stdout, stderr io.Writer) error {
+	if err := cfg.finishSink(); err != nil {
+		return err
+	}
+	if err := cfg.validateSink(); err != nil {
+		return usageError{err}
+	}
+	logger := cfg.logger(stderr)
+	s, err := newSink(cfg, logger, nil)
+	if err != nil {
+		return err
+	}
+	defer s.Close()
+	ctx, cancel := context.WithTimeout(ctx, brokerCheckTimeout)
+	defer cancel()
+	if err := s.Ping(ctx); err != nil {
+		return err
+	}
+	if err := s.Setup(ctx); err != nil {
+		return fmt.Errorf("set up %s: %w", cfg.Sink, err)
+	}
+	fmt.Fprintf(stdout, "ready: %s\n", cfg.Sink)
 	return nil
 }

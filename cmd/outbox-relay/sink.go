@@ -12,15 +12,19 @@ import (
 
 	"github.com/outbox-relay/outbox-relay/relay"
 	"github.com/outbox-relay/outbox-relay/sinks/kafka"
+	"github.com/outbox-relay/outbox-relay/sinks/nats"
+	"github.com/outbox-relay/outbox-relay/sinks/redis"
 )
 
 // The brokers --sink names.
 const (
 	sinkKafka = "kafka"
+	sinkNATS  = "nats"
+	sinkRedis = "redis"
 )
 
 // sinkNames lists what --sink accepts, in the order help shows them.
-var sinkNames = []string{sinkKafka}
+var sinkNames = []string{sinkKafka, sinkNATS, sinkRedis}
 
 // brokerSink is a sink of any broker, as run, replay and slot recovery use
 // it: events out, a ping for health checks, and Close.
@@ -44,6 +48,18 @@ func newSink(cfg Config, logger *slog.Logger, reg prometheus.Registerer) (broker
 			return nil, err
 		}
 		return kafkaSink{s}, nil
+	case sinkNATS:
+		s, err := nats.New(cfg.NATS, logger, reg)
+		if err != nil {
+			return nil, err
+		}
+		return closing{s, logger}, nil
+	case sinkRedis:
+		s, err := redis.New(cfg.Redis, logger, reg)
+		if err != nil {
+			return nil, err
+		}
+		return closing{s, logger}, nil
 	}
 	return nil, fmt.Errorf("--sink %q: use one of %v", cfg.Sink, sinkNames) // unreachable after finishRun
 }
@@ -54,6 +70,28 @@ func newSink(cfg Config, logger *slog.Logger, reg prometheus.Registerer) (broker
 type kafkaSink struct{ *kafka.Sink }
 
 func (kafkaSink) Setup(context.Context) error { return nil }
+
+// deliverySink is a sink built on sinks/delivery.
+type deliverySink interface {
+	relay.Sink
+	relay.DeadLetterer
+	relay.Halter
+	Ping(ctx context.Context) error
+	Setup(ctx context.Context) error
+	Close() error
+}
+
+// closing is a deliverySink as a brokerSink: Close logs its error.
+type closing struct {
+	deliverySink
+	log *slog.Logger
+}
+
+func (s closing) Close() {
+	if err := s.deliverySink.Close(); err != nil {
+		s.log.Warn("close the sink", "err", err)
+	}
+}
 
 // openSink returns the sink --sink names once its broker answered, within
 // brokerCheckTimeout; under setup, it also makes what the sink needs on the
@@ -102,12 +140,25 @@ func (c *Config) finishSink() error {
 	return nil
 }
 
+// validateSink validates the configuration of the sink --sink names.
+func (c *Config) validateSink() error {
+	switch c.Sink {
+	case sinkNATS:
+		return c.NATS.Validate()
+	case sinkRedis:
+		return c.Redis.Validate()
+	}
+	return c.Kafka.Validate()
+}
+
 // sinkConfig returns the configuration of the sink --sink names, for the
 // start-up log line (secrets redacted by its LogValue).
 func (c *Config) sinkConfig() any {
 	switch c.Sink {
-	case sinkKafka:
-		return c.Kafka
+	case sinkNATS:
+		return c.NATS
+	case sinkRedis:
+		return c.Redis
 	}
-	return nil
+	return c.Kafka
 }

@@ -1,0 +1,57 @@
+package main
+
+import (
+	"flag"
+
+	"github.com/outbox-relay/outbox-relay/sinks/nats"
+	"github.com/outbox-relay/outbox-relay/sinks/redis"
+)
+
+// The flags of the brokers other than Kafka: --nats-*, --redis-*. Each
+// secret has a -file twin (secrets.go); TLS files are read by the sinks.
+
+// bindNATS binds the flags of --sink=nats.
+func bindNATS(fs *flag.FlagSet, c *Config) {
+	n := &c.NATS
+	fs.StringVar(&n.URL, "nats-url", nats.DefaultURL, "NATS servers, comma-separated nats://host:port (tls:// for TLS); may carry user:password@, never logged")
+	fs.StringVar(&n.Subject, "nats-subject", nats.DefaultSubject, "subject template; {aggregate_type}, {event_type} and {aggregate_id} are replaced by the event's values")
+	fs.StringVar(&n.Stream, "nats-stream", nats.DefaultStream, "JetStream stream of the events, made by setup and at start when missing (never changed when it exists)")
+	fs.StringVar(&n.DeadLetterSubject, "nats-dlq-subject", nats.DefaultDeadLetterSubject, "subject of the dead letters under --poison-policy=dlq")
+	fs.StringVar(&n.DeadLetterStream, "nats-dlq-stream", nats.DefaultDeadLetterStream, "JetStream stream of the dead letters")
+	fs.DurationVar(&n.DuplicateWindow, "nats-duplicate-window", nats.DefaultDuplicateWindow, "duplicate window of the streams setup makes: JetStream drops a re-sent event (same Nats-Msg-Id, the event id) within it; must outlast a relay restart")
+	fs.IntVar(&n.Replicas, "nats-replicas", nats.DefaultReplicas, "replicas of the streams setup makes (1 to 5)")
+	fs.IntVar(&n.MaxMessageBytes, "nats-max-message-bytes", nats.DefaultMaxMessageBytes, "largest message (payload and headers); larger events are poison; keep it at or below the servers' max_payload")
+	fs.DurationVar(&n.AckTimeout, "nats-ack-timeout", nats.DefaultAckTimeout, "how long a message waits for the stream's acknowledgement before it is sent again")
+	fs.StringVar(&n.Auth.Username, "nats-user", "", "NATS user, with --nats-password")
+	fs.StringVar(&n.Auth.Password, "nats-password", "", "NATS password; prefer --nats-password-file")
+	fs.StringVar(&c.natsPasswordFile, "nats-password-file", "", "file holding the NATS password, instead of --nats-password")
+	fs.StringVar(&n.Auth.Token, "nats-token", "", "NATS token; prefer --nats-token-file")
+	fs.StringVar(&c.natsTokenFile, "nats-token-file", "", "file holding the NATS token, instead of --nats-token")
+	fs.StringVar(&c.natsCredsFile, "nats-creds-file", "", "NATS credentials file (user JWT and nkey seed) of a decentralized account")
+	t := &n.TLS
+	fs.BoolVar(&t.Enable, "nats-tls", false, "connect to NATS with TLS (also implied by a tls:// URL)")
+	fs.StringVar(&t.CAFile, "nats-tls-ca-file", "", "PEM file of the CAs that sign the servers' certificates; empty trusts the system's")
+	fs.StringVar(&t.CertFile, "nats-tls-cert-file", "", "PEM client certificate, for servers that require one")
+	fs.StringVar(&t.KeyFile, "nats-tls-key-file", "", "PEM private key of --nats-tls-cert-file")
+	fs.StringVar(&t.ServerName, "nats-tls-server-name", "", "host name the servers' certificates must hold; empty means each server's host")
+	fs.BoolVar(&t.InsecureSkipVerify, "nats-tls-insecure-skip-verify", false, "accept any server certificate (tests only)")
+}
+
+// bindRedis binds the flags of --sink=redis.
+func bindRedis(fs *flag.FlagSet, c *Config) {
+	r := &c.Redis
+	fs.StringVar(&r.URL, "redis-url", "redis://127.0.0.1:6379/0", "Redis server, redis://[user[:password]@]host[:port][/db] (rediss:// for TLS); the password is never logged")
+	fs.StringVar(&r.Stream, "redis-stream", redis.DefaultStream, "stream key template; {aggregate_type}, {event_type} and {aggregate_id} are replaced by the event's values")
+	fs.StringVar(&r.DeadLetterStream, "redis-dlq-stream", redis.DefaultDeadLetterStream, "stream of the dead letters under --poison-policy=dlq")
+	fs.Int64Var(&r.MaxLen, "redis-maxlen", 0, "trim each event stream to about this many entries (XADD MAXLEN ~); 0 never trims; trimmed entries are gone even if no consumer read them")
+	fs.IntVar(&r.MaxMessageBytes, "redis-max-message-bytes", redis.DefaultMaxMessageBytes, "largest entry (payload and fields); larger events are poison")
+	fs.StringVar(&r.Username, "redis-user", "", "Redis ACL user; empty means the URL's, or the default user")
+	fs.StringVar(&r.Password, "redis-password", "", "Redis password, instead of the URL's; prefer --redis-password-file")
+	fs.StringVar(&c.redisPasswordFile, "redis-password-file", "", "file holding the Redis password, instead of --redis-password")
+	t := &r.TLS
+	fs.StringVar(&t.CAFile, "redis-tls-ca-file", "", "PEM file of the CAs that sign the server's certificate (rediss:// URLs); empty trusts the system's")
+	fs.StringVar(&t.CertFile, "redis-tls-cert-file", "", "PEM client certificate, for servers that require one")
+	fs.StringVar(&t.KeyFile, "redis-tls-key-file", "", "PEM private key of --redis-tls-cert-file")
+	fs.StringVar(&t.ServerName, "redis-tls-server-name", "", "host name the server's certificate must hold; empty means the URL's host")
+	fs.BoolVar(&t.InsecureSkipVerify, "redis-tls-insecure-skip-verify", false, "accept any server certificate (tests only)")
+}
