@@ -21,11 +21,11 @@ var sinkCases = []sinkCase{
 func startNATS(t *testing.T) *sinkBroker {
 	s := natstest.Start(t)
 	return &sinkBroker{
-		env:  []string{"OUTBOX_RELAY_SINK=nats", "OUTBOX_RELAY_NATS_URL=" + s.URL},
-		read: func(t *testing.T) []sinktest.Message { return s.Read(t, nats.DefaultStream) },
-		dest: func(typ, key string) string { return "outbox." + typ + "." + key },
-		stop:  s.Stop,
-		start: s.Start,
+		env:     []string{"OUTBOX_RELAY_SINK=nats", "OUTBOX_RELAY_NATS_URL=" + s.URL},
+		read:    func(t *testing.T) []sinktest.Message { return s.Read(t, nats.DefaultStream) },
+		dest:    func(typ, key string) string { return "outbox." + typ + "." + key },
+		stop:    s.Stop,
+		start:   s.Start,
 		dropped: "outbox_relay_nats_duplicates_total",
 	}
 }
@@ -34,9 +34,9 @@ func startNATS(t *testing.T) *sinkBroker {
 func startRedis(t *testing.T) *sinkBroker {
 	s := redistest.Start(t)
 	return &sinkBroker{
-		env:  []string{"OUTBOX_RELAY_SINK=redis", "OUTBOX_RELAY_REDIS_URL=" + s.URL},
-		read: func(t *testing.T) []sinktest.Message { return s.Read(t, "outbox.*") },
-		dest: func(typ, _ string) string { return "outbox." + typ },
+		env:   []string{"OUTBOX_RELAY_SINK=redis", "OUTBOX_RELAY_REDIS_URL=" + s.URL},
+		read:  func(t *testing.T) []sinktest.Message { return s.Read(t, "outbox.*") },
+		dest:  func(typ, _ string) string { return "outbox." + typ },
 		stop:  s.Stop,
 		start: s.Start,
 	}
