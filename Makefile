@@ -23,9 +23,9 @@ $(BIN): FORCE
 # make, which would otherwise end itself by the SIGINT (exit status 130). The
 # demo is built and run as a binary, not with go run, which reports a child
 # stopped by Ctrl-C as a failure (exit status 1). DEMO_FLAGS='-every 100ms'
-# passes flags to it (see go doc ./e2e/demo).
+# passes flags to it (see go doc ./cmd/outbox-relay-demo).
 demo: build
-	$(GO) build -o $(DEMO_BIN) ./e2e/demo
+	$(GO) build -o $(DEMO_BIN) ./cmd/outbox-relay-demo
 	$(DEMO_BIN) -relay $(BIN) $(DEMO_FLAGS)
 
 # test: every test, unit, integration and end-to-end, against a real
@@ -41,8 +41,8 @@ test-short:
 vet:
 	$(GO) vet ./...
 
-# bench: the end-to-end benchmark of the relay binary (e2e/bench: a private
-# PostgreSQL with fsync=on, the broker of e2e/broker in its own process,
+# bench: the end-to-end benchmark of the relay binary (bench: a private
+# PostgreSQL with fsync=on, the broker of bench/broker in its own process,
 # workloads W1-W4 and the exactly-once W2-EO and W3-EO, three times each,
 # about 12 minutes): backlog rows/s beside pg_recvlogical and SQL decoding,
 # with a read_committed consumer in the loop; W3's commit-to-consumer
@@ -51,8 +51,8 @@ vet:
 # part of BENCHMARKS.md. A quick look:
 # make bench BENCH_FLAGS='--scale 0.05 --runs 1'
 bench: build
-	$(GO) build -o bin/bench-broker ./e2e/broker
-	$(GO) run ./e2e/bench --relay $(BIN) --broker-bin bin/bench-broker --markdown BENCHMARKS.md $(BENCH_FLAGS)
+	$(GO) build -o bin/bench-broker ./bench/broker
+	$(GO) run ./bench --relay $(BIN) --broker-bin bin/bench-broker --markdown BENCHMARKS.md $(BENCH_FLAGS)
 	$(GO) test -run '^$$' -bench . -benchmem ./cdc/ ./relay/ ./sinks/kafka/ > bin/bench-micro.txt
 	printf '\n### Go micro-benchmarks\n\n`go test -bench . -benchmem` of ./cdc/, ./relay/ and ./sinks/kafka/, tests skipped:\n\n```\n' >> BENCHMARKS.md
 	cat bin/bench-micro.txt >> BENCHMARKS.md

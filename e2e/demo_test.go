@@ -24,7 +24,7 @@ func TestDemoStopsCleanlyOnInterrupt(t *testing.T) {
 	}
 	t.Run("binary", func(t *testing.T) {
 		bin := filepath.Join(t.TempDir(), "demo")
-		if out, err := exec.Command("go", "build", "-o", bin, "./demo").CombinedOutput(); err != nil {
+		if out, err := exec.Command("go", "build", "-o", bin, "../cmd/outbox-relay-demo").CombinedOutput(); err != nil {
 			t.Fatalf("build demo: %v\n%s", err, out)
 		}
 		out, err := interruptDemo(t, exec.Command(bin, "-relay", relayBin, "-every", "100ms"), false)

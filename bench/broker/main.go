@@ -5,7 +5,7 @@
 // standard output once it accepts connections, and runs until SIGINT or
 // SIGTERM.
 //
-//	go run ./e2e/broker --port 9092 --partitions 10
+//	go run ./bench/broker --port 9092 --partitions 10
 package main
 
 import (

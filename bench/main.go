@@ -10,7 +10,7 @@
 // wal_level=logical), or without it a private one it starts and removes
 // (cdc/pgtest) with fsync=on (--pg-fsync=false turns it off) and
 // synchronous_commit=on; and against the Kafka brokers --brokers names, or
-// without it the kfake broker of e2e/broker, started in a process of its
+// without it the kfake broker of bench/broker, started in a process of its
 // own for every run so that its CPU and memory are apart from the relay's.
 // Each run uses a fresh database, slot and broker.
 //
@@ -61,7 +61,7 @@
 // profile and the allocation profile, with go tool pprof -top of each.
 // --markdown FILE rewrites FILE below its results marker.
 //
-//	go run ./e2e/bench --relay bin/outbox-relay --scale 0.05 --runs 1
+//	go run ./bench --relay bin/outbox-relay --scale 0.05 --runs 1
 //	make bench    # full scale, 3 runs, results in BENCHMARKS.md
 package main
 
@@ -127,8 +127,8 @@ func parseFlags(args []string) (options, error) {
 	fs.StringVar(&o.pgDSN, "pg-dsn", "", "PostgreSQL server to benchmark against (a role that may create databases and slots); empty starts a private one")
 	fs.BoolVar(&o.pgFsync, "pg-fsync", true, "fsync of the private PostgreSQL (synchronous_commit stays on); false measures without the WAL flush to disk. Ignored with --pg-dsn")
 	fs.StringVar(&o.pgBinDir, "pg-bindir", "", "directory holding pg_recvlogical; empty means the newest /usr/lib/postgresql/*/bin, else PATH")
-	fs.StringVar(&o.brokers, "brokers", "", "Kafka bootstrap brokers, comma-separated; empty starts e2e/broker (kfake) in its own process for every run")
-	fs.StringVar(&o.brokerBin, "broker-bin", "", "built e2e/broker program; empty builds it")
+	fs.StringVar(&o.brokers, "brokers", "", "Kafka bootstrap brokers, comma-separated; empty starts bench/broker (kfake) in its own process for every run")
+	fs.StringVar(&o.brokerBin, "broker-bin", "", "built bench/broker program; empty builds it")
 	fs.IntVar(&o.partitions, "partitions", 10, "partitions of the topic when the broker is started here")
 	fs.StringVar(&o.relayBin, "relay", "bin/outbox-relay", "outbox-relay binary to measure")
 	workloads := fs.String("workloads", "W1,W2,W2-EO,W3,W3-EO,W4", "workloads to run, comma-separated: W1 to W4, each also with -EO for exactly-once delivery")

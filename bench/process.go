@@ -240,15 +240,15 @@ func freeAddr() (string, error) {
 	return ln.Addr().String(), nil
 }
 
-// brokerBinary returns bin, or builds e2e/broker into dir.
+// brokerBinary returns bin, or builds bench/broker into dir.
 func brokerBinary(ctx context.Context, bin, dir string) (string, error) {
 	if bin != "" {
 		return filepath.Abs(bin)
 	}
 	out := filepath.Join(dir, "broker")
-	cmd := exec.CommandContext(ctx, "go", "build", "-o", out, "github.com/outbox-relay/outbox-relay/e2e/broker")
+	cmd := exec.CommandContext(ctx, "go", "build", "-o", out, "github.com/outbox-relay/outbox-relay/bench/broker")
 	if b, err := cmd.CombinedOutput(); err != nil {
-		return "", fmt.Errorf("build e2e/broker (or pass --broker-bin): %w\n%s", err, b)
+		return "", fmt.Errorf("build bench/broker (or pass --broker-bin): %w\n%s", err, b)
 	}
 	return out, nil
 }

@@ -120,11 +120,11 @@ type report struct {
 
 // marker separates the hand-written top of the Markdown file from the
 // results, which writeMarkdown replaces.
-const marker = "<!-- Everything below this line is written by `make bench` (e2e/bench); edit above it. -->"
+const marker = "<!-- Everything below this line is written by `make bench` (bench); edit above it. -->"
 
 const defaultTop = `# Benchmarks
 
-Run ` + "`make bench`" + ` to measure outbox-relay on your machine; see e2e/bench.
+Run ` + "`make bench`" + ` to measure outbox-relay on your machine; see bench.
 
 `
 
