@@ -28,11 +28,22 @@ demo: build
 	$(GO) build -o $(DEMO_BIN) ./cmd/outbox-relay-demo
 	$(DEMO_BIN) -relay $(BIN) $(DEMO_FLAGS)
 
+# The repository's modules: the relay's, and two of their own so that an
+# application importing the relay's packages pulls neither the Kubernetes
+# API types of the deployment checks nor testcontainers-go.
+SUBMODULES := deploy relay/relaytest/container
+
 # test: every test, unit, integration and end-to-end, against a real
-# PostgreSQL started privately (or OUTBOX_RELAY_TEST_PG_DSN). Nothing is skipped.
+# PostgreSQL and real brokers started privately (or
+# OUTBOX_RELAY_TEST_PG_DSN). Nothing is skipped, except the container
+# test where no Docker engine runs. The submodules' tests run beside the
+# relay's.
 test: build vet
 	deploy/check.sh
-	OUTBOX_RELAY_BIN=$(CURDIR)/$(BIN) $(GO) test -race -count=1 -timeout 20m ./...
+	( for m in $(SUBMODULES); do (cd $$m && OUTBOX_RELAY_BIN=$(CURDIR)/$(BIN) $(GO) test -race -count=1 -timeout 10m ./...) || exit 1; done ) & sub=$$!; \
+	OUTBOX_RELAY_BIN=$(CURDIR)/$(BIN) $(GO) test -race -count=1 -timeout 20m ./...; main=$$?; \
+	wait $$sub; subrc=$$?; \
+	test $$main -eq 0 && test $$subrc -eq 0
 
 # test-short: the unit tests only, no database.
 test-short:
@@ -40,6 +51,7 @@ test-short:
 
 vet:
 	$(GO) vet ./...
+	for m in $(SUBMODULES); do (cd $$m && $(GO) vet ./...) || exit 1; done
 
 # bench: the end-to-end benchmark of the relay binary (bench: a private
 # PostgreSQL with fsync=on, the broker of bench/broker in its own process,

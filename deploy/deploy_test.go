@@ -1,4 +1,4 @@
-package e2e
+package deploy_test
 
 // Checks of the deployment files under deploy/, runnable without a Docker
 // engine, the compose plugin or a cluster: the Dockerfile's build line is the
@@ -9,6 +9,7 @@ package e2e
 
 import (
 	"bytes"
+	"context"
 	"fmt"
 	"net"
 	"os"
@@ -162,7 +163,9 @@ func checkRelayAccepts(t *testing.T, settings map[string]string) {
 			t.Errorf("OUTBOX_RELAY_PG_DSN %q does not parse: %v", dsn, err)
 		}
 	}
-	cmd := exec.Command(relayBin, "run")
+	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, relayBin, "run")
 	cmd.Env = []string{"PATH=" + os.Getenv("PATH")}
 	for k, v := range settings {
 		cmd.Env = append(cmd.Env, k+"="+v)
@@ -172,9 +175,11 @@ func checkRelayAccepts(t *testing.T, settings map[string]string) {
 		"OUTBOX_RELAY_KAFKA_BROKERS=127.0.0.1:1",
 		"OUTBOX_RELAY_METRICS_ADDR=127.0.0.1:0",
 	)
-	r := runCmd(t, cmd, 30*time.Second)
-	if r.code != 1 || !strings.Contains(r.stderr, "kafka") {
-		t.Errorf("outbox-relay run with these settings: exit %d, want 1 (accepted, no broker)\n%s", r.code, r.stderr)
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	_ = cmd.Run()
+	if code := cmd.ProcessState.ExitCode(); code != 1 || !strings.Contains(stderr.String(), "kafka") {
+		t.Errorf("outbox-relay run with these settings: exit %d, want 1 (accepted, no broker)\n%s", code, stderr.String())
 	}
 }
 

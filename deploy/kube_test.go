@@ -1,4 +1,4 @@
-package e2e
+package deploy_test
 
 // Checks of the deployment files under deploy/, runnable without a Docker
 // engine, the compose plugin or a cluster: the Dockerfile's build line is the
