@@ -98,6 +98,10 @@ func TestPoisonHaltStops(t *testing.T) {
 	if !errors.Is(err, errPoison) || !errors.Is(err, ErrSinkFailed) || !strings.Contains(err.Error(), "--poison-policy=dlq") {
 		t.Fatalf("Run() = %v, want the poison error with the way out", err)
 	}
+	var pe *PoisonError
+	if !errors.As(err, &pe) || pe.Reason != "size" || pe.Err != errPoison {
+		t.Errorf("Run() = %v, want a *PoisonError with reason size and the Sink's error; got %+v", err, pe)
+	}
 	if got := r.Flushed(); got != endLSN(0) {
 		t.Errorf("Flushed() = %s, want %s: nothing past the poison event", got, endLSN(0))
 	}
@@ -117,8 +121,12 @@ func TestNonPoisonErrorHalts(t *testing.T) {
 	}
 	r.Commit(endLSN(0))
 	h.ack(t, 0, errors.New("client closed"))
-	if err := r.Run(t.Context()); err == nil {
+	err := r.Run(t.Context())
+	if err == nil {
 		t.Fatal("Run() = nil, want the failure")
+	}
+	if pe := (*PoisonError)(nil); errors.As(err, &pe) {
+		t.Errorf("Run() = %v, a *PoisonError; want a plain failure: the event is not poison", err)
 	}
 	if r.Flushed() != 0 {
 		t.Errorf("Flushed() = %s, want 0", r.Flushed())

@@ -2,7 +2,6 @@ package relay
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"log/slog"
 	"sync"
@@ -14,108 +13,6 @@ import (
 	"github.com/outbox-relay/outbox-relay/schema"
 )
 
-// Config bounds the work a Relay keeps in flight.
-type Config struct {
-	// MaxInflightEvents bounds events handed to the Sink and not yet
-	// acknowledged. Zero means DefaultMaxInflightEvents.
-	MaxInflightEvents int
-	// MaxInflightBytes bounds the approximate bytes of those events. Zero
-	// means DefaultMaxInflightBytes. The bound is checked before each event, so it may be
-	// passed by one event; an event larger than the bound still flows.
-	MaxInflightBytes int
-	// PoisonPolicy says what becomes of an event the Sink can never
-	// deliver. Zero means PolicyDLQ.
-	PoisonPolicy Policy
-	// Delivery is DeliveryAtLeastOnce or DeliveryExactlyOnce. Zero means
-	// DeliveryAtLeastOnce.
-	Delivery Delivery
-	// TransactionInterval is, under DeliveryExactlyOnce, how long a Sink
-	// transaction stays open before the Relay commits it at the next
-	// PostgreSQL transaction boundary. Zero means
-	// DefaultTransactionInterval.
-	TransactionInterval time.Duration
-}
-
-// Delivery is a delivery guarantee.
-type Delivery string
-
-const (
-	// DeliveryAtLeastOnce confirms each event once the Sink acknowledged
-	// it; after a crash, events acknowledged but not yet confirmed are
-	// delivered again.
-	DeliveryAtLeastOnce Delivery = "at-least-once"
-	// DeliveryExactlyOnce needs a Transactor Sink: events go out in Sink
-	// transactions of whole PostgreSQL transactions, each committing a
-	// fence, and the Relay confirms only committed fences and, after a
-	// restart, skips what the last fence covers. See txn.go.
-	DeliveryExactlyOnce Delivery = "exactly-once"
-)
-
-// Defaults of the in-flight bounds.
-const (
-	DefaultMaxInflightEvents = 5000
-	DefaultMaxInflightBytes  = 8 << 20
-)
-
-// DefaultTransactionInterval is Config.TransactionInterval when zero.
-const DefaultTransactionInterval = 100 * time.Millisecond
-
-// Policy is a poison-row policy.
-type Policy string
-
-const (
-	// PolicyDLQ sets a poison event aside in the dead-letter topic, counts
-	// and logs it, and goes on. Later events of the same aggregate then
-	// pass it: consumers see them without it.
-	PolicyDLQ Policy = "dlq"
-	// PolicyHalt stops the relay at a poison event. Nothing after it is
-	// confirmed, so PostgreSQL sends it again at every start until the
-	// policy changes or the slot is moved past it.
-	PolicyHalt Policy = "halt"
-)
-
-func (c *Config) setDefaults() {
-	if c.MaxInflightEvents == 0 {
-		c.MaxInflightEvents = DefaultMaxInflightEvents
-	}
-	if c.MaxInflightBytes == 0 {
-		c.MaxInflightBytes = DefaultMaxInflightBytes
-	}
-	if c.PoisonPolicy == "" {
-		c.PoisonPolicy = PolicyDLQ
-	}
-	if c.Delivery == "" {
-		c.Delivery = DeliveryAtLeastOnce
-	}
-	if c.TransactionInterval == 0 {
-		c.TransactionInterval = DefaultTransactionInterval
-	}
-}
-
-// Validate reports a negative bound.
-func (c Config) Validate() error {
-	if c.MaxInflightEvents < 0 {
-		return fmt.Errorf("max in-flight events is %d; use a positive number, or 0 for the default", c.MaxInflightEvents)
-	}
-	if c.MaxInflightBytes < 0 {
-		return fmt.Errorf("max in-flight bytes is %d; use a positive number, or 0 for the default", c.MaxInflightBytes)
-	}
-	switch c.PoisonPolicy {
-	case "", PolicyDLQ, PolicyHalt:
-	default:
-		return fmt.Errorf("poison policy %q is unknown; use %q or %q", c.PoisonPolicy, PolicyDLQ, PolicyHalt)
-	}
-	switch c.Delivery {
-	case "", DeliveryAtLeastOnce, DeliveryExactlyOnce:
-	default:
-		return fmt.Errorf("delivery %q is unknown; use %q or %q", c.Delivery, DeliveryAtLeastOnce, DeliveryExactlyOnce)
-	}
-	if c.TransactionInterval < 0 {
-		return fmt.Errorf("transaction interval is %s; use a positive duration, or 0 for %s", c.TransactionInterval, DefaultTransactionInterval)
-	}
-	return nil
-}
-
 // Relay hands the events of committed transactions to a Sink in commit order
 // and tracks which position may be confirmed. Begin, Insert, Commit,
 // Keepalive and Room are called by the stream's goroutine only; Flushed,
@@ -124,23 +21,17 @@ func (c Config) Validate() error {
 type Relay struct {
 	cfg    Config
 	sink   Sink
-	halter Halter     // sink as a Halter, or nil
-	tx     Transactor // sink as a Transactor under DeliveryExactlyOnce, or nil
-	txMu   sync.Mutex // see txn.go
+	halter Halter       // sink as a Halter, or nil
+	dl     DeadLetterer // sink as a DeadLetterer, or nil
+	tx     Transactor   // sink as a Transactor under DeliveryExactlyOnce, or nil
+	txMu   sync.Mutex   // see txn.go
 	log    *slog.Logger
 	m      *metrics
 
 	// Owned by the stream's goroutine.
 	seq        uint64
-	commitLSN  pglogrepl.LSN
 	commitTime time.Time
-	index      uint32
-	// After a reconnect PostgreSQL sends again every transaction after the
-	// confirmed position: those already relayed are read past, and an open
-	// transaction resumes after the rows it had published.
-	lastCommit pglogrepl.LSN // commit LSN of the newest committed transaction
-	skipping   bool          // the current transaction was relayed before
-	resumeFrom uint32        // rows of the open transaction published before a reconnect
+	replay     replay // row positions, and what a reconnect sends again
 
 	mu             sync.Mutex
 	wm             watermark
@@ -163,7 +54,7 @@ func New(cfg Config, sink Sink, logger *slog.Logger, reg prometheus.Registerer) 
 	if err := cfg.Validate(); err != nil {
 		return nil, fmt.Errorf("relay config: %w", err)
 	}
-	cfg.setDefaults()
+	cfg = cfg.withDefaults()
 	if logger == nil {
 		logger = slog.New(slog.DiscardHandler)
 	}
@@ -175,6 +66,7 @@ func New(cfg Config, sink Sink, logger *slog.Logger, reg prometheus.Registerer) 
 		changed: make(chan struct{}, 1),
 	}
 	r.halter, _ = sink.(Halter)
+	r.dl, _ = sink.(DeadLetterer)
 	if cfg.Delivery == DeliveryExactlyOnce {
 		tx, ok := sink.(Transactor)
 		if !ok {
@@ -205,34 +97,24 @@ func (r *Relay) lagSeconds() float64 {
 // Begin opens the transaction whose commit record is at commitLSN. A
 // transaction the Relay has seen before, sent again after the stream
 // reconnected, is read past, or resumed after its published rows if it was
-// open.
+// open (replay.go decides which).
 func (r *Relay) Begin(commitLSN pglogrepl.LSN, commitTime time.Time) {
 	r.mu.Lock()
 	open := r.wm.open // a transaction began and did not commit
-	if !open && commitLSN > r.lastCommit {
+	v := r.replay.begin(commitLSN, open)
+	if v == beginNew {
 		r.seq = r.wm.begin()
 		r.wm.stamp(r.seq, commitTime)
-		r.mu.Unlock()
-		r.lockTxn()
-		r.commitLSN, r.commitTime, r.index, r.resumeFrom, r.skipping = commitLSN, commitTime, 0, 0, false
-		return
 	}
 	r.mu.Unlock()
-	switch {
-	case open && commitLSN == r.commitLSN:
-		// A reconnect during an earlier replay may come before index
-		// reaches the rows published: keep the most published.
-		r.resumeFrom, r.index, r.skipping = max(r.resumeFrom, r.index), 0, false
-		r.log.Info("resuming transaction after reconnect", "commit_lsn", commitLSN.String(), "published", r.resumeFrom)
-		return
-	case commitLSN <= r.lastCommit || (open && commitLSN < r.commitLSN):
-		r.skipping = true
-		return
-	case open:
-		// The stream moved past an open transaction without sending it
-		// again: its end can never be confirmed.
-		r.fail(fmt.Errorf("transaction committing at %s was not sent again after a reconnect; the stream went on at %s", r.commitLSN, commitLSN))
-		r.skipping = true
+	switch v {
+	case beginNew:
+		r.lockTxn()
+		r.commitTime = commitTime
+	case beginResume:
+		r.log.Info("resuming transaction after reconnect", "commit_lsn", commitLSN.String(), "published", r.replay.published)
+	case beginLost:
+		r.fail(fmt.Errorf("transaction committing at %s was not sent again after a reconnect; the stream went on at %s", r.replay.commitLSN, commitLSN))
 	}
 }
 
@@ -261,7 +143,7 @@ func (r *Relay) halt(err error) {
 // and CommitTime. It does not wait for room: callers wait on Room first. It
 // returns the Sink's first failure, after which nothing more is published.
 func (r *Relay) Insert(ctx context.Context, ev *schema.Event) error {
-	if r.skipping || r.index < r.resumeFrom {
+	if r.replay.relayedBefore() {
 		select {
 		case <-r.failed:
 			r.mu.Lock()
@@ -269,9 +151,7 @@ func (r *Relay) Insert(ctx context.Context, ev *schema.Event) error {
 			return r.err
 		default:
 		}
-		if !r.skipping {
-			r.index++
-		}
+		r.replay.pass()
 		r.m.replayed.Inc()
 		return nil
 	}
@@ -281,9 +161,8 @@ func (r *Relay) Insert(ctx context.Context, ev *schema.Event) error {
 			return err
 		}
 	}
-	ev.Position = schema.Position{CommitLSN: r.commitLSN, Index: r.index}
+	ev.Position = r.replay.next()
 	ev.CommitTime = r.commitTime
-	r.index++
 	size := ev.Size()
 
 	r.mu.Lock()
@@ -355,20 +234,19 @@ func (p *pending) ack(err error) {
 
 // sinkFailed routes an event the Sink failed: a poison event goes to the
 // dead-letter topic under PolicyDLQ, or stops the relay under PolicyHalt
-// with the way out in the error; any other failure stops the relay. Kept
-// apart from ack so that the acknowledged path allocates no closure.
+// with a *PoisonError; any other failure stops the relay. Kept apart from
+// ack so that the acknowledged path allocates no closure.
 func (r *Relay) sinkFailed(ctx context.Context, p *pending, err error) {
-	dl, ok := r.sink.(DeadLetterer)
 	var reason string
 	poison := false
-	if ok {
-		reason, poison = dl.Poison(err)
+	if r.dl != nil {
+		reason, poison = r.dl.Poison(err)
 	}
 	switch {
 	case poison && r.cfg.PoisonPolicy == PolicyDLQ:
 		r.log.Error("poison event set aside in the dead-letter topic; later events of its aggregate pass it",
 			"event_id", p.ev.ID, "aggregate_id", p.ev.AggregateID, "commit_lsn", p.ev.Position.CommitLSN.String(), "reason", reason, "err", err)
-		dl.DeadLetter(ctx, &p.ev, reason, err, 1, func(dlErr error) {
+		r.dl.DeadLetter(ctx, &p.ev, reason, err, 1, func(dlErr error) {
 			if dlErr != nil {
 				r.m.deadLetterErrors.Inc()
 				dlErr = fmt.Errorf("set poison event aside after %w: %w", err, dlErr)
@@ -377,7 +255,7 @@ func (r *Relay) sinkFailed(ctx context.Context, p *pending, err error) {
 		})
 		return
 	case poison:
-		err = fmt.Errorf("poison event (%s), policy halt: nothing after it is confirmed; to go on, restart once with --poison-policy=dlq to set it aside in the dead-letter topic: %w", reason, err)
+		err = &PoisonError{Reason: reason, Err: err}
 	}
 	r.settle(p, err)
 }
@@ -423,11 +301,9 @@ func (r *Relay) settle(p *pending, err error) {
 
 // Commit closes the open transaction, whose commit record ends at end.
 func (r *Relay) Commit(end pglogrepl.LSN) {
-	if r.skipping {
-		r.skipping = false
+	if !r.replay.commit() {
 		return
 	}
-	r.lastCommit, r.resumeFrom = r.commitLSN, 0
 	r.mu.Lock()
 	r.wm.commit(r.seq, end)
 	r.mu.Unlock()
@@ -517,9 +393,6 @@ func (r *Relay) Drain(ctx context.Context) error {
 		}
 	}
 }
-
-// ErrSinkFailed wraps the error Run returns when the Sink failed an event.
-var ErrSinkFailed = errors.New("sink failed an event")
 
 // Run waits until ctx ends, returning nil, or until the Sink fails an event,
 // returning that failure. Nothing after a failed event is confirmed.

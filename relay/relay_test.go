@@ -164,34 +164,6 @@ func stream(t testing.TB, r *Relay, sizes ...int) {
 	}
 }
 
-func TestConfigValidate(t *testing.T) {
-	tests := []struct {
-		name    string
-		cfg     Config
-		wantErr bool
-	}{
-		{name: "zero", cfg: Config{}},
-		{name: "positive", cfg: Config{MaxInflightEvents: 1, MaxInflightBytes: 1}},
-		{name: "negative events", cfg: Config{MaxInflightEvents: -1}, wantErr: true},
-		{name: "negative bytes", cfg: Config{MaxInflightBytes: -1}, wantErr: true},
-	}
-	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			err := tt.cfg.Validate()
-			if (err != nil) != tt.wantErr {
-				t.Errorf("Validate(%+v) = %v, want error %t", tt.cfg, err, tt.wantErr)
-			}
-			r, err := New(tt.cfg, (&held{}).sink(), nil, nil)
-			if (err != nil) != tt.wantErr {
-				t.Errorf("New(%+v) = %v, want error %t", tt.cfg, err, tt.wantErr)
-			}
-			if (r == nil) != tt.wantErr {
-				t.Errorf("New(%+v) relay = %v, want nil %t", tt.cfg, r, tt.wantErr)
-			}
-		})
-	}
-}
-
 func TestInsertStampsPositions(t *testing.T) {
 	tests := []struct {
 		name  string

@@ -159,7 +159,7 @@ func (r *Relay) Resume(ctx context.Context, start pglogrepl.LSN) error {
 		return nil
 	}
 	// Transactions committing before the fence are in the Sink already.
-	r.lastCommit = max(r.lastCommit, fence-1)
+	r.replay.readPastBefore(fence)
 	r.mu.Lock()
 	r.raiseCommittedLocked(fence)
 	r.mu.Unlock()
