@@ -21,7 +21,7 @@ type PoisonError struct {
 }
 
 func (e *PoisonError) Error() string {
-	return fmt.Sprintf("poison event (%s), policy halt: nothing after it is confirmed; to go on, restart once with --poison-policy=dlq to set it aside in the dead-letter topic: %v", e.Reason, e.Err)
+	return fmt.Sprintf("poison event (%s), policy halt: nothing after it is confirmed: %v", e.Reason, e.Err)
 }
 
 // Unwrap returns the Sink's failure.

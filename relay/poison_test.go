@@ -95,7 +95,7 @@ func TestPoisonHaltStops(t *testing.T) {
 	sink := &dlqSink{}
 	r := runPoison(t, PolicyHalt, sink, "a", "bad1", "b")
 	err := r.Run(t.Context())
-	if !errors.Is(err, errPoison) || !errors.Is(err, ErrSinkFailed) || !strings.Contains(err.Error(), "--poison-policy=dlq") {
+	if !errors.Is(err, errPoison) || !errors.Is(err, ErrSinkFailed) || !errors.As(err, new(*PoisonError)) {
 		t.Fatalf("Run() = %v, want the poison error with the way out", err)
 	}
 	var pe *PoisonError
