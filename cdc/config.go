@@ -11,29 +11,48 @@ import (
 	"github.com/outbox-relay/outbox-relay/schema"
 )
 
+// Defaults of the Config fields that cdc owns. Table, Columns and
+// MessagePrefix default to schema.DefaultTable, schema.DefaultColumns and
+// schema.DefaultMessagePrefix.
+const (
+	// DefaultPublication is the publication a zero Config.Publication names.
+	DefaultPublication = "outbox_relay"
+	// DefaultSlot is the replication slot a zero Config.Slot names.
+	DefaultSlot = "outbox_relay"
+	// DefaultStatusInterval is the longest time between two status updates
+	// when Config.StatusInterval is zero.
+	DefaultStatusInterval = time.Second
+	// DefaultShutdownTimeout bounds a clean stop when Config.ShutdownTimeout
+	// is zero.
+	DefaultShutdownTimeout = 30 * time.Second
+)
+
 // Config says which database, table, publication and slot a Stream uses.
+// New, NewMonitor, Setup, SetupSQL, Teardown and Recreate fill its zero
+// fields with their defaults.
 type Config struct {
 	// DSN is a PostgreSQL connection string (URL or key=value). The stream
 	// derives its replication connection from it. Required.
 	DSN string
-	// Table is the outbox table. Zero means public.outbox.
+	// Table is the outbox table. Zero means schema.DefaultTable
+	// (public.outbox).
 	Table schema.Table
 	// Columns maps the table's columns to event fields. Zero means
 	// schema.DefaultColumns.
 	Columns schema.Columns
 	// Publication names the publication of the outbox table. Zero means
-	// "outbox_relay".
+	// DefaultPublication.
 	Publication string
-	// Slot names the logical replication slot. Zero means "outbox_relay".
+	// Slot names the logical replication slot. Zero means DefaultSlot.
 	Slot string
 	// StatusInterval is how often the stream confirms its flush position to
-	// the server. Zero means one second.
+	// the server. Zero means DefaultStatusInterval.
 	StatusInterval time.Duration
 	// ShutdownTimeout bounds a clean stop, from the moment the stream's
 	// context ends: reading to the end of the open transaction, waiting for
 	// in-flight events to be acknowledged, and sending the final position,
-	// for which the last tenth (at most one second) is kept. Zero means 30
-	// seconds.
+	// for which the last tenth (at most one second) is kept. Zero means
+	// DefaultShutdownTimeout.
 	ShutdownTimeout time.Duration
 	// CreateSlot lets Run create the slot, as Setup does, when it is missing
 	// at Run's first connection; the new slot sees only transactions that
@@ -49,8 +68,13 @@ type Config struct {
 	MessagePrefix string
 }
 
-// SetDefaults fills zero fields with their documented defaults.
-func (c *Config) SetDefaults() {
+// SetDefaults fills c's zero fields with their documented defaults, for
+// callers that read the effective settings; this package's functions apply
+// the defaults themselves.
+func (c *Config) SetDefaults() { *c = c.withDefaults() }
+
+// withDefaults returns c with its zero fields set to their defaults.
+func (c Config) withDefaults() Config {
 	if c.Table == (schema.Table{}) {
 		c.Table = schema.DefaultTable
 	}
@@ -58,24 +82,27 @@ func (c *Config) SetDefaults() {
 		c.Columns = schema.DefaultColumns
 	}
 	if c.Publication == "" {
-		c.Publication = "outbox_relay"
+		c.Publication = DefaultPublication
 	}
 	if c.Slot == "" {
-		c.Slot = "outbox_relay"
+		c.Slot = DefaultSlot
 	}
 	if c.StatusInterval == 0 {
-		c.StatusInterval = time.Second
+		c.StatusInterval = DefaultStatusInterval
 	}
 	if c.ShutdownTimeout == 0 {
-		c.ShutdownTimeout = 30 * time.Second
+		c.ShutdownTimeout = DefaultShutdownTimeout
 	}
 	if c.MessagePrefix == "" {
 		c.MessagePrefix = schema.DefaultMessagePrefix
 	}
+	return c
 }
 
-// Validate reports a missing or malformed setting and how to fix it.
+// Validate reports a missing or malformed setting and how to fix it. It
+// checks c with its defaults applied, so zero optional fields are valid.
 func (c Config) Validate() error {
+	c = c.withDefaults()
 	if c.DSN == "" {
 		return fmt.Errorf("no PostgreSQL DSN; set --pg-dsn or OUTBOX_RELAY_PG_DSN, e.g. postgres://user:pass@host:5432/db")
 	}

@@ -6,6 +6,8 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 )
 
+// metrics are a Stream's series, each named in full,
+// outbox_relay_<name>_<unit>.
 type metrics struct {
 	lag        prometheus.Gauge
 	serverWAL  prometheus.Gauge
@@ -24,7 +26,14 @@ type metrics struct {
 	ignoredNonTxn, ignoredPrefix prometheus.Counter
 }
 
+// newMetrics builds a Stream's series and registers them with reg. A nil
+// reg registers nothing: the series are built and updated all the same, and
+// nobody serves them.
 func newMetrics(reg prometheus.Registerer) (*metrics, error) {
+	ignored := prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "outbox_relay_messages_ignored_total",
+		Help: "Logical decoding messages read past: non_transactional ones, and transactional ones of another prefix.",
+	}, []string{"reason"})
 	m := &metrics{
 		lag: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "outbox_relay_receive_lag_bytes",
@@ -46,44 +55,85 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			Name: "outbox_relay_rows_received_total",
 			Help: "Outbox rows read from the replication stream, replays included.",
 		}),
-		messages: prometheus.NewCounter(prometheus.CounterOpts{
-			Name: "outbox_relay_messages_received_total",
-			Help: "Transactional logical decoding messages with the outbox prefix read from the replication stream, replays included.",
-		}),
-		ignored: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "outbox_relay_messages_ignored_total",
-			Help: "Logical decoding messages read past: non_transactional ones, and transactional ones of another prefix.",
-		}, []string{"reason"}),
 		stalls: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "outbox_relay_backpressure_waits_total",
 			Help: "Times the stream stopped reading because the in-flight bounds were reached.",
 		}),
+		active: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "outbox_relay_streaming",
+			Help: "1 while this relay streams from the slot, else 0.",
+		}),
+		standby: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "outbox_relay_standby",
+			Help: "1 while this relay waits for another connection to release the slot, else 0.",
+		}),
+		reconnects: prometheus.NewCounter(prometheus.CounterOpts{
+			Name:        "outbox_relay_reconnects_total",
+			Help:        "Reconnections after the replication connection was lost.",
+			ConstLabels: prometheus.Labels{"target": "postgres"},
+		}),
+		errors: errorsCounter("replication"),
+		messages: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "outbox_relay_messages_received_total",
+			Help: "Transactional logical decoding messages with the outbox prefix read from the replication stream, replays included.",
+		}),
+		ignored:       ignored,
+		ignoredNonTxn: ignored.WithLabelValues("non_transactional"),
+		ignoredPrefix: ignored.WithLabelValues("prefix"),
 	}
-	m.active = prometheus.NewGauge(prometheus.GaugeOpts{
-		Name: "outbox_relay_streaming",
-		Help: "1 while this relay streams from the slot, else 0.",
-	})
-	m.standby = prometheus.NewGauge(prometheus.GaugeOpts{
-		Name: "outbox_relay_standby",
-		Help: "1 while this relay waits for another connection to release the slot, else 0.",
-	})
-	m.reconnects = prometheus.NewCounter(prometheus.CounterOpts{
-		Name:        "outbox_relay_reconnects_total",
-		Help:        "Reconnections after the replication connection was lost.",
-		ConstLabels: prometheus.Labels{"target": "postgres"},
-	})
-	m.errors = errorsCounter("replication")
-	m.ignoredNonTxn = m.ignored.WithLabelValues("non_transactional")
-	m.ignoredPrefix = m.ignored.WithLabelValues("prefix")
-	if reg == nil {
-		return m, nil
-	}
-	for _, c := range []prometheus.Collector{m.lag, m.serverWAL, m.received, m.confirmed, m.rows, m.messages, m.ignored, m.stalls, m.active, m.standby, m.reconnects, m.errors} {
-		if err := reg.Register(c); err != nil {
-			return nil, fmt.Errorf("register cdc metrics: %w", err)
-		}
+	if err := register(reg, m.lag, m.serverWAL, m.received, m.confirmed, m.rows, m.messages, m.ignored, m.stalls, m.active, m.standby, m.reconnects, m.errors); err != nil {
+		return nil, fmt.Errorf("register cdc metrics: %w", err)
 	}
 	return m, nil
+}
+
+// monitorMetrics are a Monitor's series, each named in full,
+// outbox_relay_<name>_<unit>.
+type monitorMetrics struct {
+	lag, retained, safe, active prometheus.Gauge
+	errors                      prometheus.Counter
+}
+
+// newMonitorMetrics builds a Monitor's series and registers them with reg.
+// A nil reg registers nothing: the series are built and updated all the
+// same, and nobody serves them.
+func newMonitorMetrics(reg prometheus.Registerer) (*monitorMetrics, error) {
+	m := &monitorMetrics{
+		lag: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "outbox_relay_replication_lag_bytes",
+			Help: "WAL written since the slot's confirmed position (pg_current_wal_lsn() - confirmed_flush_lsn), read from pg_replication_slots.",
+		}),
+		retained: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "outbox_relay_slot_retained_wal_bytes",
+			Help: "WAL the slot makes the server keep (pg_current_wal_lsn() - restart_lsn).",
+		}),
+		safe: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "outbox_relay_slot_safe_wal_bytes",
+			Help: "WAL that can still be written before the slot risks invalidation (safe_wal_size); -1 when max_slot_wal_keep_size is unlimited.",
+		}),
+		active: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "outbox_relay_slot_active",
+			Help: "1 while a connection, this relay's or another's, streams from the slot.",
+		}),
+		errors: errorsCounter("slot_poll"),
+	}
+	if err := register(reg, m.lag, m.retained, m.safe, m.active, m.errors); err != nil {
+		return nil, fmt.Errorf("register monitor metrics: %w", err)
+	}
+	return m, nil
+}
+
+// register registers cs with reg, or nothing when reg is nil.
+func register(reg prometheus.Registerer, cs ...prometheus.Collector) error {
+	if reg == nil {
+		return nil
+	}
+	for _, c := range cs {
+		if err := reg.Register(c); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // errorsCounter returns the outbox_relay_errors_total series of one kind.

@@ -27,7 +27,7 @@ type Monitor struct {
 // means five seconds). A nil logger discards logs; a nil reg registers no
 // metrics.
 func NewMonitor(cfg Config, interval time.Duration, logger *slog.Logger, reg prometheus.Registerer) (*Monitor, error) {
-	cfg.SetDefaults()
+	cfg = cfg.withDefaults()
 	if interval <= 0 {
 		interval = 5 * time.Second
 	}
@@ -111,40 +111,4 @@ func (mo *Monitor) read(ctx context.Context, conn **pgx.Conn) error {
 	}
 	mo.m.active.Set(active)
 	return nil
-}
-
-type monitorMetrics struct {
-	lag, retained, safe, active prometheus.Gauge
-	errors                      prometheus.Counter
-}
-
-func newMonitorMetrics(reg prometheus.Registerer) (*monitorMetrics, error) {
-	m := &monitorMetrics{
-		lag: prometheus.NewGauge(prometheus.GaugeOpts{
-			Name: "outbox_relay_replication_lag_bytes",
-			Help: "WAL written since the slot's confirmed position (pg_current_wal_lsn() - confirmed_flush_lsn), read from pg_replication_slots.",
-		}),
-		retained: prometheus.NewGauge(prometheus.GaugeOpts{
-			Name: "outbox_relay_slot_retained_wal_bytes",
-			Help: "WAL the slot makes the server keep (pg_current_wal_lsn() - restart_lsn).",
-		}),
-		safe: prometheus.NewGauge(prometheus.GaugeOpts{
-			Name: "outbox_relay_slot_safe_wal_bytes",
-			Help: "WAL that can still be written before the slot risks invalidation (safe_wal_size); -1 when max_slot_wal_keep_size is unlimited.",
-		}),
-		active: prometheus.NewGauge(prometheus.GaugeOpts{
-			Name: "outbox_relay_slot_active",
-			Help: "1 while a connection, this relay's or another's, streams from the slot.",
-		}),
-	}
-	m.errors = errorsCounter("slot_poll")
-	if reg == nil {
-		return m, nil
-	}
-	for _, c := range []prometheus.Collector{m.lag, m.retained, m.safe, m.active, m.errors} {
-		if err := reg.Register(c); err != nil {
-			return nil, fmt.Errorf("register monitor metrics: %w", err)
-		}
-	}
-	return m, nil
 }

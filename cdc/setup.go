@@ -15,7 +15,7 @@ import (
 // SetupSQL returns every statement Setup may run for cfg, in order, for a
 // person to review or run by hand. Setup runs only those still needed.
 func SetupSQL(cfg Config) ([]string, error) {
-	cfg.SetDefaults()
+	cfg = cfg.withDefaults()
 	ms, err := schema.Migrations(cfg.Table, cfg.Columns)
 	if err != nil {
 		return nil, err
@@ -39,7 +39,7 @@ func SetupSQL(cfg Config) ([]string, error) {
 // and the REPLICATION attribute; without CREATE on the schema it logs that
 // outbox_emit is missing and goes on.
 func Setup(ctx context.Context, conn *pgx.Conn, cfg Config, logger *slog.Logger) error {
-	cfg.SetDefaults()
+	cfg = cfg.withDefaults()
 	if logger == nil {
 		logger = slog.New(slog.DiscardHandler)
 	}

@@ -37,10 +37,10 @@ import (
 // nothing. A slot that
 // exists and is in use or not lost is an error. logger may be nil.
 func Recreate(ctx context.Context, cfg Config, logger *slog.Logger, fn func(ctx context.Context, tx pgx.Tx, start pglogrepl.LSN) error) (bool, error) {
-	cfg.SetDefaults()
 	if err := cfg.Validate(); err != nil {
 		return false, err
 	}
+	cfg = cfg.withDefaults()
 	if logger == nil {
 		logger = slog.New(slog.DiscardHandler)
 	}

@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"net"
 	"strings"
 	"sync/atomic"
 	"time"
@@ -70,13 +69,14 @@ type Stream struct {
 	sent     pglogrepl.LSN // the position last confirmed to the server
 }
 
-// New returns a Stream for cfg; it connects nothing until Run. A nil logger
-// discards logs; a nil reg registers no metrics.
+// New returns a Stream for cfg, whose zero fields take their defaults; it
+// connects nothing until Run. An invalid cfg returns cfg.Validate's error.
+// A nil logger discards logs; a nil reg registers no metrics.
 func New(cfg Config, logger *slog.Logger, reg prometheus.Registerer) (*Stream, error) {
-	cfg.SetDefaults()
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
+	cfg = cfg.withDefaults()
 	if logger == nil {
 		logger = slog.New(slog.DiscardHandler)
 	}
@@ -112,7 +112,7 @@ func (s *Stream) Run(ctx context.Context, h Handler) error {
 	b.MaxInterval = 5 * time.Second
 	for {
 		began := time.Now()
-		drained, err := s.session(ctx, h)
+		drained, err := s.serve(ctx, h)
 		if ctx.Err() != nil {
 			if !drained {
 				// No connection to confirm on: let what is in flight
@@ -147,12 +147,11 @@ func (s *Stream) Run(ctx context.Context, h Handler) error {
 	}
 }
 
-// session connects, streams until ctx ends or the connection fails, and on
-// ctx's end drains h and confirms its final position; drained reports that
-// it did so. On an error no reconnect can cure it drains and confirms too,
-// and returns the error. s.streamed is set once START_REPLICATION
+// serve connects, takes the slot and runs one session on the connection
+// (see session.run); drained reports that the session drained h and
+// confirmed its final position. s.streamed is set once START_REPLICATION
 // succeeded.
-func (s *Stream) session(ctx context.Context, h Handler) (drained bool, _ error) {
+func (s *Stream) serve(ctx context.Context, h Handler) (drained bool, _ error) {
 	s.setState(StateConnecting)
 	conn, id, silence, err := s.connect(ctx)
 	if err != nil {
@@ -185,59 +184,15 @@ func (s *Stream) session(ctx context.Context, h Handler) (drained bool, _ error)
 	// position may be confirmed as it is.
 	h.Keepalive(start)
 	s.log.Info("streaming", "lsn", start.String(), "publication", s.cfg.Publication, "silence_timeout", silence.String())
-
-	var stopBy time.Time // set by loop once ctx ends
-	loopErr := s.loop(ctx, conn, h, start, silence, &stopBy)
-	if ctx.Err() == nil && !permanent(loopErr) {
-		return false, loopErr
+	ss := &session{
+		s:       s,
+		conn:    conn,
+		h:       h,
+		start:   start,
+		silence: silence,
+		rels:    relations{table: s.cfg.Table, columns: s.cfg.Columns},
 	}
-	if stopBy.IsZero() {
-		stopBy = time.Now().Add(s.cfg.ShutdownTimeout - confirmReserve(s.cfg.ShutdownTimeout))
-	}
-
-	s.log.Info("draining", "until", stopBy.Format(time.RFC3339Nano))
-	dctx, cancel := context.WithDeadline(context.WithoutCancel(ctx), stopBy)
-	defer cancel()
-	drainErr := h.Drain(dctx)
-	final := max(h.Flushed(), start)
-	confirmErr := conn.Conn().SetDeadline(stopBy.Add(confirmReserve(s.cfg.ShutdownTimeout)))
-	if confirmErr == nil {
-		confirmErr = s.sendStatus(conn, final, false)
-	}
-	if confirmErr == nil {
-		// End the copy and read what the server still sends: closing a
-		// socket with unread data resets the connection, and the server
-		// may then lose the confirmation.
-		if _, err := pglogrepl.SendStandbyCopyDone(context.Background(), conn); err != nil {
-			s.log.Debug("end replication copy", "err", err)
-		}
-	}
-	if ctx.Err() == nil {
-		// A permanent error: report it, with what became of the rest.
-		if confirmErr != nil {
-			s.log.Warn("could not confirm the acknowledged position before stopping; it will be sent again", "lsn", final.String(), "err", confirmErr)
-		} else {
-			s.log.Info("final position confirmed", "lsn", final.String())
-		}
-		if drainErr != nil {
-			s.log.Warn("stopping with events unacknowledged; they will be sent again", "err", drainErr)
-		}
-		return false, loopErr
-	}
-	if confirmErr != nil {
-		return true, fmt.Errorf("confirm final position %s: %w", final, confirmErr)
-	}
-	s.log.Info("final position confirmed", "lsn", final.String())
-	if drainErr != nil {
-		return true, fmt.Errorf("shut down with events unacknowledged; they will be sent again: %w", drainErr)
-	}
-	return true, nil
-}
-
-// confirmReserve is the part of the shutdown timeout kept for the final
-// confirmation: a tenth, at most one second.
-func confirmReserve(timeout time.Duration) time.Duration {
-	return min(time.Second, timeout/10)
+	return ss.run(ctx)
 }
 
 // permanent reports an error no reconnect can cure.
@@ -463,310 +418,6 @@ func (s *Stream) start(ctx context.Context, conn *pgconn.PgConn) (pglogrepl.LSN,
 	return slot.ConfirmedFlush, nil
 }
 
-// promptStatus is the shortest time between two status updates that confirm
-// a new position.
-const promptStatus = 100 * time.Millisecond
-
-// loop reads the replication stream until ctx ends or an error occurs. It
-// sends a status update every StatusInterval, whenever the server asks, and
-// within promptStatus of the flush position passing what it last confirmed;
-// it never confirms less than start, the slot's position when the session
-// began. Having heard nothing for half of silence it asks the server for a
-// reply, and having heard nothing for silence it returns an error: the
-// connection is lost even if TCP has not noticed.
-//
-// When ctx ends it sets *stopBy, the deadline of the whole stop less the
-// final confirmation's share, and inside a transaction reads on to that
-// transaction's commit, for at most half of the time until *stopBy, so that
-// a clean stop leaves nothing to send again.
-func (s *Stream) loop(ctx context.Context, conn *pgconn.PgConn, h Handler, start pglogrepl.LSN, silence time.Duration, stopBy *time.Time) error {
-	netConn := conn.Conn()
-	// Wake a blocked read when ctx ends.
-	stop := context.AfterFunc(ctx, func() { _ = netConn.SetReadDeadline(time.Unix(1, 0)) })
-	defer stop()
-
-	rels := relations{table: s.cfg.Table, columns: s.cfg.Columns}
-	// Events outlive the stream: shutdown drains them instead of cancelling.
-	pubCtx := context.WithoutCancel(ctx)
-	var (
-		ev         schema.Event
-		inTxn      bool
-		nextStatus = time.Now().Add(s.cfg.StatusInterval)
-		deadline   time.Time     // the read deadline last set
-		finishBy   time.Time     // set once ctx ends inside a transaction
-		received   pglogrepl.LSN // the server has sent everything before it
-		sent       pglogrepl.LSN // the position last confirmed
-		nextPrompt time.Time     // when to look for a position to confirm early
-		heard      = time.Now()  // when the server last sent a message
-		fresh      bool          // heard was read after the last message: it is now
-		asked      bool          // a reply was requested since heard
-		wait       = time.NewTimer(time.Hour)
-	)
-	defer wait.Stop()
-	confirm := func(now time.Time, reply bool) error {
-		f := max(h.Flushed(), start)
-		if err := s.sendStatus(conn, f, reply); err != nil {
-			return err
-		}
-		sent, nextStatus = f, now.Add(s.cfg.StatusInterval)
-		return nil
-	}
-	for {
-		// One clock read per message: right after one, heard is now.
-		now := heard
-		if !fresh {
-			now = time.Now()
-		}
-		fresh = false
-		s.beat.Store(now.UnixNano())
-		if ctx.Err() != nil {
-			if stopBy.IsZero() {
-				*stopBy = now.Add(s.cfg.ShutdownTimeout - confirmReserve(s.cfg.ShutdownTimeout))
-			}
-			switch {
-			case !inTxn:
-				return ctx.Err()
-			case finishBy.IsZero():
-				finishBy = now.Add(stopBy.Sub(now) / 2)
-				s.log.Info("reading to the end of the open transaction before stopping", "until", finishBy)
-			case now.After(finishBy):
-				s.log.Warn("stopping inside a transaction; its events will be sent again after restart")
-				return ctx.Err()
-			}
-		}
-		if quiet := now.Sub(heard); quiet >= silence {
-			return fmt.Errorf("replication stream on slot %q: nothing received for %s (wal_sender_timeout, or %s when it is 0): the connection is lost", s.cfg.Slot, quiet.Round(time.Millisecond), defaultSilence)
-		} else if quiet >= silence/2 && !asked {
-			// An idle server that hears from us sends nothing: ask.
-			asked = true
-			if err := confirm(now, true); err != nil {
-				return err
-			}
-		}
-		if !now.Before(nextStatus) {
-			if err := confirm(now, false); err != nil {
-				return err
-			}
-		}
-		// While received transactions await confirmation, confirm each
-		// advance within promptStatus instead of waiting for the interval:
-		// the server recycles WAL sooner, and a crash replays less.
-		prompt := received > sent
-		if prompt && !now.Before(nextPrompt) {
-			nextPrompt = now.Add(promptStatus)
-			if max(h.Flushed(), start) > sent {
-				if err := confirm(now, false); err != nil {
-					return err
-				}
-			}
-		}
-		wake := nextStatus
-		if prompt && nextPrompt.Before(wake) {
-			wake = nextPrompt
-		}
-		if !finishBy.IsZero() && finishBy.Before(wake) {
-			wake = finishBy
-		}
-		if next := heard.Add(silence / 2); !asked && next.Before(wake) {
-			wake = next
-		} else if next := heard.Add(silence); next.Before(wake) {
-			wake = next
-		}
-		if room := h.Room(); room != nil {
-			s.m.stalls.Inc()
-			done := ctx.Done()
-			if !finishBy.IsZero() {
-				done = nil
-			}
-			wait.Reset(time.Until(wake))
-			select {
-			case <-room:
-			case <-wait.C:
-			case <-done:
-			}
-			// Nothing is read meanwhile: what the server sent waits in
-			// the socket, and the wait is no silence of the server's.
-			heard = time.Now()
-			continue
-		}
-		if deadline != wake {
-			deadline = wake
-			if err := netConn.SetReadDeadline(deadline); err != nil {
-				return fmt.Errorf("set read deadline on replication connection: %w", err)
-			}
-		}
-		msg, err := conn.ReceiveMessage(context.Background())
-		if err != nil {
-			if isTimeout(err) {
-				deadline = time.Time{} // ctx's AfterFunc may have moved it
-				continue
-			}
-			if ctx.Err() != nil {
-				return ctx.Err()
-			}
-			return fmt.Errorf("receive from replication stream on slot %q: %w", s.cfg.Slot, err)
-		}
-		heard, fresh, asked = time.Now(), true, false
-		switch msg := msg.(type) {
-		case *pgproto3.CopyData:
-			if len(msg.Data) == 0 {
-				continue
-			}
-			switch msg.Data[0] {
-			case pglogrepl.PrimaryKeepaliveMessageByteID:
-				ka, err := pglogrepl.ParsePrimaryKeepaliveMessage(msg.Data[1:])
-				if err != nil {
-					return fmt.Errorf("parse keepalive: %w", err)
-				}
-				s.m.serverWAL.Set(float64(ka.ServerWALEnd))
-				if !inTxn {
-					h.Keepalive(ka.ServerWALEnd)
-					// Everything before the server's WAL end has been sent.
-					received = ka.ServerWALEnd
-					s.m.received.Set(float64(received))
-				}
-				s.m.lag.Set(float64(lsnDiff(ka.ServerWALEnd, received)))
-				if ka.ReplyRequested {
-					if err := confirm(time.Now(), false); err != nil {
-						return err
-					}
-				}
-			case pglogrepl.XLogDataByteID:
-				xld, err := pglogrepl.ParseXLogData(msg.Data[1:])
-				if err != nil {
-					return fmt.Errorf("parse XLogData: %w", err)
-				}
-				s.m.serverWAL.Set(float64(xld.ServerWALEnd))
-				if err := s.handle(pubCtx, xld, heard, h, &rels, &ev, &inTxn, &received); err != nil {
-					return err
-				}
-			}
-		case *pgproto3.ErrorResponse:
-			return fmt.Errorf("replication stream on slot %q: %w", s.cfg.Slot, pgconn.ErrorResponseToPgError(msg))
-		case *pgproto3.CopyDone:
-			return fmt.Errorf("replication stream on slot %q ended by the server", s.cfg.Slot)
-		}
-	}
-}
-
-// handle acts on one pgoutput message, read from the stream at at.
-func (s *Stream) handle(ctx context.Context, xld pglogrepl.XLogData, at time.Time, h Handler, rels *relations, ev *schema.Event, inTxn *bool, received *pglogrepl.LSN) error {
-	data := xld.WALData
-	if len(data) == 0 {
-		return nil
-	}
-	switch data[0] {
-	case msgBegin:
-		b, err := decodeBegin(data)
-		if err != nil {
-			return err
-		}
-		*inTxn = true
-		h.Begin(b.FinalLSN, b.CommitTime)
-	case msgInsert:
-		id, err := insertRelation(data)
-		if err != nil {
-			return err
-		}
-		rel, err := rels.get(id)
-		if err != nil || rel == nil {
-			return err
-		}
-		// The connection reuses its buffer; the event owns this copy.
-		buf := make([]byte, len(data))
-		copy(buf, data)
-		if err := decodeInsert(buf, rel.bind, ev); err != nil {
-			return fmt.Errorf("decode insert into %s at %s: %w", rel.name, xld.WALStart, err)
-		}
-		ev.Table, ev.Received = rel.name, at
-		s.m.rows.Inc()
-		if err := h.Insert(ctx, ev); err != nil {
-			return &handlerError{err}
-		}
-	case msgMessage:
-		return s.message(ctx, xld, at, h, ev, *inTxn)
-	case msgCommit:
-		c, err := decodeCommit(data)
-		if err != nil {
-			return err
-		}
-		*inTxn = false
-		h.Commit(c.EndLSN)
-		*received = c.EndLSN
-		s.m.received.Set(float64(c.EndLSN))
-	case msgRelation:
-		r, err := decodeRelation(data)
-		if err != nil {
-			return err
-		}
-		if err := rels.put(r); err != nil {
-			return err
-		}
-		s.log.Info("relation", "table", r.Namespace+"."+r.Name, "columns", len(r.Columns))
-	}
-	return nil
-}
-
-// message relays a transactional logical decoding message with the
-// configured prefix as an event of the open transaction, in its place
-// among the transaction's rows. A message of another prefix, or a
-// non-transactional one (sent outside any transaction, whether or not the
-// transaction that emitted it commits), is counted and read past. Content
-// that holds no outbox event still becomes an event, Malformed, so that
-// the Sink's poison policy takes it: it is never dropped.
-func (s *Stream) message(ctx context.Context, xld pglogrepl.XLogData, at time.Time, h Handler, ev *schema.Event, inTxn bool) error {
-	m, err := decodeMessage(xld.WALData)
-	if err != nil {
-		return err
-	}
-	switch {
-	case !m.Transactional:
-		s.m.ignoredNonTxn.Inc()
-		if s.log.Enabled(ctx, slog.LevelDebug) {
-			s.log.Debug("non-transactional message ignored", "lsn", m.LSN.String(), "prefix", string(m.Prefix))
-		}
-		return nil
-	case string(m.Prefix) != s.cfg.MessagePrefix:
-		s.m.ignoredPrefix.Inc()
-		if s.log.Enabled(ctx, slog.LevelDebug) {
-			s.log.Debug("message of another prefix ignored", "lsn", m.LSN.String(), "prefix", string(m.Prefix))
-		}
-		return nil
-	case !inTxn:
-		return &decodeError{Type: msgMessage, Why: fmt.Sprintf("transactional message at %s outside a transaction", m.LSN)}
-	}
-	// The connection reuses its buffer; the event owns this copy.
-	content := make([]byte, len(m.Content))
-	copy(content, m.Content)
-	if err := schema.DecodeContent(content, ev); err != nil {
-		s.log.Debug("message content is no outbox event; handing it on as poison", "lsn", m.LSN.String(), "err", err)
-	}
-	ev.Prefix, ev.Received = s.cfg.MessagePrefix, at
-	s.m.messages.Inc()
-	if err := h.Insert(ctx, ev); err != nil {
-		return &handlerError{err}
-	}
-	return nil
-}
-
-// sendStatus confirms flushed to the server. The write position is reported
-// equal to it: the server pings a client whose write position lags what it
-// sent, and the pings move an idle relay's position forward.
-func (s *Stream) sendStatus(conn *pgconn.PgConn, flushed pglogrepl.LSN, reply bool) error {
-	err := pglogrepl.SendStandbyStatusUpdate(context.Background(), conn, pglogrepl.StandbyStatusUpdate{
-		WALWritePosition: flushed,
-		WALFlushPosition: flushed,
-		WALApplyPosition: flushed,
-		ReplyRequested:   reply,
-	})
-	if err != nil {
-		return fmt.Errorf("send standby status at %s: %w", flushed, err)
-	}
-	s.sent = flushed
-	s.m.confirmed.Set(float64(flushed))
-	return nil
-}
-
 // readBuffer is the replication connection's read buffer. pgx reads at most
 // 8 KiB per read call, one call for a few rows of a busy stream; reading
 // 64 KiB at a time makes eight times fewer calls, for one more copy of
@@ -776,9 +427,4 @@ const readBuffer = 64 << 10
 // replicationFrontend is pgproto3.NewFrontend reading through readBuffer.
 func replicationFrontend(r io.Reader, w io.Writer) *pgproto3.Frontend {
 	return pgproto3.NewFrontend(bufio.NewReaderSize(r, readBuffer), w)
-}
-
-func isTimeout(err error) bool {
-	var ne net.Error
-	return errors.As(err, &ne) && ne.Timeout()
 }

@@ -19,7 +19,7 @@ const teardownPoll = 20 * time.Millisecond
 // publication. Both may be missing. Dropping the slot loses its position:
 // a new one sees only later transactions.
 func Teardown(ctx context.Context, conn *pgx.Conn, cfg Config) error {
-	cfg.SetDefaults()
+	cfg = cfg.withDefaults()
 	for {
 		_, err := conn.Exec(ctx, `SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots WHERE slot_name = $1`, cfg.Slot)
 		var pgErr *pgconn.PgError
