@@ -4,6 +4,8 @@ import (
 	"fmt"
 
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/outbox-relay/outbox-relay/internal/errorcount"
 )
 
 // metrics are a Stream's series, each named in full,
@@ -72,7 +74,7 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			Help:        "Reconnections after the replication connection was lost.",
 			ConstLabels: prometheus.Labels{"target": "postgres"},
 		}),
-		errors: errorsCounter("replication"),
+		errors: errorcount.New(errorcount.Replication),
 		messages: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "outbox_relay_messages_received_total",
 			Help: "Transactional logical decoding messages with the outbox prefix read from the replication stream, replays included.",
@@ -115,7 +117,7 @@ func newMonitorMetrics(reg prometheus.Registerer) (*monitorMetrics, error) {
 			Name: "outbox_relay_slot_active",
 			Help: "1 while a connection, this relay's or another's, streams from the slot.",
 		}),
-		errors: errorsCounter("slot_poll"),
+		errors: errorcount.New(errorcount.SlotPoll),
 	}
 	if err := register(reg, m.lag, m.retained, m.safe, m.active, m.errors); err != nil {
 		return nil, fmt.Errorf("register monitor metrics: %w", err)
@@ -134,15 +136,4 @@ func register(reg prometheus.Registerer, cs ...prometheus.Collector) error {
 		}
 	}
 	return nil
-}
-
-// errorsCounter returns the outbox_relay_errors_total series of one kind.
-// Several packages count errors under this name, each its own kinds, so the
-// help text must be the same everywhere.
-func errorsCounter(kind string) prometheus.Counter {
-	return prometheus.NewCounter(prometheus.CounterOpts{
-		Name:        "outbox_relay_errors_total",
-		Help:        "Errors by kind: replication, slot_poll, publish, dead_letter.",
-		ConstLabels: prometheus.Labels{"kind": kind},
-	})
 }

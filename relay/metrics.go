@@ -4,6 +4,8 @@ import (
 	"fmt"
 
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/outbox-relay/outbox-relay/internal/errorcount"
 )
 
 // metrics are the Relay's series, each named in full,
@@ -80,8 +82,8 @@ func newMetrics(reg prometheus.Registerer, cfg Config, r *Relay) (*metrics, erro
 				"publish, from reading it to handing it to the sink; acknowledge, from handing it to the sink to the sink's acknowledgement.",
 			Buckets: latencyBuckets,
 		}, []string{"stage"}),
-		publishErrors:    errorsCounter("publish"),
-		deadLetterErrors: errorsCounter("dead_letter"),
+		publishErrors:    errorcount.New(errorcount.Publish),
+		deadLetterErrors: errorcount.New(errorcount.DeadLetter),
 	}
 	m.receive = m.stages.WithLabelValues("receive")
 	m.publish = m.stages.WithLabelValues("publish")
@@ -104,14 +106,3 @@ func newMetrics(reg prometheus.Registerer, cfg Config, r *Relay) (*metrics, erro
 // with bounds at 5 and 25 ms so that p99 and p999 targets can be read off
 // exactly.
 var latencyBuckets = []float64{0.0005, 0.001, 0.002, 0.003, 0.005, 0.0075, 0.01, 0.015, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30}
-
-// errorsCounter returns the outbox_relay_errors_total series of one kind.
-// Several packages count errors under this name, each its own kinds, so the
-// help text must be the same everywhere.
-func errorsCounter(kind string) prometheus.Counter {
-	return prometheus.NewCounter(prometheus.CounterOpts{
-		Name:        "outbox_relay_errors_total",
-		Help:        "Errors by kind: replication, slot_poll, publish, dead_letter.",
-		ConstLabels: prometheus.Labels{"kind": kind},
-	})
-}

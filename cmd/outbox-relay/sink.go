@@ -55,6 +55,7 @@ func newSink(cfg Config, logger *slog.Logger, reg prometheus.Registerer) (broker
 		}
 		return closing{s, logger}, nil
 	case sinkRedis:
+		redis.ClientLogger(logger) // once per process; the last logger wins
 		s, err := redis.New(cfg.Redis, logger, reg)
 		if err != nil {
 			return nil, err
