@@ -21,18 +21,17 @@ func CheckServer(ctx context.Context, db querier, table schema.Table, publicatio
 	if ok, err := tableExists(ctx, db, table); err != nil {
 		return err
 	} else if !ok {
-		return fmt.Errorf("table %s: %w; run `outbox-relay setup` or set --table", table, ErrNoTable)
+		return fmt.Errorf("table %s: %w", table, ErrNoTable)
 	}
 	exists, published, err := readPublication(ctx, db, publication, table)
 	if err != nil {
 		return err
 	}
 	if !exists {
-		return fmt.Errorf("publication %q: %w; run `outbox-relay setup` (as the table's owner)", publication, ErrNoPublication)
+		return fmt.Errorf("publication %q: %w", publication, ErrNoPublication)
 	}
 	if !published {
-		return fmt.Errorf("publication %q lacks table %s: %w; run `outbox-relay setup`, or ALTER PUBLICATION %s ADD TABLE %s",
-			publication, table, ErrNotPublished, publication, table)
+		return fmt.Errorf("publication %q lacks table %s: %w", publication, table, ErrNotPublished)
 	}
 	return nil
 }

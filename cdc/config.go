@@ -104,7 +104,7 @@ func (c Config) withDefaults() Config {
 func (c Config) Validate() error {
 	c = c.withDefaults()
 	if c.DSN == "" {
-		return fmt.Errorf("no PostgreSQL DSN; set --pg-dsn or OUTBOX_RELAY_PG_DSN, e.g. postgres://user:pass@host:5432/db")
+		return ErrNoDSN
 	}
 	if _, err := pgx.ParseConfig(c.DSN); err != nil {
 		return fmt.Errorf("PostgreSQL DSN is malformed: %w", err)

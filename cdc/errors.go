@@ -7,6 +7,8 @@ import "errors"
 var (
 	// ErrWALLevel reports a server whose wal_level is not logical.
 	ErrWALLevel = errors.New("cdc: wal_level must be logical")
+	// ErrNoDSN: the Config names no PostgreSQL server.
+	ErrNoDSN = errors.New("no PostgreSQL DSN")
 	// ErrServerVersion reports a server older than PostgreSQL 14.
 	ErrServerVersion = errors.New("cdc: PostgreSQL server too old")
 	// ErrNoPublication reports that the publication does not exist.

@@ -23,7 +23,7 @@ type identity struct {
 func (first identity) follows(cur identity, slot string, since pglogrepl.LSN) error {
 	switch {
 	case cur.SystemID != first.SystemID:
-		return fmt.Errorf("the server's system identifier changed from %s to %s while the relay was running on slot %q: it is another cluster (a failover to a server restored or initialised apart); positions of the two cannot be compared, and events committed since %s may not have been relayed; check the DSN, run `outbox-relay setup` on the new server and republish from the outbox table the rows written since then: %w",
+		return fmt.Errorf("the server's system identifier changed from %s to %s while the relay was running on slot %q: it is another cluster (a failover to a server restored or initialised apart); positions of the two cannot be compared, and events committed since %s may not have been relayed: %w",
 			first.SystemID, cur.SystemID, slot, since, ErrSystemChanged)
 	case cur.Timeline != first.Timeline:
 		return fmt.Errorf("the server's timeline changed from %d to %d while the relay was running on slot %q: a standby was promoted; events committed since %s on the old timeline may not have been relayed; check the slot's position on the new primary, republish from the outbox table the rows written since then, and restart the relay: %w",

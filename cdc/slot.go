@@ -65,7 +65,7 @@ func ReadSlot(ctx context.Context, db querier, name string) (Slot, error) {
 		FROM pg_replication_slots WHERE slot_name = $1 AND database = current_database()`, name).
 		Scan(&s.Name, &s.Plugin, &s.Active, &pid, &confirmed, &restart, &walStatus, &s.CurrentLSN, &s.SafeWALBytes)
 	if errors.Is(err, pgx.ErrNoRows) {
-		return Slot{}, fmt.Errorf("slot %q in this database: %w; run `outbox-relay setup`", name, ErrNoSlot)
+		return Slot{}, fmt.Errorf("slot %q in this database: %w", name, ErrNoSlot)
 	}
 	if err != nil {
 		return Slot{}, fmt.Errorf("read replication slot %q: %w", name, err)
@@ -89,11 +89,11 @@ func ReadSlot(ctx context.Context, db querier, name string) (Slot, error) {
 // relay cannot stream from s.
 func (s Slot) Usable() error {
 	if s.Plugin != "pgoutput" {
-		return fmt.Errorf("slot %q uses plugin %q: %w; drop it or choose another --slot", s.Name, s.Plugin, ErrSlotPlugin)
+		return fmt.Errorf("slot %q uses plugin %q: %w", s.Name, s.Plugin, ErrSlotPlugin)
 	}
 	if s.WALStatus == "lost" {
-		return fmt.Errorf("slot %q lost WAL it needed (wal_status = lost): %w; events in the lost WAL cannot be relayed: drop the slot (SELECT pg_drop_replication_slot('%s')), run `outbox-relay setup`, and reconcile the outbox rows written since %s",
-			s.Name, ErrSlotInvalidated, s.Name, s.ConfirmedFlush)
+		return fmt.Errorf("slot %q lost WAL it needed (wal_status = lost), so events committed since %s cannot be relayed from it: %w",
+			s.Name, s.ConfirmedFlush, ErrSlotInvalidated)
 	}
 	return nil
 }

@@ -181,7 +181,7 @@ func recovering(ctx context.Context, db *pgx.Conn, cfg Config) error {
 		return err
 	}
 	if found {
-		return fmt.Errorf("slot %q: a recovery began at %s and has not ended (%w): it may still be republishing from the outbox table, or it was stopped, and the slot skips the rows it did not send; start with --on-slot-lost=recover, which waits for a running recovery or does it again",
+		return fmt.Errorf("slot %q: a recovery began at %s and has not ended: it may still be republishing from the outbox table, or it was stopped, and the slot skips the rows it did not send: %w",
 			cfg.Slot, at.UTC().Format(time.RFC3339), ErrSlotRecovering)
 	}
 	return nil

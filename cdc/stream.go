@@ -344,7 +344,7 @@ func (s *Stream) silence(ctx context.Context, conn *pgconn.PgConn) (time.Duratio
 // slotLost returns the error for a slot that disappeared after this Run
 // streamed from it.
 func (s *Stream) slotLost() error {
-	return fmt.Errorf("replication slot %q disappeared while the relay was running: it was dropped, or the server failed over to one without it; events committed since %s may not have been relayed; recreate it with `outbox-relay setup` and republish from the outbox table the rows written since then: %w",
+	return fmt.Errorf("replication slot %q disappeared while the relay was running: it was dropped, or the server failed over to one without it; events committed since %s may not have been relayed: %w",
 		s.cfg.Slot, s.sent, ErrSlotLost)
 }
 

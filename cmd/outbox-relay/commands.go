@@ -75,7 +75,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 					if err := setupCfg.finish(); err != nil && !(dryRun && setupCfg.CDC.DSN == "") {
 						return err
 					}
-					return setup(ctx, setupCfg, dryRun, stdout, stderr)
+					return withHint(setup(ctx, setupCfg, dryRun, stdout, stderr), setupCfg)
 				},
 			},
 			{
@@ -89,7 +89,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 					if err := runCfg.finishRun(); err != nil {
 						return err
 					}
-					return relayUntilDone(ctx, runCfg, stderr)
+					return withHint(relayUntilDone(ctx, runCfg, stderr), runCfg)
 				},
 			},
 			{
@@ -103,7 +103,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 					if err := replayCfg.finishRun(); err != nil {
 						return err
 					}
-					return replay(ctx, replayCfg, replayOpts, stdout, stderr)
+					return withHint(replay(ctx, replayCfg, replayOpts, stdout, stderr), replayCfg)
 				},
 			},
 			{
@@ -117,7 +117,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 					if err := statusCfg.finish(); err != nil {
 						return err
 					}
-					return status(ctx, statusCfg, asJSON, stdout)
+					return withHint(status(ctx, statusCfg, asJSON, stdout), statusCfg)
 				},
 			},
 			newPruneCommand(newFS, opts, stdout),

@@ -160,7 +160,7 @@ func (c *Config) finish() error {
 	}
 	c.CDC.SetDefaults()
 	if err := c.CDC.Validate(); err != nil {
-		return usageError{err}
+		return usageError{withHint(err, *c)}
 	}
 	if err := c.Relay.Validate(); err != nil {
 		return usageError{err}

@@ -4,23 +4,59 @@ import (
 	"errors"
 	"fmt"
 
+	"github.com/outbox-relay/outbox-relay/cdc"
 	"github.com/outbox-relay/outbox-relay/relay"
 )
 
 // The packages say what went wrong; only the command knows its flags and
 // subcommands, so it adds the way out here.
 
+// hinted is an error whose text already says what to do.
+type hinted struct{ error }
+
+func (h hinted) Unwrap() error { return h.error }
+
 // withHint returns err with what the user can do about it, when the
 // command knows; otherwise err itself.
 func withHint(err error, cfg Config) error {
-	var pe *relay.PoisonError
-	switch {
-	case err == nil:
-		return nil
-	case errors.As(err, &pe):
-		return fmt.Errorf("%w; to go on, restart once with --poison-policy=dlq to set it aside in the dead-letter %s", err, deadLetterPlace(cfg))
+	if err == nil || errors.As(err, new(hinted)) {
+		return err
+	}
+	if hint := hintFor(err, cfg); hint != "" {
+		return hinted{fmt.Errorf("%w; %s", err, hint)}
 	}
 	return err
+}
+
+// hintFor returns what to do about err, or "".
+func hintFor(err error, cfg Config) string {
+	var pe *relay.PoisonError
+	t, pub, slot := cfg.CDC.Table, cfg.CDC.Publication, cfg.CDC.Slot
+	switch {
+	case errors.As(err, &pe):
+		return "to go on, restart once with --poison-policy=dlq to set it aside in the dead-letter " + deadLetterPlace(cfg)
+	case errors.Is(err, cdc.ErrNoDSN):
+		return "set --pg-dsn or OUTBOX_RELAY_PG_DSN, e.g. postgres://user:pass@host:5432/db"
+	case errors.Is(err, cdc.ErrNoTable):
+		return "run `outbox-relay setup` or set --table"
+	case errors.Is(err, cdc.ErrNoPublication):
+		return "run `outbox-relay setup` (as the table's owner)"
+	case errors.Is(err, cdc.ErrNotPublished):
+		return fmt.Sprintf("run `outbox-relay setup`, or ALTER PUBLICATION %s ADD TABLE %s", pub, t)
+	case errors.Is(err, cdc.ErrNoSlot):
+		return "run `outbox-relay setup`"
+	case errors.Is(err, cdc.ErrSlotPlugin):
+		return "drop it or choose another --slot"
+	case errors.Is(err, cdc.ErrSlotInvalidated):
+		return fmt.Sprintf("drop the slot (SELECT pg_drop_replication_slot('%s')), run `outbox-relay setup`, and republish the outbox rows written since then (`outbox-relay replay --since`), or start with --on-slot-lost=recover, which does both", slot)
+	case errors.Is(err, cdc.ErrSlotRecovering):
+		return "start with --on-slot-lost=recover, which waits for a running recovery or does it again"
+	case errors.Is(err, cdc.ErrSlotLost):
+		return "recreate it with `outbox-relay setup` and republish from the outbox table the rows written since then (`outbox-relay replay --since`)"
+	case errors.Is(err, cdc.ErrSystemChanged):
+		return "check the DSN and the slot's position on the server it now names, run `outbox-relay setup` there if it lacks the slot, republish from the outbox table the rows written since then (`outbox-relay replay --since`), and restart the relay"
+	}
+	return ""
 }
 
 // deadLetterPlace names where the sink of cfg sets events aside.

@@ -35,7 +35,7 @@ func relayUntilDone(ctx context.Context, cfg Config, stderr io.Writer) error {
 	for {
 		flushed, err := relayOnce(ctx, cfg, logger, rm)
 		if err == nil || ctx.Err() != nil || !slotLost(err, cfg) {
-			return withHint(err, cfg)
+			return err
 		}
 		if cfg.OnSlotLost != onSlotLostRecover {
 			return lostSlotError(ctx, cfg, err, flushed)

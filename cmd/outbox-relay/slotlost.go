@@ -88,8 +88,7 @@ func loadHorizon(ctx context.Context, tx pgx.Tx, cfg Config) (schema.Horizon, bo
 // relay acknowledged in this process, if any.
 func lostSlotError(ctx context.Context, cfg Config, err error, flushed pglogrepl.LSN) error {
 	if errors.Is(err, cdc.ErrSlotRecovering) {
-		// The message already says what happened and what to do.
-		return err
+		return withHint(err, cfg)
 	}
 	what, sentinel := "disappeared while the relay was running (dropped, or a failover to a server without it)", cdc.ErrSlotLost
 	if errors.Is(err, cdc.ErrSlotInvalidated) {
@@ -116,8 +115,8 @@ func lostSlotError(ctx context.Context, cfg Config, err error, flushed pglogrepl
 	if since != 0 {
 		pos = "its last confirmed position " + since.String()
 	}
-	return fmt.Errorf("replication slot %q %s: events committed after %s%s may not have reached Kafka; fix: restart once with --on-slot-lost=recover (OUTBOX_RELAY_ON_SLOT_LOST=recover), which recreates the slot and republishes from the outbox table every row not confirmed (or recreate it with `outbox-relay setup` and republish with `outbox-relay replay --since`): %w",
-		cfg.CDC.Slot, what, pos, when, sentinel)
+	return hinted{fmt.Errorf("replication slot %q %s: events committed after %s%s may not have reached the broker; fix: restart once with --on-slot-lost=recover (OUTBOX_RELAY_ON_SLOT_LOST=recover), which recreates the slot and republishes from the outbox table every row not confirmed (or recreate it with `outbox-relay setup` and republish with `outbox-relay replay --since`): %w",
+		cfg.CDC.Slot, what, pos, when, sentinel)}
 }
 
 // recoverSlot recreates the lost slot and republishes, before anything is
