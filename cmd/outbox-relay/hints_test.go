@@ -6,6 +6,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/outbox-relay/outbox-relay/cdc"
 	"github.com/outbox-relay/outbox-relay/relay"
 )
 
@@ -21,6 +22,10 @@ func TestWithHint(t *testing.T) {
 		{"poison on kafka", poison, Config{Sink: sinkKafka}, `--poison-policy=dlq to set it aside in the dead-letter topic "outbox-relay-dlq"`},
 		{"poison on nats", poison, Config{Sink: sinkNATS}, `dead-letter subject "outbox-relay-dlq"`},
 		{"other error", other, Config{Sink: sinkKafka}, ""},
+		{"invalidated slot", fmt.Errorf("stream: %w", cdc.ErrSlotInvalidated), Config{CDC: cdc.Config{Slot: "s1"}}, "SELECT pg_drop_replication_slot('s1')"},
+		{"no table", fmt.Errorf("check: %w", cdc.ErrNoTable), Config{}, "run `outbox-relay setup` or set --table"},
+		{"no DSN", cdc.ErrNoDSN, Config{}, "set --pg-dsn or OUTBOX_RELAY_PG_DSN"},
+		{"already hinted", hinted{fmt.Errorf("slot gone; fix: this: %w", cdc.ErrSlotLost)}, Config{}, ""},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
