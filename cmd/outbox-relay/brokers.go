@@ -37,10 +37,14 @@ func bindNATS(fs *flag.FlagSet, c *Config) {
 	fs.BoolVar(&t.InsecureSkipVerify, "nats-tls-insecure-skip-verify", false, "accept any server certificate (tests only)")
 }
 
+// defaultRedisURL is --redis-url's default: a server on this host. The
+// sink itself has no default URL: an empty one is an error.
+const defaultRedisURL = "redis://127.0.0.1:6379/0"
+
 // bindRedis binds the flags of --sink=redis.
 func bindRedis(fs *flag.FlagSet, c *Config) {
 	r := &c.Redis
-	fs.StringVar(&r.URL, "redis-url", "redis://127.0.0.1:6379/0", "Redis server, redis://[user[:password]@]host[:port][/db] (rediss:// for TLS); the password is never logged")
+	fs.StringVar(&r.URL, "redis-url", defaultRedisURL, "Redis server, redis://[user[:password]@]host[:port][/db] (rediss:// for TLS); the password is never logged")
 	fs.StringVar(&r.Stream, "redis-stream", redis.DefaultStream, "stream key template; {aggregate_type}, {event_type} and {aggregate_id} are replaced by the event's values")
 	fs.StringVar(&r.DeadLetterStream, "redis-dlq-stream", redis.DefaultDeadLetterStream, "stream of the dead letters under --poison-policy=dlq")
 	fs.Int64Var(&r.MaxLen, "redis-maxlen", 0, "trim each event stream to about this many entries (XADD MAXLEN ~); 0 never trims; trimmed entries are gone even if no consumer read them")

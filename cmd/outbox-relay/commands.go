@@ -53,7 +53,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	var root *ffcli.Command
 	var probeAddr, probePath string
 	probeFS := newFS("healthcheck")
-	probeFS.StringVar(&probeAddr, "metrics-addr", ":9479", "the relay's metrics address")
+	probeFS.StringVar(&probeAddr, "metrics-addr", defaultMetricsAddr, "the relay's metrics address")
 	probeFS.StringVar(&probePath, "path", "/healthz", "endpoint to check: /healthz or /readyz")
 
 	root = &ffcli.Command{

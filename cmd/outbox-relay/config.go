@@ -20,6 +20,10 @@ import (
 // envPrefix turns --pg-dsn into OUTBOX_RELAY_PG_DSN.
 const envPrefix = "OUTBOX_RELAY"
 
+// defaultMetricsAddr is where run serves /metrics, /healthz and /readyz,
+// and where healthcheck asks.
+const defaultMetricsAddr = ":9479"
+
 // Config is everything the relay can be told, composed from each package's
 // own Config.
 type Config struct {
@@ -76,8 +80,8 @@ func bindDatabase(fs *flag.FlagSet, c *Config) {
 	fs.StringVar(&c.CDC.DSN, "pg-dsn", "", "PostgreSQL connection string (URL or key=value); the replication connection is derived from it")
 	fs.StringVar(&c.dsnFile, "pg-dsn-file", "", "file holding the PostgreSQL connection string, instead of --pg-dsn; read at start-up, trailing newlines ignored")
 	fs.StringVar(&c.table, "table", schema.DefaultTable.String(), "outbox table, schema.name")
-	fs.StringVar(&c.CDC.Publication, "publication", "outbox_relay", "publication of the outbox table")
-	fs.StringVar(&c.CDC.Slot, "slot", "outbox_relay", "logical replication slot")
+	fs.StringVar(&c.CDC.Publication, "publication", cdc.DefaultPublication, "publication of the outbox table")
+	fs.StringVar(&c.CDC.Slot, "slot", cdc.DefaultSlot, "logical replication slot")
 	d := schema.DefaultColumns
 	fs.StringVar(&c.CDC.Columns.ID, "column-id", d.ID, "column holding the event ID")
 	fs.StringVar(&c.CDC.Columns.AggregateType, "column-aggregate-type", d.AggregateType, "column holding the aggregate type")
@@ -94,26 +98,26 @@ func bindRun(fs *flag.FlagSet, c *Config) {
 	bindDatabase(fs, c)
 	bindSink(fs, c)
 	fs.StringVar(&c.brokers, "kafka-brokers", "localhost:9092", "Kafka bootstrap brokers, comma-separated host:port")
-	fs.StringVar(&c.Kafka.Topic, "topic", "outbox.{aggregate_type}", "topic template; {aggregate_type} and {event_type} are replaced by the row's values")
-	fs.StringVar(&c.Kafka.ClientID, "kafka-client-id", "outbox-relay", "Kafka client ID")
+	fs.StringVar(&c.Kafka.Topic, "topic", kafka.DefaultTopic, "topic template; {aggregate_type} and {event_type} are replaced by the row's values")
+	fs.StringVar(&c.Kafka.ClientID, "kafka-client-id", kafka.DefaultClientID, "Kafka client ID")
 	fs.BoolVar(&c.Kafka.AllowAutoTopicCreation, "kafka-auto-create-topics", true, "ask the broker to create missing topics (the broker must allow it)")
 	fs.DurationVar(&c.Kafka.Linger, "kafka-linger", 0, "how long the producer waits to fill a batch; 0 sends at once")
-	fs.IntVar(&c.Kafka.MaxMessageBytes, "kafka-max-message-bytes", 1<<20, "largest record batch the producer sends; match the broker's message.max.bytes")
+	fs.IntVar(&c.Kafka.MaxMessageBytes, "kafka-max-message-bytes", kafka.DefaultMaxMessageBytes, "largest record batch the producer sends; match the broker's message.max.bytes")
 	fs.StringVar((*string)(&c.Kafka.Compression), "kafka-compression", string(kafka.DefaultCompression), "codec of record batches: none, snappy, lz4 or zstd (zstd needs brokers of Kafka 2.1 or later); snappy costs incompressible payloads least and still compresses JSON well")
-	fs.StringVar((*string)(&c.Relay.PoisonPolicy), "poison-policy", string(relay.PolicyDLQ), "what to do with an event Kafka can never accept: dlq (set it aside in the dead-letter topic and go on) or halt (stop before it)")
+	fs.StringVar((*string)(&c.Relay.PoisonPolicy), "poison-policy", string(relay.DefaultPoisonPolicy), "what to do with an event Kafka can never accept: dlq (set it aside in the dead-letter topic and go on) or halt (stop before it)")
 	fs.StringVar(&c.Kafka.DeadLetterTopic, "dlq-topic", kafka.DefaultDeadLetterTopic, "dead-letter topic for poison events under --poison-policy=dlq")
-	fs.StringVar((*string)(&c.Relay.Delivery), "delivery", string(relay.DeliveryAtLeastOnce), "at-least-once, or exactly-once: Kafka transactions of whole PostgreSQL transactions with a fence, so read_committed consumers see each event once")
+	fs.StringVar((*string)(&c.Relay.Delivery), "delivery", string(relay.DefaultDelivery), "at-least-once, or exactly-once: Kafka transactions of whole PostgreSQL transactions with a fence, so read_committed consumers see each event once")
 	fs.DurationVar(&c.Relay.TransactionInterval, "kafka-transaction-interval", relay.DefaultTransactionInterval, "under --delivery=exactly-once, how long a Kafka transaction stays open before it commits at the next PostgreSQL commit")
 	fs.StringVar(&c.Kafka.TransactionalID, "kafka-transactional-id", "", "under --delivery=exactly-once, the Kafka transactional ID; empty means outbox-relay-SLOT, so relays on one slot fence each other")
 	fs.IntVar(&c.Relay.MaxInflightEvents, "max-inflight-events", relay.DefaultMaxInflightEvents, "events published and not yet acknowledged before the relay stops reading")
 	fs.IntVar(&c.Relay.MaxInflightBytes, "max-inflight-bytes", relay.DefaultMaxInflightBytes, "bytes of events published and not yet acknowledged before the relay stops reading")
 	fs.IntVar(&c.MaxProcs, "max-procs", DefaultMaxProcs, "cores that run the relay's Go code at once (GOMAXPROCS); 0 means every CPU available; GOMAXPROCS in the environment wins")
 	fs.Int64Var(&c.MemoryLimit, "memory-limit", 0, "soft memory limit of the process in bytes, where garbage collection runs harder; 0 means 3 × --max-inflight-bytes + 16 MiB (40 MiB by default); GOMEMLIMIT in the environment wins")
-	fs.DurationVar(&c.CDC.StatusInterval, "status-interval", time.Second, "longest time between two confirmations of the position to PostgreSQL; a position that advances is confirmed within 100ms")
-	fs.DurationVar(&c.CDC.ShutdownTimeout, "shutdown-timeout", 30*time.Second, "on SIGTERM, how long to wait for in-flight events before exiting")
+	fs.DurationVar(&c.CDC.StatusInterval, "status-interval", cdc.DefaultStatusInterval, "longest time between two confirmations of the position to PostgreSQL; a position that advances is confirmed within 100ms")
+	fs.DurationVar(&c.CDC.ShutdownTimeout, "shutdown-timeout", cdc.DefaultShutdownTimeout, "on SIGTERM, how long to wait for in-flight events before exiting")
 	fs.BoolVar(&c.CDC.CreateSlot, "create-slot", false, "create the replication slot if it is missing at start, instead of stopping (a new slot sees only later transactions: rows written before it are not relayed); the setup command creates it too; a slot lost while running always stops the relay")
 	fs.StringVar(&c.CDC.MessagePrefix, "message-prefix", schema.DefaultMessagePrefix, "prefix of the transactional logical decoding messages (pg_logical_emit_message) relayed as outbox events; other prefixes and non-transactional messages are ignored")
-	fs.StringVar(&c.MetricsAddr, "metrics-addr", ":9479", "address serving /metrics, /healthz and /readyz; empty disables")
+	fs.StringVar(&c.MetricsAddr, "metrics-addr", defaultMetricsAddr, "address serving /metrics, /healthz and /readyz; empty disables")
 	fs.StringVar(&c.PprofAddr, "pprof-addr", "", "loopback address serving Go profiles under /debug/pprof/, e.g. 127.0.0.1:6060; empty disables")
 	fs.BoolVar(&c.pprof, "pprof", false, "deprecated: use --pprof-addr=127.0.0.1:6060")
 	fs.Var(&c.pruneOlderThan, "prune-older-than", "delete outbox rows older than this (7d, 36h) once the relay has confirmed them, every --prune-interval; 0 means never")

@@ -49,9 +49,9 @@ func bindDLQ(fs *flag.FlagSet, c *Config) {
 	fs.StringVar(&c.brokers, "kafka-brokers", "localhost:9092", "Kafka bootstrap brokers, comma-separated host:port")
 	fs.StringVar(&c.Kafka.DeadLetterTopic, "dlq-topic", kafka.DefaultDeadLetterTopic, "dead-letter topic to read: the relay's (run's --dlq-topic) or an inbox consumer's (inbox-dlq by default)")
 	fs.StringVar(&c.Kafka.Topic, "topic", "outbox.{aggregate_type}", "run's topic template; names the original topic of relay dead letters written before they carried dlq_topic")
-	fs.StringVar(&c.Kafka.ClientID, "kafka-client-id", "outbox-relay", "Kafka client ID")
+	fs.StringVar(&c.Kafka.ClientID, "kafka-client-id", kafka.DefaultClientID, "Kafka client ID")
 	fs.BoolVar(&c.Kafka.AllowAutoTopicCreation, "kafka-auto-create-topics", true, "ask the broker to create a missing original topic when replaying (the broker must allow it); the dead-letter topic is never created")
-	fs.IntVar(&c.Kafka.MaxMessageBytes, "kafka-max-message-bytes", 1<<20, "largest record batch the producer sends; match the broker's message.max.bytes")
+	fs.IntVar(&c.Kafka.MaxMessageBytes, "kafka-max-message-bytes", kafka.DefaultMaxMessageBytes, "largest record batch the producer sends; match the broker's message.max.bytes")
 	fs.StringVar((*string)(&c.Kafka.Compression), "kafka-compression", string(kafka.DefaultCompression), "codec of record batches: none, snappy, lz4 or zstd")
 	bindKafkaSecurity(fs, c)
 }
