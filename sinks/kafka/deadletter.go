@@ -11,43 +11,28 @@ import (
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/outbox-relay/outbox-relay/schema"
+	"github.com/outbox-relay/outbox-relay/sinks/delivery"
 )
 
 // ReasonRejected: the broker refused the record for good (an invalid
 // record, a policy violation).
-const ReasonRejected = "rejected"
+const ReasonRejected = delivery.ReasonRejected
 
 // Headers a dead-lettered record carries besides the event's own
-// HeaderID, HeaderEventType, HeaderAggregateType and HeaderPosition.
+// HeaderID, HeaderEventType, HeaderAggregateType and HeaderPosition: those
+// of every sink (see sinks/delivery for each one's meaning). HeaderDLQTopic
+// is the topic the event would have gone to.
 const (
-	// HeaderDLQReason is the poison reason: one of the Reason constants.
-	HeaderDLQReason = "dlq_reason"
-	// HeaderDLQError is the error text.
-	HeaderDLQError = "dlq_error"
-	// HeaderDLQAttempts counts the relay's attempts to publish the event.
-	// The Kafka client's own retries of retriable errors are not counted.
-	HeaderDLQAttempts = "dlq_attempts"
-	// HeaderDLQSourceLSN is the commit LSN of the event's transaction, as
-	// PostgreSQL prints it (0/16B3748).
-	HeaderDLQSourceLSN = "dlq_source_lsn"
-	// HeaderDLQTime is when the event was dead-lettered, RFC 3339 in UTC.
-	HeaderDLQTime = "dlq_time"
-	// HeaderDLQTable is the outbox table the row came from; empty for an
-	// event from a logical decoding message.
-	HeaderDLQTable = "dlq_table"
-	// HeaderDLQMessagePrefix is the prefix of the logical decoding message
-	// the event came from; absent for a row.
-	HeaderDLQMessagePrefix = "dlq_message_prefix"
-	// HeaderDLQHeaders is the row's headers column as it was, JSON text.
-	HeaderDLQHeaders = "dlq_headers"
-	// HeaderDLQTopic is the topic the event would have gone to; absent
-	// when its name is not a legal topic name (ReasonTopic), and in dead
-	// letters of relays before it was added.
-	HeaderDLQTopic = "dlq_topic"
-	// HeaderDLQPayloadOmitted is "true" when the payload was too large to
-	// carry; the value is then empty and the row must be read from the
-	// outbox table, if it is kept, or from the application.
-	HeaderDLQPayloadOmitted = "dlq_payload_omitted"
+	HeaderDLQReason         = delivery.HeaderDLQReason
+	HeaderDLQError          = delivery.HeaderDLQError
+	HeaderDLQAttempts       = delivery.HeaderDLQAttempts
+	HeaderDLQSourceLSN      = delivery.HeaderDLQSourceLSN
+	HeaderDLQTime           = delivery.HeaderDLQTime
+	HeaderDLQTable          = delivery.HeaderDLQTable
+	HeaderDLQMessagePrefix  = delivery.HeaderDLQMessagePrefix
+	HeaderDLQHeaders        = delivery.HeaderDLQHeaders
+	HeaderDLQTopic          = delivery.HeaderDLQTopic
+	HeaderDLQPayloadOmitted = delivery.HeaderDLQPayloadOmitted
 )
 
 // Poison reports whether err, given to an event's done, means the event can

@@ -1,23 +1,26 @@
 package kafka
 
-// Reasons a RecordError gives. The set is closed, so a reason can label a
-// metric or pick a poison-row policy.
+import "github.com/outbox-relay/outbox-relay/sinks/delivery"
+
+// Reasons a RecordError gives, those of every sink (sinks/delivery) but
+// ReasonTopic. The set is closed, so a reason can label a metric or pick a
+// poison-row policy.
 const (
 	// ReasonAggregateID: the event has no aggregate ID, so it has no key and
 	// no partition could keep its order. Err wraps schema.ErrNoAggregateID.
-	ReasonAggregateID = "aggregate_id"
+	ReasonAggregateID = delivery.ReasonAggregateID
 	// ReasonTopic: the topic template yields a name Kafka does not accept
 	// for this event's aggregate or event type.
 	ReasonTopic = "topic"
 	// ReasonHeaders: the event's headers are not a JSON object.
-	ReasonHeaders = "headers"
+	ReasonHeaders = delivery.ReasonHeaders
 	// ReasonSize: the record (key, payload and headers) cannot fit in a
 	// batch of Config.MaxMessageBytes.
-	ReasonSize = "size"
+	ReasonSize = delivery.ReasonSize
 	// ReasonContent: the event came from a logical decoding message whose
 	// content is not an outbox event (schema.Event.Malformed). Err wraps
 	// schema.ErrContent.
-	ReasonContent = "content"
+	ReasonContent = delivery.ReasonContent
 )
 
 // RecordError reports an event that cannot become a Kafka record. Publish
