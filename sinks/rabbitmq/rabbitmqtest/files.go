@@ -1,0 +1,165 @@
+package rabbitmqtest
+
+import (
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/hex"
+	"encoding/pem"
+	"fmt"
+	"math/big"
+	"net"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// writeFiles writes the node's configuration, plugin list and Erlang
+// cookie into s.dir, and sets s.env. ports are the AMQP, distribution and
+// epmd ports, then the TLS one.
+func (s *Server) writeFiles(ports []int, opts Options, tf *tlsFiles) error {
+	home := filepath.Join(s.dir, "home")
+	for _, d := range []string{home, filepath.Join(s.dir, "mnesia"), filepath.Join(s.dir, "log")} {
+		if err := os.MkdirAll(d, 0o700); err != nil {
+			return err
+		}
+	}
+	var cookie [16]byte
+	_, _ = rand.Read(cookie[:])
+	if err := os.WriteFile(filepath.Join(home, ".erlang.cookie"), []byte(strings.ToUpper(hex.EncodeToString(cookie[:]))), 0o400); err != nil {
+		return err
+	}
+
+	// The classic Erlang-term format: the new-style rabbitmq.conf would
+	// cost a second of translation at each start.
+	var rabbit []string
+	rabbit = append(rabbit,
+		fmt.Sprintf(`{tcp_listeners, [{"127.0.0.1", %d}]}`, ports[0]),
+		`{loopback_users, [<<"guest">>]}`,
+		`{log, [{file, [{level, info}]}, {console, [{enabled, false}]}]}`)
+	if tf != nil {
+		rabbit = append(rabbit,
+			fmt.Sprintf(`{ssl_listeners, [{"127.0.0.1", %d}]}`, ports[3]),
+			fmt.Sprintf(`{ssl_options, [{cacertfile, %q}, {certfile, %q}, {keyfile, %q}, {verify, verify_none}, {fail_if_no_peer_cert, false}]}`,
+				tf.ca, tf.cert, tf.key))
+	}
+	conf := "[\n {rabbit, [\n   " + strings.Join(rabbit, ",\n   ") + "\n ]},\n" +
+		" {kernel, [{inet_dist_use_interface, {127,0,0,1}}]}\n].\n"
+	if err := os.WriteFile(filepath.Join(s.dir, "rabbitmq.config"), []byte(conf), 0o600); err != nil {
+		return err
+	}
+	plugins := "[" + strings.Join(opts.Plugins, ",") + "].\n"
+	if err := os.WriteFile(filepath.Join(s.dir, "enabled_plugins"), []byte(plugins), 0o600); err != nil {
+		return err
+	}
+
+	path := os.Getenv("PATH")
+	if path == "" {
+		path = "/usr/local/bin:/usr/bin:/bin"
+	}
+	s.env = []string{
+		"PATH=" + path,
+		"HOME=" + home,
+		"LANG=C.UTF-8",
+		"LC_ALL=C.UTF-8",
+		// The script then runs the VM in its own process (exec), which
+		// thus gets the signals and the parent death signal, instead of
+		// forking it behind a shell that traps them.
+		"detached=true",
+		// No file of /etc/rabbitmq is read.
+		"RABBITMQ_CONF_ENV_FILE=" + filepath.Join(s.dir, "rabbitmq-env.conf"),
+		"RABBITMQ_CONFIG_FILE=" + filepath.Join(s.dir, "rabbitmq.config"),
+		"RABBITMQ_ADVANCED_CONFIG_FILE=" + filepath.Join(s.dir, "advanced.config"),
+		"RABBITMQ_ENABLED_PLUGINS_FILE=" + filepath.Join(s.dir, "enabled_plugins"),
+		"RABBITMQ_PLUGINS_EXPAND_DIR=" + filepath.Join(s.dir, "plugins-expand"),
+		"RABBITMQ_MNESIA_BASE=" + filepath.Join(s.dir, "mnesia"),
+		"RABBITMQ_LOG_BASE=" + filepath.Join(s.dir, "log"),
+		"RABBITMQ_PID_FILE=" + filepath.Join(s.dir, "node.pid"),
+		"RABBITMQ_NODENAME=" + s.Node,
+		"RABBITMQ_NODE_IP_ADDRESS=127.0.0.1",
+		"RABBITMQ_NODE_PORT=" + strconv.Itoa(ports[0]),
+		"RABBITMQ_DIST_PORT=" + strconv.Itoa(ports[1]),
+		"ERL_EPMD_PORT=" + strconv.Itoa(ports[2]),
+		"ERL_EPMD_ADDRESS=127.0.0.1",
+		// Bound schedulers suit a machine of its own, not one shared
+		// with other tests.
+		"RABBITMQ_SCHEDULER_BIND_TYPE=u",
+	}
+	return nil
+}
+
+// tlsFiles are the PEM files of a TLS listener.
+type tlsFiles struct {
+	ca, cert, key string
+}
+
+// writeCertificates writes a CA and a certificate it signed for 127.0.0.1
+// and localhost, valid for a day, into dir.
+func writeCertificates(dir string) (*tlsFiles, error) {
+	caKey, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		return nil, err
+	}
+	now := time.Now()
+	caTmpl := &x509.Certificate{
+		SerialNumber:          big.NewInt(1),
+		Subject:               pkix.Name{CommonName: "rabbitmqtest CA"},
+		NotBefore:             now.Add(-time.Hour),
+		NotAfter:              now.Add(24 * time.Hour),
+		IsCA:                  true,
+		KeyUsage:              x509.KeyUsageCertSign | x509.KeyUsageDigitalSignature,
+		BasicConstraintsValid: true,
+	}
+	caDER, err := x509.CreateCertificate(rand.Reader, caTmpl, caTmpl, &caKey.PublicKey, caKey)
+	if err != nil {
+		return nil, err
+	}
+	ca, err := x509.ParseCertificate(caDER)
+	if err != nil {
+		return nil, err
+	}
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		return nil, err
+	}
+	tmpl := &x509.Certificate{
+		SerialNumber: big.NewInt(2),
+		Subject:      pkix.Name{CommonName: "localhost"},
+		NotBefore:    now.Add(-time.Hour),
+		NotAfter:     now.Add(24 * time.Hour),
+		KeyUsage:     x509.KeyUsageDigitalSignature,
+		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
+		DNSNames:     []string{"localhost"},
+		IPAddresses:  []net.IP{net.IPv4(127, 0, 0, 1)},
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca, &key.PublicKey, caKey)
+	if err != nil {
+		return nil, err
+	}
+	keyDER, err := x509.MarshalECPrivateKey(key)
+	if err != nil {
+		return nil, err
+	}
+	f := &tlsFiles{
+		ca:   filepath.Join(dir, "ca.pem"),
+		cert: filepath.Join(dir, "server.pem"),
+		key:  filepath.Join(dir, "server-key.pem"),
+	}
+	for _, w := range []struct {
+		path, typ string
+		der       []byte
+	}{
+		{f.ca, "CERTIFICATE", caDER},
+		{f.cert, "CERTIFICATE", der},
+		{f.key, "EC PRIVATE KEY", keyDER},
+	} {
+		if err := os.WriteFile(w.path, pem.EncodeToMemory(&pem.Block{Type: w.typ, Bytes: w.der}), 0o600); err != nil {
+			return nil, fmt.Errorf("write %s: %w", w.path, err)
+		}
+	}
+	return f, nil
+}
