@@ -98,7 +98,7 @@ func CheckColumns(ctx context.Context, db interface {
 	if err != nil {
 		return fmt.Errorf("read columns of %s: %w", table, err)
 	}
-	if _, err := cols.Bind(table.String(), names); err != nil {
+	if _, err := bind(cols, table.String(), names); err != nil {
 		return fmt.Errorf("%w: %w", ErrColumns, err)
 	}
 	return nil

@@ -62,7 +62,7 @@ type Config struct {
 	CreateSlot bool
 	// MessagePrefix is the prefix of the transactional logical decoding
 	// messages (pg_logical_emit_message) relayed as outbox events, their
-	// content decoded by schema.DecodeContent. Messages of other prefixes,
+	// content in the form schema.Emit writes. Messages of other prefixes,
 	// and non-transactional ones, are read past. Zero means
 	// schema.DefaultMessagePrefix.
 	MessagePrefix string

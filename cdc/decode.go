@@ -200,7 +200,7 @@ func insertRelation(b []byte) (uint32, error) {
 // decodeInsert fills ev from an Insert message's new tuple, using bind to
 // find each column's field. b must not be modified or reused afterwards: the
 // event's strings and slices point into it.
-func decodeInsert(b []byte, bind schema.Binding, ev *schema.Event) error {
+func decodeInsert(b []byte, bind binding, ev *schema.Event) error {
 	if len(b) < 1+4+1+2 {
 		return short(msgInsert, "tuple header")
 	}
@@ -208,8 +208,8 @@ func decodeInsert(b []byte, bind schema.Binding, ev *schema.Event) error {
 		return &decodeError{Type: msgInsert, Why: fmt.Sprintf("tuple marker %q, want 'N'", b[5])}
 	}
 	n := int(binary.BigEndian.Uint16(b[6:]))
-	if n != len(bind.Field) {
-		return &decodeError{Type: msgInsert, Why: fmt.Sprintf("tuple has %d columns, relation has %d", n, len(bind.Field))}
+	if n != len(bind.fields) {
+		return &decodeError{Type: msgInsert, Why: fmt.Sprintf("tuple has %d columns, relation has %d", n, len(bind.fields))}
 	}
 	*ev = schema.Event{}
 	off := 8
@@ -239,18 +239,18 @@ func decodeInsert(b []byte, bind schema.Binding, ev *schema.Event) error {
 		default:
 			return &decodeError{Type: msgInsert, Why: fmt.Sprintf("column %d has unknown kind %q", i, kind)}
 		}
-		switch bind.Field[i] {
-		case schema.FieldID:
+		switch bind.fields[i] {
+		case fieldID:
 			ev.ID = bytesString(val)
-		case schema.FieldAggregateType:
+		case fieldAggregateType:
 			ev.AggregateType = bytesString(val)
-		case schema.FieldAggregateID:
+		case fieldAggregateID:
 			ev.AggregateID = bytesString(val)
-		case schema.FieldEventType:
+		case fieldEventType:
 			ev.EventType = bytesString(val)
-		case schema.FieldPayload:
+		case fieldPayload:
 			ev.Payload = val
-		case schema.FieldHeaders:
+		case fieldHeaders:
 			ev.Headers = val
 		}
 	}

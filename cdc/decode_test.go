@@ -88,11 +88,11 @@ func insertMsg(rel uint32, cols ...tupleCol) []byte {
 const outboxID = 16394
 
 // mustBind binds names with c or stops the test.
-func mustBind(tb testing.TB, c schema.Columns, names []string) schema.Binding {
+func mustBind(tb testing.TB, c schema.Columns, names []string) binding {
 	tb.Helper()
-	b, err := c.Bind("public.outbox", names)
+	b, err := bind(c, "public.outbox", names)
 	if err != nil {
-		tb.Fatalf("Bind(%q): %v", names, err)
+		tb.Fatalf("bind(%q): %v", names, err)
 	}
 	return b
 }
@@ -201,7 +201,7 @@ func checkAliases(tb testing.TB, b []byte, ev *schema.Event) {
 
 // pglogreplEvent decodes an Insert message with pglogrepl and maps its
 // columns with bind: a reference decodeInsert must agree with.
-func pglogreplEvent(b []byte, bind schema.Binding) (schema.Event, error) {
+func pglogreplEvent(b []byte, bind binding) (schema.Event, error) {
 	m, err := pglogrepl.Parse(b)
 	if err != nil {
 		return schema.Event{}, err
@@ -210,23 +210,23 @@ func pglogreplEvent(b []byte, bind schema.Binding) (schema.Event, error) {
 	if !ok {
 		return schema.Event{}, fmt.Errorf("pglogrepl parsed a %T", m)
 	}
-	if len(ins.Tuple.Columns) != len(bind.Field) {
-		return schema.Event{}, fmt.Errorf("pglogrepl read %d columns, binding has %d", len(ins.Tuple.Columns), len(bind.Field))
+	if len(ins.Tuple.Columns) != len(bind.fields) {
+		return schema.Event{}, fmt.Errorf("pglogrepl read %d columns, binding has %d", len(ins.Tuple.Columns), len(bind.fields))
 	}
 	var ev schema.Event
 	for i, c := range ins.Tuple.Columns {
-		switch bind.Field[i] {
-		case schema.FieldID:
+		switch bind.fields[i] {
+		case fieldID:
 			ev.ID = string(c.Data)
-		case schema.FieldAggregateType:
+		case fieldAggregateType:
 			ev.AggregateType = string(c.Data)
-		case schema.FieldAggregateID:
+		case fieldAggregateID:
 			ev.AggregateID = string(c.Data)
-		case schema.FieldEventType:
+		case fieldEventType:
 			ev.EventType = string(c.Data)
-		case schema.FieldPayload:
+		case fieldPayload:
 			ev.Payload = c.Data
-		case schema.FieldHeaders:
+		case fieldHeaders:
 			ev.Headers = c.Data
 		}
 	}
@@ -464,7 +464,7 @@ func TestInsertRelation(t *testing.T) {
 
 type insertCase struct {
 	name string
-	bind schema.Binding
+	bind binding
 	msg  []byte
 	want schema.Event
 }
@@ -627,7 +627,7 @@ func TestDecodeInsertReusedEvent(t *testing.T) {
 	noHeaders.Headers = ""
 	tests := []struct {
 		name string
-		bind schema.Binding
+		bind binding
 		msg  []byte
 		want schema.Event
 	}{
@@ -794,7 +794,7 @@ func TestDecodeInsertAllocs(t *testing.T) {
 
 // benchRow returns a realistic outbox row of 7 columns with a 200-byte
 // payload, and its binding.
-func benchRow(tb testing.TB) ([]byte, schema.Binding) {
+func benchRow(tb testing.TB) ([]byte, binding) {
 	const head = `{"order_id":"order-42","customer_id":"c-1001","currency":"EUR","note":"`
 	payload := head + strings.Repeat("x", 200-len(head)-2) + `"}`
 	if len(payload) != 200 {
@@ -821,8 +821,8 @@ func FuzzDecodeInsert(f *testing.F) {
 		if len(tc.msg) > 4096 {
 			continue
 		}
-		layout := make([]byte, len(tc.bind.Field))
-		for i, fd := range tc.bind.Field {
+		layout := make([]byte, len(tc.bind.fields))
+		for i, fd := range tc.bind.fields {
 			layout[i] = byte(fd) << 1 // even first byte: bind as many columns as the tuple says
 		}
 		f.Add(tc.msg, layout)
@@ -843,10 +843,10 @@ func FuzzDecodeInsert(f *testing.F) {
 		if len(msg) >= 8 && (len(layout) == 0 || layout[0]&1 == 0) {
 			n = int(binary.BigEndian.Uint16(msg[6:]))
 		}
-		bind := schema.Binding{Field: make([]schema.Field, n)}
+		bind := binding{fields: make([]eventField, n)}
 		for i := range n {
 			if len(layout) > 0 {
-				bind.Field[i] = schema.Field(layout[i%len(layout)]>>1) % (schema.FieldHeaders + 1)
+				bind.fields[i] = eventField(layout[i%len(layout)]>>1) % (fieldHeaders + 1)
 			}
 		}
 

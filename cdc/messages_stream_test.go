@@ -13,6 +13,7 @@ import (
 
 	"github.com/outbox-relay/outbox-relay/cdc"
 	"github.com/outbox-relay/outbox-relay/cdc/pgtest"
+	"github.com/outbox-relay/outbox-relay/internal/content"
 	"github.com/outbox-relay/outbox-relay/relay"
 	"github.com/outbox-relay/outbox-relay/schema"
 )
@@ -157,7 +158,7 @@ func TestStreamRelaysMessages(t *testing.T) {
 			t.Errorf("event %d commit LSN %s, want the transaction's %s", i, ev.Position.CommitLSN, evs[0].Position.CommitLSN)
 		}
 	}
-	if err := schema.DecodeContent([]byte(`{"id":"`+evs[3].ID+`","aggregate_type":"t","aggregate_id":"a","event_type":"e","payload":1}`), new(schema.Event)); err != nil {
+	if err := content.Decode([]byte(`{"id":"`+evs[3].ID+`","aggregate_type":"t","aggregate_id":"a","event_type":"e","payload":1}`), new(schema.Event)); err != nil {
 		t.Errorf("outbox_emit made the ID %q: %v", evs[3].ID, err)
 	}
 	if !errors.Is(evs[4].Malformed, schema.ErrContent) {

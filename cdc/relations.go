@@ -21,7 +21,7 @@ type relationInfo struct {
 	// relayed reports the outbox table; rows of other tables in the
 	// publication are read past.
 	relayed bool
-	bind    schema.Binding
+	bind    binding
 }
 
 // put records r, binding its columns when it is the outbox table.
@@ -31,11 +31,11 @@ func (rs *relations) put(r relation) error {
 	}
 	info := &relationInfo{name: r.Namespace + "." + r.Name}
 	if r.Namespace == rs.table.Schema && r.Name == rs.table.Name {
-		bind, err := rs.columns.Bind(info.name, r.Columns)
+		b, err := bind(rs.columns, info.name, r.Columns)
 		if err != nil {
 			return fmt.Errorf("%w: %w", ErrColumns, err)
 		}
-		info.relayed, info.bind = true, bind
+		info.relayed, info.bind = true, b
 	}
 	rs.byID[r.ID] = info
 	return nil

@@ -80,17 +80,17 @@ func colNames(cols []relCol) []string {
 }
 
 // fieldsOf names the Event field of each column, for expected bindings.
-func fieldsOf(f ...schema.Field) schema.Binding { return schema.Binding{Field: f} }
+func fieldsOf(f ...eventField) binding { return binding{fields: f} }
 
 // Short names of the fields, for expected bindings.
 const (
-	fNone    = schema.FieldNone
-	fID      = schema.FieldID
-	fAggType = schema.FieldAggregateType
-	fAggID   = schema.FieldAggregateID
-	fEvType  = schema.FieldEventType
-	fPayload = schema.FieldPayload
-	fHeaders = schema.FieldHeaders
+	fNone    = fieldNone
+	fID      = fieldID
+	fAggType = fieldAggregateType
+	fAggID   = fieldAggregateID
+	fEvType  = fieldEventType
+	fPayload = fieldPayload
+	fHeaders = fieldHeaders
 )
 
 // putAll decodes each Relation message and records it in rs.
@@ -230,7 +230,7 @@ func TestRelations(t *testing.T) {
 			if err != nil {
 				t.Fatalf("get(%d): %v", tt.get, err)
 			}
-			if diff := cmp.Diff(tt.want, got, cmp.AllowUnexported(relationInfo{})); diff != "" {
+			if diff := cmp.Diff(tt.want, got, cmp.AllowUnexported(relationInfo{}, binding{})); diff != "" {
 				t.Errorf("get(%d) = %+v, want %+v (-want +got):\n%s", tt.get, got, tt.want, diff)
 			}
 		})
@@ -496,8 +496,8 @@ func FuzzDecodeRelation(f *testing.F) {
 		if err != nil || info == nil || !info.relayed {
 			t.Fatalf("get(%d) after put(%+v) = %+v, %v; want the outbox", r.ID, r, info, err)
 		}
-		if len(info.bind.Field) != len(r.Columns) {
-			t.Fatalf("get(%d) binds %d columns, relation has %d", r.ID, len(info.bind.Field), len(r.Columns))
+		if len(info.bind.fields) != len(r.Columns) {
+			t.Fatalf("get(%d) binds %d columns, relation has %d", r.ID, len(info.bind.fields), len(r.Columns))
 		}
 	})
 }

@@ -12,6 +12,7 @@ import (
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgproto3"
 
+	"github.com/outbox-relay/outbox-relay/internal/content"
 	"github.com/outbox-relay/outbox-relay/schema"
 )
 
@@ -316,9 +317,9 @@ func (ss *session) message(ctx context.Context, xld pglogrepl.XLogData, at time.
 		return &decodeError{Type: msgMessage, Why: fmt.Sprintf("transactional message at %s outside a transaction", m.LSN)}
 	}
 	// The connection reuses its buffer; the event owns this copy.
-	content := make([]byte, len(m.Content))
-	copy(content, m.Content)
-	if err := schema.DecodeContent(content, &ss.ev); err != nil {
+	b := make([]byte, len(m.Content))
+	copy(b, m.Content)
+	if err := content.Decode(b, &ss.ev); err != nil {
 		s.log.Debug("message content is no outbox event; handing it on as poison", "lsn", m.LSN.String(), "err", err)
 	}
 	ss.ev.Prefix, ss.ev.Received = s.cfg.MessagePrefix, at

@@ -26,7 +26,7 @@ func SetupSQL(cfg Config) ([]string, error) {
 	}
 	return append(out,
 		schema.CreatePublicationSQL(cfg.Publication, cfg.Table)+";",
-		schema.CreateSlotSQL(cfg.Slot)+";",
+		createSlotSQL(cfg.Slot)+";",
 	), nil
 }
 
@@ -85,7 +85,7 @@ func Setup(ctx context.Context, conn *pgx.Conn, cfg Config, logger *slog.Logger)
 		}
 		log.Info("publication created", "publication", cfg.Publication)
 	case !published:
-		if _, err := conn.Exec(ctx, schema.AddTableToPublicationSQL(cfg.Publication, cfg.Table)); err != nil {
+		if _, err := conn.Exec(ctx, addTableToPublicationSQL(cfg.Publication, cfg.Table)); err != nil {
 			return fmt.Errorf("add %s to publication %q: %w", cfg.Table, cfg.Publication, err)
 		}
 		log.Info("table added to publication", "publication", cfg.Publication, "table", cfg.Table.String())
@@ -110,7 +110,7 @@ func Setup(ctx context.Context, conn *pgx.Conn, cfg Config, logger *slog.Logger)
 // so in a warning: the table-less outbox works without it, through
 // pg_logical_emit_message or schema.Emit.
 func ensureEmitFunction(ctx context.Context, conn *pgx.Conn, cfg Config, log *slog.Logger) error {
-	fn := schema.EmitFunction(cfg.Table)
+	fn := emitFunction(cfg.Table)
 	var exists bool
 	if err := conn.QueryRow(ctx, "SELECT to_regprocedure($1) IS NOT NULL", fn).Scan(&exists); err != nil {
 		return fmt.Errorf("look up function %s: %w", fn, err)
@@ -123,7 +123,7 @@ func ensureEmitFunction(ctx context.Context, conn *pgx.Conn, cfg Config, log *sl
 		return err
 	}
 	for _, m := range ms {
-		if m.Version != schema.EmitMigration {
+		if m.Version != emitMigration {
 			continue
 		}
 		if _, err := conn.Exec(ctx, m.SQL); err != nil {
@@ -142,7 +142,7 @@ func ensureEmitFunction(ctx context.Context, conn *pgx.Conn, cfg Config, log *sl
 }
 
 // setupState creates the relay's state table next to an outbox table that
-// already existed, when it is missing (migration schema.StateVersion).
+// already existed, when it is missing (migration stateMigration).
 func setupState(ctx context.Context, conn *pgx.Conn, cfg Config, log *slog.Logger) error {
 	st := cfg.Table.StateTable()
 	if ok, err := tableExists(ctx, conn, st); err != nil || ok {
@@ -153,7 +153,7 @@ func setupState(ctx context.Context, conn *pgx.Conn, cfg Config, log *slog.Logge
 		return err
 	}
 	for _, m := range ms {
-		if m.Version != schema.StateVersion {
+		if m.Version != stateMigration {
 			continue
 		}
 		if _, err := conn.Exec(ctx, m.SQL); err != nil {
@@ -162,4 +162,27 @@ func setupState(ctx context.Context, conn *pgx.Conn, cfg Config, log *slog.Logge
 	}
 	log.Info("state table created", "table", st.String())
 	return nil
+}
+
+// The versions of the migrations of schema.Migrations that Setup runs on
+// their own, against an outbox table made before them.
+const (
+	// emitMigration creates the SQL function outbox_emit (emitFunction).
+	emitMigration = 2
+	// stateMigration creates the relay's state table
+	// (schema.Table.StateTable).
+	stateMigration = 3
+)
+
+// emitFunction returns the signature of the SQL function outbox_emit that
+// migration emitMigration creates in t's schema, quoted, as to_regprocedure
+// reads it.
+func emitFunction(t schema.Table) string {
+	return pgx.Identifier{t.Schema}.Sanitize() + ".outbox_emit(text, text, text, jsonb, jsonb)"
+}
+
+// addTableToPublicationSQL returns the statement that adds t to the
+// existing publication pub.
+func addTableToPublicationSQL(pub string, t schema.Table) string {
+	return "ALTER PUBLICATION " + pgx.Identifier{pub}.Sanitize() + " ADD TABLE " + t.Quoted()
 }

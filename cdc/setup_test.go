@@ -27,3 +27,22 @@ func TestSetupAddsStateTable(t *testing.T) {
 		t.Errorf("after Setup, outbox and state rows = %d, want 1", n)
 	}
 }
+
+// TestSetupAddsEmitFunction runs setup against an outbox table whose SQL
+// function outbox_emit is missing: setup creates it again.
+func TestSetupAddsEmitFunction(t *testing.T) {
+	cfg := cdc.Config{DSN: pgtest.NewDatabase(t), Slot: "setup_emit_test"}
+	conn := setupDB(t, cfg)
+	const fn = "public.outbox_emit(text, text, text, jsonb, jsonb)"
+	exec(t, conn, "DROP FUNCTION "+fn)
+	if err := cdc.Setup(t.Context(), conn, cfg, nil); err != nil {
+		t.Fatalf("Setup() again = %v", err)
+	}
+	var exists bool
+	if err := conn.QueryRow(t.Context(), "SELECT to_regprocedure($1) IS NOT NULL", fn).Scan(&exists); err != nil {
+		t.Fatal(err)
+	}
+	if !exists {
+		t.Errorf("after Setup, function %s does not exist", fn)
+	}
+}

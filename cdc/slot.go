@@ -4,11 +4,10 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 
 	"github.com/jackc/pglogrepl"
 	"github.com/jackc/pgx/v5"
-
-	"github.com/outbox-relay/outbox-relay/schema"
 )
 
 // Slot describes a replication slot as pg_replication_slots shows it.
@@ -109,8 +108,15 @@ func CreateSlot(ctx context.Context, db querier, name string) (bool, error) {
 		return false, nil
 	}
 	var lsn pglogrepl.LSN
-	if err := db.QueryRow(ctx, schema.CreateSlotSQL(name)).Scan(&lsn); err != nil {
+	if err := db.QueryRow(ctx, createSlotSQL(name)).Scan(&lsn); err != nil {
 		return false, fmt.Errorf("create replication slot %q: %w", name, err)
 	}
 	return true, nil
+}
+
+// createSlotSQL returns the statement that creates the logical replication
+// slot named slot with the pgoutput plugin, with the name as a literal so
+// that a person can run it as it is (setup --dry-run prints it).
+func createSlotSQL(slot string) string {
+	return "SELECT lsn FROM pg_create_logical_replication_slot('" + strings.ReplaceAll(slot, "'", "''") + "', 'pgoutput')"
 }

@@ -11,7 +11,7 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
 
-	"github.com/outbox-relay/outbox-relay/schema"
+	"github.com/outbox-relay/outbox-relay/internal/state"
 )
 
 // Recreate replaces a lost slot: it drops cfg.Slot if the server
@@ -26,7 +26,7 @@ import (
 // When fn fails, Recreate drops the new slot again, so that no stream can
 // start from it and skip the rows fn did not finish with, and returns fn's
 // error. Before it creates the slot it records in the state table that a
-// recovery began, and once fn is done that it ended (schema.MarkRecovery):
+// recovery began, and once fn is done that it ended (state.MarkRecovery):
 // a process killed while fn runs leaves the new slot behind with the
 // recovery recorded as begun, a Stream refuses to start from it
 // (ErrSlotRecovering), and the next Recreate drops it and starts over.
@@ -88,7 +88,7 @@ func Recreate(ctx context.Context, cfg Config, logger *slog.Logger, fn func(ctx 
 	}
 	// Recorded before anything changes, so that a process killed from
 	// here on leaves a mark that no stream passes.
-	if err := schema.MarkRecovery(ctx, db, cfg.Table, cfg.Slot); err != nil {
+	if err := state.MarkRecovery(ctx, db, cfg.Table, cfg.Slot); err != nil {
 		if !stateUnavailable(err) {
 			return false, err
 		}
@@ -156,7 +156,7 @@ func Recreate(ctx context.Context, cfg Config, logger *slog.Logger, fn func(ctx 
 	if err := tx.Commit(ctx); err != nil {
 		return fail(fmt.Errorf("end snapshot transaction: %w", err))
 	}
-	if err := schema.EndRecovery(ctx, db, cfg.Table, cfg.Slot); err != nil && !stateUnavailable(err) {
+	if err := state.EndRecovery(ctx, db, cfg.Table, cfg.Slot); err != nil && !stateUnavailable(err) {
 		return false, fmt.Errorf("slot %q is recovered, but the end of the recovery could not be recorded, so the next start recovers again: %w", cfg.Slot, err)
 	}
 	return true, nil
@@ -166,7 +166,7 @@ func Recreate(ctx context.Context, cfg Config, logger *slog.Logger, fn func(ctx 
 // slot began and has not ended. A server without the state table, or a
 // role that may not read it, has none recorded.
 func recoveryStarted(ctx context.Context, db *pgx.Conn, cfg Config) (time.Time, bool, error) {
-	at, found, err := schema.RecoveryStarted(ctx, db, cfg.Table, cfg.Slot)
+	at, found, err := state.RecoveryStarted(ctx, db, cfg.Table, cfg.Slot)
 	if stateUnavailable(err) {
 		return time.Time{}, false, nil
 	}

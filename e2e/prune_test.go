@@ -18,6 +18,7 @@ import (
 	"github.com/jackc/pglogrepl"
 	"github.com/jackc/pgx/v5"
 
+	"github.com/outbox-relay/outbox-relay/internal/state"
 	"github.com/outbox-relay/outbox-relay/schema"
 )
 
@@ -362,12 +363,12 @@ func TestPruneWriterLatency(t *testing.T) {
 		t.Fatal(err)
 	}
 	// No relay runs here: record a horizon as if the slot had confirmed it.
-	h, err := schema.TakeHorizon(ctx, conn)
+	h, err := state.TakeHorizon(ctx, conn)
 	if err != nil {
 		t.Fatal(err)
 	}
 	h.ConfirmedLSN = h.LSN
-	if err := schema.SaveHorizon(ctx, conn, schema.DefaultTable, e.slot, h); err != nil {
+	if err := state.SaveHorizon(ctx, conn, schema.DefaultTable, e.slot, h); err != nil {
 		t.Fatal(err)
 	}
 

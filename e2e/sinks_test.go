@@ -29,9 +29,9 @@ type sinkBroker struct {
 	env []string
 	// read returns every event message the broker holds.
 	read func(t *testing.T) []sinktest.Message
-	// dest is the destination a message of the aggregate typ and key
-	// must have been stored at.
-	dest func(typ, key string) string
+	// dest is the destination m must have been stored at, from its
+	// aggregate type, event type and key.
+	dest func(m sinktest.Message) string
 	// stop stops the broker, keeping what it stored; start starts it
 	// again at the same address.
 	stop, start func(t testing.TB)
@@ -94,7 +94,7 @@ func (f *sinkFetcher) poll(ctx context.Context, d time.Duration) ([]*kgo.Record,
 // destination.
 func (f *sinkFetcher) record(m sinktest.Message, n int) *kgo.Record {
 	typ, _ := m.Header(delivery.HeaderAggregateType)
-	if want := f.b.dest(typ, m.Key); m.Destination != want {
+	if want := f.b.dest(m); m.Destination != want {
 		f.mu.Lock()
 		f.misplace = append(f.misplace, m.Destination+" (want "+want+")")
 		f.mu.Unlock()

@@ -14,6 +14,7 @@ import (
 	"github.com/jackc/pgx/v5"
 
 	"github.com/outbox-relay/outbox-relay/cdc/pgtest"
+	"github.com/outbox-relay/outbox-relay/internal/state"
 	"github.com/outbox-relay/outbox-relay/schema"
 )
 
@@ -76,10 +77,10 @@ func testSlotInvalidatedRecover(t *testing.T, horizon, killed bool) {
 	batch("confirmed", 10, 5)
 	e.catchUp(t, time.Now(), 30*time.Second)
 	if horizon {
-		var h schema.Horizon
+		var h state.Horizon
 		e.query(t, 10*time.Second, func(ctx context.Context, conn *pgx.Conn) error {
 			var err error
-			h, err = schema.TakeHorizon(ctx, conn)
+			h, err = state.TakeHorizon(ctx, conn)
 			return err
 		})
 		e.catchUp(t, time.Now(), 30*time.Second)
@@ -88,7 +89,7 @@ func testSlotInvalidatedRecover(t *testing.T, horizon, killed bool) {
 			t.Fatalf("slot confirmed %s, short of the horizon's %s", h.ConfirmedLSN, h.LSN)
 		}
 		e.query(t, 10*time.Second, func(ctx context.Context, conn *pgx.Conn) error {
-			return schema.SaveHorizon(ctx, conn, schema.DefaultTable, e.slot, h)
+			return state.SaveHorizon(ctx, conn, schema.DefaultTable, e.slot, h)
 		})
 	}
 	if code := p.term(30 * time.Second); code != 0 {
@@ -160,7 +161,7 @@ func testSlotInvalidatedRecover(t *testing.T, horizon, killed bool) {
 		p.kill()
 		var began, slotLeft bool
 		e.query(t, 10*time.Second, func(ctx context.Context, conn *pgx.Conn) error {
-			_, found, err := schema.RecoveryStarted(ctx, conn, schema.DefaultTable, e.slot)
+			_, found, err := state.RecoveryStarted(ctx, conn, schema.DefaultTable, e.slot)
 			began = found
 			if err != nil {
 				return err

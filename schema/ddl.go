@@ -63,19 +63,10 @@ func Migrations(t Table, c Columns) ([]Migration, error) {
 
 // CreatePublicationSQL returns the statement that publishes inserts into t
 // under the publication name pub. Updates, deletes and truncates are not
-// published: the relay reads inserts only.
+// published: the relay reads inserts only. Whoever runs Migrations with
+// their own tool runs this too, before the application writes a row:
+// pgoutput looks the publication up as of each change it decodes, so rows
+// written before it existed cannot be relayed.
 func CreatePublicationSQL(pub string, t Table) string {
 	return fmt.Sprintf("CREATE PUBLICATION %s FOR TABLE %s WITH (publish = 'insert')", quoteIdent(pub), t.Quoted())
-}
-
-// AddTableToPublicationSQL returns the statement that adds t to an existing
-// publication pub.
-func AddTableToPublicationSQL(pub string, t Table) string {
-	return fmt.Sprintf("ALTER PUBLICATION %s ADD TABLE %s", quoteIdent(pub), t.Quoted())
-}
-
-// CreateSlotSQL returns the statement that creates the logical replication
-// slot named slot with the pgoutput plugin.
-func CreateSlotSQL(slot string) string {
-	return fmt.Sprintf("SELECT lsn FROM pg_create_logical_replication_slot(%s, 'pgoutput')", quoteLiteral(slot))
 }

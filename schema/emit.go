@@ -84,14 +84,3 @@ func (o Outbox) emit(ctx context.Context, msgs []Message, exec func(prefix strin
 	}
 	return nil
 }
-
-// EmitMigration is the version of the migration that creates the SQL
-// function outbox_emit.
-const EmitMigration = 2
-
-// EmitFunction returns the signature of the SQL function outbox_emit that
-// migration EmitMigration creates in t's schema, quoted, as
-// to_regprocedure reads it.
-func EmitFunction(t Table) string {
-	return quoteIdent(t.Schema) + ".outbox_emit(text, text, text, jsonb, jsonb)"
-}

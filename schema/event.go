@@ -11,7 +11,7 @@ import (
 )
 
 // Event is one committed outbox row, or one transactional logical decoding
-// message carrying an outbox event (see DecodeContent), as the relay read it
+// message carrying an outbox event (see Emit), as the relay read it
 // from the replication stream. Byte slices may alias a buffer owned by the stream;
 // a Sink that keeps them past Publish must not let the stream reuse it
 // (the cdc package never reuses a buffer it handed out).

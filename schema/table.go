@@ -35,6 +35,13 @@ func (t Table) String() string { return t.Schema + "." + t.Name }
 // Quoted returns the name quoted for SQL.
 func (t Table) Quoted() string { return pgx.Identifier{t.Schema, t.Name}.Sanitize() }
 
-func quoteIdent(s string) string { return pgx.Identifier{s}.Sanitize() }
+// stateTableName is the name of the relay's state table, in the outbox
+// table's schema.
+const stateTableName = "outbox_relay_state"
 
-func quoteLiteral(s string) string { return "'" + strings.ReplaceAll(s, "'", "''") + "'" }
+// StateTable returns the relay's state table next to t: same schema, name
+// outbox_relay_state. Migrations creates it (migration 0003); the relay's
+// role needs SELECT, INSERT and UPDATE on it.
+func (t Table) StateTable() Table { return Table{Schema: t.Schema, Name: stateTableName} }
+
+func quoteIdent(s string) string { return pgx.Identifier{s}.Sanitize() }

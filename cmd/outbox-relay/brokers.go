@@ -4,10 +4,12 @@ import (
 	"flag"
 
 	"github.com/outbox-relay/outbox-relay/sinks/nats"
+	"github.com/outbox-relay/outbox-relay/sinks/rabbitmq"
 	"github.com/outbox-relay/outbox-relay/sinks/redis"
 )
 
-// The flags of the brokers other than Kafka: --nats-*, --redis-*. Each
+// The flags of the brokers other than Kafka: --nats-*, --rabbitmq-*,
+// --redis-*. Each
 // secret has a -file twin (secrets.go); TLS files are read by the sinks.
 
 // bindNATS binds the flags of --sink=nats.
@@ -58,4 +60,29 @@ func bindRedis(fs *flag.FlagSet, c *Config) {
 	fs.StringVar(&t.KeyFile, "redis-tls-key-file", "", "PEM private key of --redis-tls-cert-file")
 	fs.StringVar(&t.ServerName, "redis-tls-server-name", "", "host name the server's certificate must hold; empty means the URL's host")
 	fs.BoolVar(&t.InsecureSkipVerify, "redis-tls-insecure-skip-verify", false, "accept any server certificate (tests only)")
+}
+
+// defaultRabbitMQURL is --rabbitmq-url's default: a server on this host.
+const defaultRabbitMQURL = "amqp://127.0.0.1:5672/"
+
+// bindRabbitMQ binds the flags of --sink=rabbitmq.
+func bindRabbitMQ(fs *flag.FlagSet, c *Config) {
+	r := &c.RabbitMQ
+	fs.StringVar(&r.URL, "rabbitmq-url", defaultRabbitMQURL, "RabbitMQ server, amqp://[user[:password]@]host[:port]/[vhost] (amqps:// for TLS); the password is never logged")
+	fs.StringVar(&r.Exchange, "rabbitmq-exchange", rabbitmq.DefaultExchange, "exchange template; {aggregate_type} and {event_type} are replaced by the event's values; setup declares it when it has none")
+	fs.StringVar(&r.ExchangeType, "rabbitmq-exchange-type", rabbitmq.DefaultExchangeType, "type setup declares the exchange with: topic, direct, fanout, headers or a plugin's (x-consistent-hash hashes the aggregate_id header)")
+	fs.StringVar(&r.RoutingKey, "rabbitmq-routing-key", rabbitmq.DefaultRoutingKey, "routing key template; {aggregate_type}, {event_type} and {aggregate_id} are replaced by the event's values")
+	fs.StringVar(&r.DeadLetterQueue, "rabbitmq-dlq-queue", rabbitmq.DefaultDeadLetterQueue, "queue of the dead letters under --poison-policy=dlq, published through the default exchange; setup declares it")
+	fs.StringVar(&r.DeadLetterQueueType, "rabbitmq-dlq-queue-type", rabbitmq.DefaultDeadLetterQueueType, "type setup declares the dead-letter queue with: classic or quorum")
+	fs.IntVar(&r.MaxMessageBytes, "rabbitmq-max-message-bytes", rabbitmq.DefaultMaxMessageBytes, "largest message (body and headers); larger events are poison; keep it at or below the server's max_message_size")
+	fs.DurationVar(&r.UnroutableGrace, "rabbitmq-unroutable-grace", rabbitmq.DefaultUnroutableGrace, "how long an event no queue is bound for is sent again before it is poison (its aggregate waits meanwhile); negative makes the first return poison")
+	fs.StringVar(&r.Username, "rabbitmq-user", "", "RabbitMQ user, instead of the URL's")
+	fs.StringVar(&r.Password, "rabbitmq-password", "", "RabbitMQ password, instead of the URL's; prefer --rabbitmq-password-file")
+	fs.StringVar(&c.rabbitmqPasswordFile, "rabbitmq-password-file", "", "file holding the RabbitMQ password, instead of --rabbitmq-password")
+	t := &r.TLS
+	fs.StringVar(&t.CAFile, "rabbitmq-tls-ca-file", "", "PEM file of the CAs that sign the server's certificate (amqps:// URLs); empty trusts the system's")
+	fs.StringVar(&t.CertFile, "rabbitmq-tls-cert-file", "", "PEM client certificate, for servers that require one")
+	fs.StringVar(&t.KeyFile, "rabbitmq-tls-key-file", "", "PEM private key of --rabbitmq-tls-cert-file")
+	fs.StringVar(&t.ServerName, "rabbitmq-tls-server-name", "", "host name the server's certificate must hold; empty means the URL's host")
+	fs.BoolVar(&t.InsecureSkipVerify, "rabbitmq-tls-insecure-skip-verify", false, "accept any server certificate (tests only)")
 }

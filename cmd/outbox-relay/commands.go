@@ -36,6 +36,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	bindDatabase(setupFS, &setupCfg)
 	bindSink(setupFS, &setupCfg)
 	bindNATS(setupFS, &setupCfg)
+	bindRabbitMQ(setupFS, &setupCfg)
 	bindRedis(setupFS, &setupCfg)
 	setupFS.BoolVar(&dryRun, "dry-run", false, "print the SQL setup may run, and run nothing")
 
@@ -67,7 +68,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 			{
 				Name:       "setup",
 				ShortUsage: "outbox-relay setup [flags]",
-				ShortHelp:  "Create the outbox table (if missing), its publication and the replication slot, and what --sink needs on its broker (a NATS stream). Idempotent.",
+				ShortHelp:  "Create the outbox table (if missing), its publication and the replication slot, and what --sink needs on its broker (NATS streams, a RabbitMQ exchange and dead-letter queue). Idempotent.",
 				FlagSet:    setupFS,
 				UsageFunc:  usage,
 				Options:    opts,

@@ -10,10 +10,12 @@ import (
 	"time"
 
 	"github.com/outbox-relay/outbox-relay/cdc"
+	"github.com/outbox-relay/outbox-relay/internal/replayquery"
 	"github.com/outbox-relay/outbox-relay/relay"
 	"github.com/outbox-relay/outbox-relay/schema"
 	"github.com/outbox-relay/outbox-relay/sinks/kafka"
 	"github.com/outbox-relay/outbox-relay/sinks/nats"
+	"github.com/outbox-relay/outbox-relay/sinks/rabbitmq"
 	"github.com/outbox-relay/outbox-relay/sinks/redis"
 )
 
@@ -32,6 +34,7 @@ type Config struct {
 	Sink        string
 	Kafka       kafka.Config
 	NATS        nats.Config
+	RabbitMQ    rabbitmq.Config
 	Redis       redis.Config
 	Relay       relay.Config
 	MetricsAddr string
@@ -66,13 +69,14 @@ type Config struct {
 	brokers        string
 	pruneOlderThan retention
 	// Files holding secrets, read by finish (see secrets.go).
-	dsnFile           string
-	saslPasswordFile  string
-	saslTokenFile     string
-	natsPasswordFile  string
-	natsTokenFile     string
-	natsCredsFile     string
-	redisPasswordFile string
+	dsnFile              string
+	saslPasswordFile     string
+	saslTokenFile        string
+	natsPasswordFile     string
+	natsTokenFile        string
+	natsCredsFile        string
+	redisPasswordFile    string
+	rabbitmqPasswordFile string
 }
 
 // bindDatabase binds the flags every subcommand needs to reach the outbox.
@@ -123,9 +127,10 @@ func bindRun(fs *flag.FlagSet, c *Config) {
 	fs.Var(&c.pruneOlderThan, "prune-older-than", "delete outbox rows older than this (7d, 36h) once the relay has confirmed them, every --prune-interval; 0 means never")
 	fs.DurationVar(&c.PruneInterval, "prune-interval", DefaultPruneInterval, "under --prune-older-than, how often to prune")
 	fs.StringVar(&c.OnSlotLost, "on-slot-lost", onSlotLostFail, "when the slot is invalidated or disappears: fail (stop, saying since when events may be missing) or recover (recreate it and republish from the outbox table every row not confirmed, then stream on)")
-	fs.StringVar(&c.CreatedAtColumn, "column-created-at", schema.DefaultCreatedAt, "timestamp column ordering the rows replay and recovery read from the table")
+	fs.StringVar(&c.CreatedAtColumn, "column-created-at", replayquery.DefaultCreatedAt, "timestamp column ordering the rows replay and recovery read from the table")
 	bindKafkaSecurity(fs, c)
 	bindNATS(fs, c)
+	bindRabbitMQ(fs, c)
 	bindRedis(fs, c)
 }
 

@@ -64,6 +64,8 @@ func deadLetterPlace(cfg Config) string {
 	switch cfg.Sink {
 	case sinkNATS:
 		return fmt.Sprintf("subject %q", cfg.NATS.DeadLetterSubject)
+	case sinkRabbitMQ:
+		return fmt.Sprintf("queue %q", cfg.RabbitMQ.DeadLetterQueue)
 	case sinkRedis:
 		return fmt.Sprintf("stream %q", cfg.Redis.DeadLetterStream)
 	}

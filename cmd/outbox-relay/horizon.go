@@ -11,10 +11,11 @@ import (
 	"github.com/jackc/pgx/v5/pgconn"
 
 	"github.com/outbox-relay/outbox-relay/cdc"
+	"github.com/outbox-relay/outbox-relay/internal/state"
 	"github.com/outbox-relay/outbox-relay/schema"
 )
 
-// horizonKeeper records the slot's confirmed horizon (see schema.Horizon)
+// horizonKeeper records the slot's confirmed horizon (see state.Horizon)
 // while the relay runs: it keeps a pending horizon, and once the slot's
 // confirmed_flush_lsn reaches it, saves it to the state table and takes the
 // next one. It also refreshes the outbox table's size gauge. It never stops
@@ -44,7 +45,7 @@ func (k *horizonKeeper) Run(ctx context.Context) error {
 			conn.Close(context.WithoutCancel(ctx))
 		}
 	}()
-	var pending *schema.Horizon
+	var pending *state.Horizon
 	t := time.NewTicker(k.interval)
 	defer t.Stop()
 	failing, saveFailing := false, false
@@ -88,7 +89,7 @@ func (e saveError) Error() string { return e.err.Error() }
 
 // step does one round: refresh the size gauge, take a horizon if none is
 // pending, or save the pending one if the slot has confirmed it.
-func (k *horizonKeeper) step(ctx context.Context, conn **pgx.Conn, pending **schema.Horizon) error {
+func (k *horizonKeeper) step(ctx context.Context, conn **pgx.Conn, pending **state.Horizon) error {
 	ctx, cancel := context.WithTimeout(ctx, max(k.interval, 5*time.Second))
 	defer cancel()
 	if *conn == nil {
@@ -114,7 +115,7 @@ func (k *horizonKeeper) step(ctx context.Context, conn **pgx.Conn, pending **sch
 		return nil
 	}
 	if *pending == nil {
-		h, err := schema.TakeHorizon(ctx, c)
+		h, err := state.TakeHorizon(ctx, c)
 		if err != nil {
 			return err
 		}
@@ -134,11 +135,11 @@ func (k *horizonKeeper) step(ctx context.Context, conn **pgx.Conn, pending **sch
 	}
 	h := **pending
 	h.ConfirmedLSN = s.ConfirmedFlush
-	if err := schema.SaveHorizon(ctx, c, k.cfg.Table, k.cfg.Slot, h); err != nil {
+	if err := state.SaveHorizon(ctx, c, k.cfg.Table, k.cfg.Slot, h); err != nil {
 		return saveError{withStateFix(err, k.cfg.Table, c.Config().User)}
 	}
 	k.log.Debug("horizon confirmed", "lsn", h.LSN, "confirmed_lsn", h.ConfirmedLSN)
-	next, err := schema.TakeHorizon(ctx, c)
+	next, err := state.TakeHorizon(ctx, c)
 	if err != nil {
 		*pending = nil
 		return err

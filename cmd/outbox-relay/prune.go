@@ -16,6 +16,7 @@ import (
 	"github.com/peterbourgon/ff/v3/ffcli"
 
 	"github.com/outbox-relay/outbox-relay/cdc"
+	"github.com/outbox-relay/outbox-relay/internal/state"
 	"github.com/outbox-relay/outbox-relay/schema"
 )
 
@@ -156,9 +157,9 @@ var errNoHorizon = errors.New("no confirmed horizon is recorded yet")
 // loadPruneHorizon returns the confirmed horizon of slot, or an error saying
 // what to do when there is none, the state table is missing or unreadable,
 // or the horizon is too old to use.
-func loadPruneHorizon(ctx context.Context, conn *pgx.Conn, table schema.Table, slot string) (schema.Horizon, error) {
+func loadPruneHorizon(ctx context.Context, conn *pgx.Conn, table schema.Table, slot string) (state.Horizon, error) {
 	st := table.StateTable()
-	h, ok, err := schema.LoadHorizon(ctx, conn, table, slot)
+	h, ok, err := state.LoadHorizon(ctx, conn, table, slot)
 	var pgErr *pgconn.PgError
 	switch {
 	case errors.As(err, &pgErr) && pgErr.Code == "42P01":
@@ -187,7 +188,7 @@ func loadPruneHorizon(ctx context.Context, conn *pgx.Conn, table schema.Table, s
 // horizonAge returns how many transaction IDs the server has assigned since
 // h's snapshot was taken; negative when h is ahead of the server (another
 // server's history).
-func horizonAge(ctx context.Context, db schema.RowQuerier, h schema.Horizon) (int64, error) {
+func horizonAge(ctx context.Context, db state.RowQuerier, h state.Horizon) (int64, error) {
 	var age int64
 	if err := db.QueryRow(ctx, `SELECT pg_snapshot_xmax(pg_current_snapshot())::text::bigint - pg_snapshot_xmax($1::pg_snapshot)::text::bigint`,
 		h.Snapshot).Scan(&age); err != nil {
@@ -199,7 +200,7 @@ func horizonAge(ctx context.Context, db schema.RowQuerier, h schema.Horizon) (in
 // pruneJob is one pass of prune over the table.
 type pruneJob struct {
 	table     schema.Table
-	horizon   schema.Horizon
+	horizon   state.Horizon
 	olderThan time.Duration
 	batch     int
 	dryRun    bool
@@ -218,7 +219,7 @@ type pruneProgress struct {
 
 // pruneRows deletes (or with dryRun counts) the rows of job.table created
 // before now() - job.olderThan (by the server's clock) that job.horizon
-// covers (schema.Table.CommittedIn). It walks the table once in physical
+// covers (state.CommittedIn). It walks the table once in physical
 // order, a range of blocks per statement sized to hold about job.batch
 // rows, each statement its own short transaction. A delete locks only the
 // rows it deletes, which nobody else writes: inserts go on beside it.
@@ -241,7 +242,7 @@ func pruneRows(ctx context.Context, conn *pgx.Conn, job pruneJob) (pruneProgress
 	}
 	step := max(1, int64(float64(job.batch)/perBlock))
 
-	where := `ctid >= $1::tid AND ctid < $2::tid AND ` + quoteCreatedAt(job.table) + ` < $3 AND ` + job.table.CommittedIn("$4")
+	where := `ctid >= $1::tid AND ctid < $2::tid AND ` + quoteCreatedAt(job.table) + ` < $3 AND ` + state.CommittedIn(job.table, "$4")
 	q := `DELETE FROM ` + job.table.Quoted() + ` WHERE ` + where
 	if job.dryRun {
 		q = `SELECT count(*) FROM ` + job.table.Quoted() + ` WHERE ` + where

@@ -16,6 +16,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/outbox-relay/outbox-relay/cdc"
+	"github.com/outbox-relay/outbox-relay/internal/replayquery"
 	"github.com/outbox-relay/outbox-relay/relay"
 	"github.com/outbox-relay/outbox-relay/schema"
 	"github.com/outbox-relay/outbox-relay/sinks/kafka"
@@ -54,16 +55,16 @@ func parseRate(s string) (float64, error) {
 
 // replayBound resolves a --since or --until value in the transaction: an
 // RFC 3339 time, or else an event ID the table holds.
-func replayBound(ctx context.Context, tx pgx.Tx, q schema.Replay, name, v string) (schema.Bound, error) {
+func replayBound(ctx context.Context, tx pgx.Tx, q replayquery.Query, name, v string) (replayquery.Bound, error) {
 	if v == "" {
-		return schema.Bound{}, nil
+		return replayquery.Bound{}, nil
 	}
 	if t, err := time.Parse(time.RFC3339Nano, v); err == nil {
-		return schema.Bound{CreatedAt: t}, nil
+		return replayquery.Bound{CreatedAt: t}, nil
 	}
 	b, err := q.LookupBound(ctx, tx, v)
-	if errors.Is(err, schema.ErrNoEvent) {
-		return schema.Bound{}, usageError{fmt.Errorf("--%s %q is neither an RFC 3339 time (such as 2026-05-01T12:00:00Z) nor the ID of a row in %s", name, v, q.Table)}
+	if errors.Is(err, replayquery.ErrNoEvent) {
+		return replayquery.Bound{}, usageError{fmt.Errorf("--%s %q is neither an RFC 3339 time (such as 2026-05-01T12:00:00Z) nor the ID of a row in %s", name, v, q.Table)}
 	}
 	return b, err
 }
@@ -155,8 +156,8 @@ func replay(ctx context.Context, cfg Config, rf replayFlags, stdout, stderr io.W
 }
 
 // replayQuery returns the query of every row of the configured table.
-func (c *Config) replayQuery() schema.Replay {
-	return schema.Replay{Table: c.CDC.Table, Columns: c.CDC.Columns, CreatedAt: c.CreatedAtColumn}
+func (c *Config) replayQuery() replayquery.Query {
+	return replayquery.Query{Table: c.CDC.Table, Columns: c.CDC.Columns, CreatedAt: c.CreatedAtColumn}
 }
 
 // dryRun is the sink of `replay --dry-run`: it prints each event and

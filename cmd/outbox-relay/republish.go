@@ -10,6 +10,7 @@ import (
 
 	"github.com/jackc/pgx/v5"
 
+	"github.com/outbox-relay/outbox-relay/internal/replayquery"
 	"github.com/outbox-relay/outbox-relay/relay"
 	"github.com/outbox-relay/outbox-relay/schema"
 )
@@ -70,7 +71,7 @@ type republishStats struct {
 //
 // When ctx ends it stops reading, waits for what is in flight (bounded by
 // flushTimeout), and returns an error saying where to resume.
-func republish(ctx context.Context, tx pgx.Tx, q schema.Replay, sink relay.Sink, o republishOptions, flushTimeout time.Duration) (republishStats, error) {
+func republish(ctx context.Context, tx pgx.Tx, q replayquery.Query, sink relay.Sink, o republishOptions, flushTimeout time.Duration) (republishStats, error) {
 	if o.MaxInflightEvents <= 0 {
 		o.MaxInflightEvents = relay.DefaultMaxInflightEvents
 	}

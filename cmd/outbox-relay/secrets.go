@@ -24,6 +24,7 @@ func (c *Config) readSecrets() error {
 		{"nats-token", &c.NATS.Auth.Token, c.natsTokenFile},
 		{"nats-creds", &c.NATS.Auth.Credentials, c.natsCredsFile},
 		{"redis-password", &c.Redis.Password, c.redisPasswordFile},
+		{"rabbitmq-password", &c.RabbitMQ.Password, c.rabbitmqPasswordFile},
 	} {
 		if err := readSecret(s.flag, s.value, s.file); err != nil {
 			return err

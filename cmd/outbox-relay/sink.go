@@ -13,18 +13,20 @@ import (
 	"github.com/outbox-relay/outbox-relay/relay"
 	"github.com/outbox-relay/outbox-relay/sinks/kafka"
 	"github.com/outbox-relay/outbox-relay/sinks/nats"
+	"github.com/outbox-relay/outbox-relay/sinks/rabbitmq"
 	"github.com/outbox-relay/outbox-relay/sinks/redis"
 )
 
 // The brokers --sink names.
 const (
-	sinkKafka = "kafka"
-	sinkNATS  = "nats"
-	sinkRedis = "redis"
+	sinkKafka    = "kafka"
+	sinkNATS     = "nats"
+	sinkRabbitMQ = "rabbitmq"
+	sinkRedis    = "redis"
 )
 
 // sinkNames lists what --sink accepts, in the order help shows them.
-var sinkNames = []string{sinkKafka, sinkNATS, sinkRedis}
+var sinkNames = []string{sinkKafka, sinkNATS, sinkRabbitMQ, sinkRedis}
 
 // brokerSink is a sink of any broker, as run, replay and slot recovery use
 // it: events out, a ping for health checks, and Close.
@@ -50,6 +52,12 @@ func newSink(cfg Config, logger *slog.Logger, reg prometheus.Registerer) (broker
 		return kafkaSink{s}, nil
 	case sinkNATS:
 		s, err := nats.New(cfg.NATS, logger, reg)
+		if err != nil {
+			return nil, err
+		}
+		return closing{s, logger}, nil
+	case sinkRabbitMQ:
+		s, err := rabbitmq.New(cfg.RabbitMQ, logger, reg)
 		if err != nil {
 			return nil, err
 		}
@@ -146,6 +154,8 @@ func (c *Config) validateSink() error {
 	switch c.Sink {
 	case sinkNATS:
 		return c.NATS.Validate()
+	case sinkRabbitMQ:
+		return c.RabbitMQ.Validate()
 	case sinkRedis:
 		return c.Redis.Validate()
 	}
@@ -158,6 +168,8 @@ func (c *Config) sinkConfig() any {
 	switch c.Sink {
 	case sinkNATS:
 		return c.NATS
+	case sinkRabbitMQ:
+		return c.RabbitMQ
 	case sinkRedis:
 		return c.Redis
 	}

@@ -13,7 +13,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/outbox-relay/outbox-relay/cdc"
-	"github.com/outbox-relay/outbox-relay/schema"
+	"github.com/outbox-relay/outbox-relay/internal/state"
 )
 
 // The values of --on-slot-lost.
@@ -66,19 +66,19 @@ func (m *recoveryMetrics) register(reg prometheus.Registerer) error {
 
 // loadHorizon returns the confirmed horizon recorded for the slot, read in
 // tx; no state table (a setup older than the horizon) counts as none.
-func loadHorizon(ctx context.Context, tx pgx.Tx, cfg Config) (schema.Horizon, bool, error) {
+func loadHorizon(ctx context.Context, tx pgx.Tx, cfg Config) (state.Horizon, bool, error) {
 	sp, err := tx.Begin(ctx) // a savepoint: a missing table must not end tx
 	if err != nil {
-		return schema.Horizon{}, false, fmt.Errorf("load horizon: %w", err)
+		return state.Horizon{}, false, fmt.Errorf("load horizon: %w", err)
 	}
-	h, found, err := schema.LoadHorizon(ctx, sp, cfg.CDC.Table, cfg.CDC.Slot)
+	h, found, err := state.LoadHorizon(ctx, sp, cfg.CDC.Table, cfg.CDC.Slot)
 	var pgErr *pgconn.PgError
 	if errors.As(err, &pgErr) && pgErr.Code == "42P01" { // undefined_table
-		return schema.Horizon{}, false, sp.Rollback(ctx)
+		return state.Horizon{}, false, sp.Rollback(ctx)
 	}
 	if err != nil {
 		_ = sp.Rollback(ctx)
-		return schema.Horizon{}, false, err
+		return state.Horizon{}, false, err
 	}
 	return h, found, sp.Commit(ctx)
 }
@@ -149,7 +149,8 @@ func recoverSlot(ctx context.Context, cfg Config, logger *slog.Logger, m *recove
 			}
 		}
 		if found {
-			q.Skip, q.SkipArg = cfg.CDC.Table.CommittedIn, h.Snapshot
+			q.Skip = func(param string) string { return state.CommittedIn(cfg.CDC.Table, param) }
+			q.SkipArg = h.Snapshot
 			logger.Info("republishing the rows the confirmed horizon does not cover",
 				"lsn", h.ConfirmedLSN.String(), "horizon_time", h.Time.UTC().Format(time.RFC3339Nano))
 		} else {

@@ -1,8 +1,8 @@
 -- outbox-relay schema version 3: the relay's state, next to the outbox table.
--- One row per replication slot: the newest confirmed horizon (see
--- schema.Horizon), and when a recovery of the slot began and has not ended
--- (see schema.MarkRecovery). The relay's role needs SELECT, INSERT and UPDATE
--- on it. {{state_table}} is replaced with the quoted name.
+-- One row per replication slot: the newest confirmed horizon, and when a
+-- recovery of the slot began and has not ended (the relay's package
+-- internal/state reads and writes them). The relay's role needs SELECT,
+-- INSERT and UPDATE on it. {{state_table}} is replaced with the quoted name.
 CREATE TABLE IF NOT EXISTS {{state_table}} (
     slot_name        text        PRIMARY KEY,
     horizon_snapshot pg_snapshot NULL,

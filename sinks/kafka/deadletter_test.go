@@ -12,6 +12,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kmsg"
 	"github.com/twmb/franz-go/pkg/kversion"
 
+	"github.com/outbox-relay/outbox-relay/internal/content"
 	"github.com/outbox-relay/outbox-relay/schema"
 	"github.com/outbox-relay/outbox-relay/sinks/kafka"
 )
@@ -170,8 +171,8 @@ func TestDeadLetterMessage(t *testing.T) {
 	ctx := testContext(t)
 	a := newAcks(t)
 	var small, huge schema.Event
-	_ = schema.DecodeContent([]byte(`{"id":"0190f1e2-7c1a-7d2b-9e3f-4a5b6c7d8e9f","aggregate_id":"o-1","payload":{}}`), &small)
-	_ = schema.DecodeContent([]byte(`{"id":"`+strings.Repeat("x", 2<<20)+`"}`), &huge)
+	_ = content.Decode([]byte(`{"id":"0190f1e2-7c1a-7d2b-9e3f-4a5b6c7d8e9f","aggregate_id":"o-1","payload":{}}`), &small)
+	_ = content.Decode([]byte(`{"id":"`+strings.Repeat("x", 2<<20)+`"}`), &huge)
 	for _, ev := range []*schema.Event{&small, &huge} {
 		if ev.Malformed == nil {
 			t.Fatalf("DecodeContent left %q well-formed", ev.Payload[:40])

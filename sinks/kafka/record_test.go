@@ -14,6 +14,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/twmb/franz-go/pkg/kgo"
 
+	"github.com/outbox-relay/outbox-relay/internal/content"
 	"github.com/outbox-relay/outbox-relay/schema"
 )
 
@@ -289,17 +290,17 @@ func TestRecordRejects(t *testing.T) {
 		{name: "headers blank", edit: func(ev *schema.Event) { ev.Headers = []byte(` `) }, reason: ReasonHeaders},
 		{name: "too large", maxBytes: 1024, edit: func(ev *schema.Event) { ev.Payload = make([]byte, 1024) }, reason: ReasonSize},
 		{name: "malformed message", edit: func(ev *schema.Event) {
-			_ = schema.DecodeContent([]byte(`{"id":"`+ev.ID+`","payload":1}`), ev)
+			_ = content.Decode([]byte(`{"id":"`+ev.ID+`","payload":1}`), ev)
 			ev.Prefix = "outbox"
 		}, reason: ReasonContent, is: schema.ErrContent, mention: `prefix "outbox"`},
 		{name: "message without aggregate id", edit: func(ev *schema.Event) {
-			if err := schema.DecodeContent([]byte(`{"id":"`+ev.ID+`","aggregate_type":"t","aggregate_id":"","event_type":"e","payload":1}`), ev); err != nil {
+			if err := content.Decode([]byte(`{"id":"`+ev.ID+`","aggregate_type":"t","aggregate_id":"","event_type":"e","payload":1}`), ev); err != nil {
 				panic(err)
 			}
 			ev.Prefix = "outbox"
 		}, reason: ReasonAggregateID, is: schema.ErrNoAggregateID},
 		{name: "message headers not an object", edit: func(ev *schema.Event) {
-			if err := schema.DecodeContent([]byte(`{"id":"`+ev.ID+`","aggregate_type":"t","aggregate_id":"a","event_type":"e","payload":1,"headers":[1]}`), ev); err != nil {
+			if err := content.Decode([]byte(`{"id":"`+ev.ID+`","aggregate_type":"t","aggregate_id":"a","event_type":"e","payload":1,"headers":[1]}`), ev); err != nil {
 				panic(err)
 			}
 		}, reason: ReasonHeaders, mention: "array"},

@@ -1,4 +1,12 @@
-package schema
+// Package replayquery reads outbox rows back from the outbox table, for
+// `outbox-relay replay` and for the recovery of a lost slot: the queries
+// that select and count a range of rows, and the scan that turns a row into
+// the schema.Event the replication stream would have carried.
+//
+// Invariant: rows come in replay order, by the created-at column and then
+// by id, and a range's bounds select the same rows in SelectSQL and
+// CountSQL.
+package replayquery
 
 import (
 	"context"
@@ -10,9 +18,11 @@ import (
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
+
+	"github.com/outbox-relay/outbox-relay/schema"
 )
 
-// DefaultCreatedAt is the column Replay orders rows by when none is named:
+// DefaultCreatedAt is the column Query orders rows by when none is named:
 // the one setup creates, filled by now(), the start time of the inserting
 // transaction.
 const DefaultCreatedAt = "created_at"
@@ -33,16 +43,16 @@ type Bound struct {
 // IsZero reports whether b bounds nothing.
 func (b Bound) IsZero() bool { return b.CreatedAt.IsZero() && b.ID == "" }
 
-// Replay selects rows of an outbox table to publish again, in replay order:
+// Query selects rows of an outbox table to publish again, in replay order:
 // by the created-at column, then by id. Rows of one transaction have equal
 // created-at values (now() is the transaction's start time), and nothing in
 // the table records their insertion order: among them the id decides, which
 // for random UUIDs is arbitrary. Rows of different transactions come in the
 // order the transactions started, which is their commit order only when
 // they did not overlap.
-type Replay struct {
-	Table   Table
-	Columns Columns
+type Query struct {
+	Table   schema.Table
+	Columns schema.Columns
 	// CreatedAt names the timestamp column. Zero means DefaultCreatedAt.
 	CreatedAt string
 	// Since selects rows at or after it: a time (created at or after), or a
@@ -59,39 +69,39 @@ type Replay struct {
 	SkipArg any
 }
 
-func (r Replay) createdAt() string {
-	if r.CreatedAt == "" {
+func (q Query) createdAt() string {
+	if q.CreatedAt == "" {
 		return DefaultCreatedAt
 	}
-	return r.CreatedAt
+	return q.CreatedAt
 }
 
-// where returns the WHERE clause selecting r's rows, and its arguments.
-func (r Replay) where() (string, []any) {
+// where returns the WHERE clause selecting q's rows, and its arguments.
+func (q Query) where() (string, []any) {
 	var conds []string
 	var args []any
 	arg := func(v any) string {
 		args = append(args, v)
 		return "$" + strconv.Itoa(len(args))
 	}
-	at, id := quoteIdent(r.createdAt()), quoteIdent(r.Columns.ID)
+	at, id := quoteIdent(q.createdAt()), quoteIdent(q.Columns.ID)
 	switch {
-	case r.Since.ID != "":
-		conds = append(conds, fmt.Sprintf("(%s, %s) >= (%s, %s)", at, id, arg(r.Since.CreatedAt), arg(r.Since.ID)))
-	case !r.Since.CreatedAt.IsZero():
-		conds = append(conds, fmt.Sprintf("%s >= %s", at, arg(r.Since.CreatedAt)))
+	case q.Since.ID != "":
+		conds = append(conds, fmt.Sprintf("(%s, %s) >= (%s, %s)", at, id, arg(q.Since.CreatedAt), arg(q.Since.ID)))
+	case !q.Since.CreatedAt.IsZero():
+		conds = append(conds, fmt.Sprintf("%s >= %s", at, arg(q.Since.CreatedAt)))
 	}
 	switch {
-	case r.Until.ID != "":
-		conds = append(conds, fmt.Sprintf("(%s, %s) <= (%s, %s)", at, id, arg(r.Until.CreatedAt), arg(r.Until.ID)))
-	case !r.Until.CreatedAt.IsZero():
-		conds = append(conds, fmt.Sprintf("%s < %s", at, arg(r.Until.CreatedAt)))
+	case q.Until.ID != "":
+		conds = append(conds, fmt.Sprintf("(%s, %s) <= (%s, %s)", at, id, arg(q.Until.CreatedAt), arg(q.Until.ID)))
+	case !q.Until.CreatedAt.IsZero():
+		conds = append(conds, fmt.Sprintf("%s < %s", at, arg(q.Until.CreatedAt)))
 	}
-	if r.AggregateType != "" {
-		conds = append(conds, fmt.Sprintf("%s = %s", quoteIdent(r.Columns.AggregateType), arg(r.AggregateType)))
+	if q.AggregateType != "" {
+		conds = append(conds, fmt.Sprintf("%s = %s", quoteIdent(q.Columns.AggregateType), arg(q.AggregateType)))
 	}
-	if r.Skip != nil {
-		conds = append(conds, "NOT ("+r.Skip(arg(r.SkipArg))+")")
+	if q.Skip != nil {
+		conds = append(conds, "NOT ("+q.Skip(arg(q.SkipArg))+")")
 	}
 	if len(conds) == 0 {
 		return "", nil
@@ -99,36 +109,36 @@ func (r Replay) where() (string, []any) {
 	return " WHERE " + strings.Join(conds, " AND "), args
 }
 
-// SelectSQL returns the query of r's rows in replay order, with the
+// SelectSQL returns the query of q's rows in replay order, with the
 // columns Scan reads, and its arguments.
-func (r Replay) SelectSQL() (string, []any) {
-	c := r.Columns
+func (q Query) SelectSQL() (string, []any) {
+	c := q.Columns
 	text := func(col string) string { return "coalesce(" + quoteIdent(col) + "::text, '')" }
 	headers := "NULL::text"
 	if c.Headers != "" {
 		headers = quoteIdent(c.Headers) + "::text"
 	}
-	where, args := r.where()
+	where, args := q.where()
 	return fmt.Sprintf("SELECT %s, %s, %s, %s, %s::text, %s, %s FROM %s%s ORDER BY %s, %s",
 		text(c.ID), text(c.AggregateType), text(c.AggregateID), text(c.EventType), quoteIdent(c.Payload), headers,
-		quoteIdent(r.createdAt()), r.Table.Quoted(), where, quoteIdent(r.createdAt()), quoteIdent(c.ID)), args
+		quoteIdent(q.createdAt()), q.Table.Quoted(), where, quoteIdent(q.createdAt()), quoteIdent(c.ID)), args
 }
 
-// CountSQL returns the query counting r's rows, and its arguments.
-func (r Replay) CountSQL() (string, []any) {
-	where, args := r.where()
-	return "SELECT count(*) FROM " + r.Table.Quoted() + where, args
+// CountSQL returns the query counting q's rows, and its arguments.
+func (q Query) CountSQL() (string, []any) {
+	where, args := q.where()
+	return "SELECT count(*) FROM " + q.Table.Quoted() + where, args
 }
 
 // Scan reads one row of SelectSQL's query into ev, which it resets, and
 // returns the row's created-at value. The event's text is as the
 // replication stream carries it (PostgreSQL's output of each column);
 // Position stays zero, as the table holds no commit LSN.
-func (r Replay) Scan(rows pgx.Rows, ev *Event) (time.Time, error) {
-	*ev = Event{Table: r.Table.String()}
+func (q Query) Scan(rows pgx.Rows, ev *schema.Event) (time.Time, error) {
+	*ev = schema.Event{Table: q.Table.String()}
 	var at time.Time
 	if err := rows.Scan(&ev.ID, &ev.AggregateType, &ev.AggregateID, &ev.EventType, &ev.Payload, &ev.Headers, &at); err != nil {
-		return time.Time{}, fmt.Errorf("read row of %s: %w", r.Table, err)
+		return time.Time{}, fmt.Errorf("read row of %s: %w", q.Table, err)
 	}
 	return at, nil
 }
@@ -136,20 +146,22 @@ func (r Replay) Scan(rows pgx.Rows, ev *Event) (time.Time, error) {
 // LookupBound returns the bound of the row whose ID is id, or an error
 // wrapping ErrNoEvent when the table has none (or id cannot be an ID of the
 // column's type).
-func (r Replay) LookupBound(ctx context.Context, db interface {
+func (q Query) LookupBound(ctx context.Context, db interface {
 	QueryRow(ctx context.Context, sql string, args ...any) pgx.Row
 }, id string) (Bound, error) {
-	q := fmt.Sprintf("SELECT %s, %s::text FROM %s WHERE %s = $1",
-		quoteIdent(r.createdAt()), quoteIdent(r.Columns.ID), r.Table.Quoted(), quoteIdent(r.Columns.ID))
+	sql := fmt.Sprintf("SELECT %s, %s::text FROM %s WHERE %s = $1",
+		quoteIdent(q.createdAt()), quoteIdent(q.Columns.ID), q.Table.Quoted(), quoteIdent(q.Columns.ID))
 	var b Bound
-	err := db.QueryRow(ctx, q, id).Scan(&b.CreatedAt, &b.ID)
+	err := db.QueryRow(ctx, sql, id).Scan(&b.CreatedAt, &b.ID)
 	var pgErr *pgconn.PgError
 	switch {
 	case errors.Is(err, pgx.ErrNoRows),
 		errors.As(err, &pgErr) && pgErr.Code == "22P02": // invalid_text_representation: not a UUID
-		return Bound{}, fmt.Errorf("event %q in %s: %w", id, r.Table, ErrNoEvent)
+		return Bound{}, fmt.Errorf("event %q in %s: %w", id, q.Table, ErrNoEvent)
 	case err != nil:
-		return Bound{}, fmt.Errorf("look up event %q in %s: %w", id, r.Table, err)
+		return Bound{}, fmt.Errorf("look up event %q in %s: %w", id, q.Table, err)
 	}
 	return b, nil
 }
+
+func quoteIdent(s string) string { return pgx.Identifier{s}.Sanitize() }

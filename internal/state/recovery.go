@@ -1,4 +1,4 @@
-package schema
+package state
 
 import (
 	"context"
@@ -7,6 +7,8 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+
+	"github.com/outbox-relay/outbox-relay/schema"
 )
 
 // A recovery of a lost slot creates the slot again and then republishes
@@ -18,7 +20,7 @@ import (
 // MarkRecovery records in the state table next to table that a recovery of
 // slot begins now. Call it before the slot is created. Errors wrap
 // PostgreSQL's, as SaveHorizon's do.
-func MarkRecovery(ctx context.Context, db Execer, table Table, slot string) error {
+func MarkRecovery(ctx context.Context, db schema.Execer, table schema.Table, slot string) error {
 	_, err := db.Exec(ctx, `
 		INSERT INTO `+table.StateTable().Quoted()+` AS s (slot_name, recovery_started, updated_at)
 		VALUES ($1, now(), now())
@@ -31,7 +33,7 @@ func MarkRecovery(ctx context.Context, db Execer, table Table, slot string) erro
 
 // EndRecovery records that the recovery of slot is done: every row it had
 // to republish was acknowledged.
-func EndRecovery(ctx context.Context, db Execer, table Table, slot string) error {
+func EndRecovery(ctx context.Context, db schema.Execer, table schema.Table, slot string) error {
 	_, err := db.Exec(ctx, `UPDATE `+table.StateTable().Quoted()+` SET recovery_started = NULL, updated_at = now() WHERE slot_name = $1`, slot)
 	if err != nil {
 		return fmt.Errorf("record the end of the recovery of slot %q in %s: %w", slot, table.StateTable(), err)
@@ -42,7 +44,7 @@ func EndRecovery(ctx context.Context, db Execer, table Table, slot string) error
 // RecoveryStarted returns when a recovery of slot began that has not ended,
 // and false when none is recorded. Errors wrap PostgreSQL's, as
 // LoadHorizon's do.
-func RecoveryStarted(ctx context.Context, db RowQuerier, table Table, slot string) (time.Time, bool, error) {
+func RecoveryStarted(ctx context.Context, db RowQuerier, table schema.Table, slot string) (time.Time, bool, error) {
 	var at time.Time
 	err := db.QueryRow(ctx, `SELECT recovery_started FROM `+table.StateTable().Quoted()+` WHERE slot_name = $1 AND recovery_started IS NOT NULL`, slot).Scan(&at)
 	if errors.Is(err, pgx.ErrNoRows) {

@@ -1,7 +1,8 @@
-package schema_test
+package content_test
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
 	"errors"
 	"strings"
@@ -9,13 +10,15 @@ import (
 
 	"github.com/google/go-cmp/cmp"
 	"github.com/google/go-cmp/cmp/cmpopts"
+	"github.com/jackc/pgx/v5/pgconn"
 
+	"github.com/outbox-relay/outbox-relay/internal/content"
 	"github.com/outbox-relay/outbox-relay/schema"
 )
 
 const contentID = "0190f1c2-7a3b-7c4d-8e5f-0a1b2c3d4e5f"
 
-func TestDecodeContent(t *testing.T) {
+func TestDecode(t *testing.T) {
 	tests := []struct {
 		name    string
 		content string
@@ -67,17 +70,17 @@ func TestDecodeContent(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			ev := schema.Event{Table: "stale", Prefix: "stale", Headers: []byte("stale")}
-			if err := schema.DecodeContent([]byte(tt.content), &ev); err != nil {
-				t.Fatalf("DecodeContent(%s) = %v", tt.content, err)
+			if err := content.Decode([]byte(tt.content), &ev); err != nil {
+				t.Fatalf("Decode(%s) = %v", tt.content, err)
 			}
 			if diff := cmp.Diff(tt.want, ev); diff != "" {
-				t.Errorf("DecodeContent(%s) mismatch (-want +got):\n%s", tt.content, diff)
+				t.Errorf("Decode(%s) mismatch (-want +got):\n%s", tt.content, diff)
 			}
 		})
 	}
 }
 
-func TestDecodeContentMalformed(t *testing.T) {
+func TestDecodeMalformed(t *testing.T) {
 	const rest = `"aggregate_type":"t","aggregate_id":"a","event_type":"e","payload":{}`
 	tests := []struct {
 		name    string
@@ -105,14 +108,14 @@ func TestDecodeContentMalformed(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			var ev schema.Event
-			err := schema.DecodeContent([]byte(tt.content), &ev)
+			err := content.Decode([]byte(tt.content), &ev)
 			switch {
 			case err == nil:
-				t.Fatalf("DecodeContent(%s) = nil, want an error", tt.content)
+				t.Fatalf("Decode(%s) = nil, want an error", tt.content)
 			case !errors.Is(err, schema.ErrContent):
-				t.Errorf("DecodeContent(%s) = %v, want it to wrap ErrContent", tt.content, err)
+				t.Errorf("Decode(%s) = %v, want it to wrap ErrContent", tt.content, err)
 			case !strings.Contains(err.Error(), tt.why):
-				t.Errorf("DecodeContent(%s) = %q, want it to say %q", tt.content, err, tt.why)
+				t.Errorf("Decode(%s) = %q, want it to say %q", tt.content, err, tt.why)
 			}
 			if ev.Malformed != err {
 				t.Errorf("Malformed = %v, want the error returned", ev.Malformed)
@@ -135,21 +138,25 @@ func TestEmitContentDecodes(t *testing.T) {
 			Headers: map[string]string{"traceparent": "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01", "lang": "grüße \"q\""}},
 		{AggregateType: "customer", AggregateID: "c-1", EventType: "created", Payload: []byte(`[1, 2]`)},
 	}
-	var r recorder
-	if err := schema.Emit(t.Context(), &r, msgs...); err != nil {
+	var stmts []stmt
+	db := execer{exec: func(sql string, args []any) error {
+		stmts = append(stmts, stmt{sql, args})
+		return nil
+	}}
+	if err := schema.Emit(t.Context(), db, msgs...); err != nil {
 		t.Fatalf("Emit: %v", err)
 	}
-	if len(r.stmts) != len(msgs) {
-		t.Fatalf("Emit ran %d statements, want one per message (%d)", len(r.stmts), len(msgs))
+	if len(stmts) != len(msgs) {
+		t.Fatalf("Emit ran %d statements, want one per message (%d)", len(stmts), len(msgs))
 	}
-	for i, s := range r.stmts {
+	for i, s := range stmts {
 		if s.sql != "SELECT pg_catalog.pg_logical_emit_message(true, $1, $2::text)" || len(s.args) != 2 || s.args[0] != schema.DefaultMessagePrefix {
 			t.Fatalf("statement %d = %q %v, want pg_logical_emit_message with prefix %q", i, s.sql, s.args, schema.DefaultMessagePrefix)
 		}
 		var ev schema.Event
-		content := s.args[1].(string)
-		if err := schema.DecodeContent([]byte(content), &ev); err != nil {
-			t.Fatalf("DecodeContent(%s) = %v", content, err)
+		text := s.args[1].(string)
+		if err := content.Decode([]byte(text), &ev); err != nil {
+			t.Fatalf("Decode(%s) = %v", text, err)
 		}
 		m := msgs[i]
 		if m.ID == "" {
@@ -168,43 +175,57 @@ func TestEmitContentDecodes(t *testing.T) {
 		}
 		got := schema.Message{ID: ev.ID, AggregateType: ev.AggregateType, AggregateID: ev.AggregateID, EventType: ev.EventType, Payload: ev.Payload, Headers: headers}
 		if diff := cmp.Diff(m, got, cmpopts.EquateEmpty()); diff != "" {
-			t.Errorf("message %d: content %s decodes differently (-emitted +decoded):\n%s", i, content, diff)
+			t.Errorf("message %d: content %s decodes differently (-emitted +decoded):\n%s", i, text, diff)
 		}
 	}
 }
 
-func TestDecodeContentAllocs(t *testing.T) {
+// execer is a schema.Execer that hands each statement to exec.
+type execer struct {
+	exec func(sql string, args []any) error
+}
+
+func (e execer) Exec(_ context.Context, sql string, args ...any) (pgconn.CommandTag, error) {
+	return pgconn.CommandTag{}, e.exec(sql, args)
+}
+
+type stmt struct {
+	sql  string
+	args []any
+}
+
+func TestDecodeAllocs(t *testing.T) {
 	b := []byte(`{"id":"` + contentID + `","aggregate_type":"order","aggregate_id":"42","event_type":"order.paid","payload":{"amount":4200},"headers":{"k":"v"}}`)
 	var ev schema.Event
 	if n := testing.AllocsPerRun(100, func() {
-		if err := schema.DecodeContent(b, &ev); err != nil {
+		if err := content.Decode(b, &ev); err != nil {
 			t.Fatal(err)
 		}
 	}); n != 0 {
-		t.Errorf("DecodeContent allocates %v times per message, want 0", n)
+		t.Errorf("Decode allocates %v times per message, want 0", n)
 	}
 }
 
-func BenchmarkDecodeContent(b *testing.B) {
-	content := []byte(`{"id":"` + contentID + `","aggregate_type":"order","aggregate_id":"order-42","event_type":"OrderPlaced","payload":{"order_id":"order-42","total":{"amount":"12.50","currency":"EUR"}},"headers":{"trace_id":"4bf92f3577b34da6a3ce929d0e0e4736"}}`)
+func BenchmarkDecode(b *testing.B) {
+	msg := []byte(`{"id":"` + contentID + `","aggregate_type":"order","aggregate_id":"order-42","event_type":"OrderPlaced","payload":{"order_id":"order-42","total":{"amount":"12.50","currency":"EUR"}},"headers":{"trace_id":"4bf92f3577b34da6a3ce929d0e0e4736"}}`)
 	var ev schema.Event
 	b.ReportAllocs()
-	b.SetBytes(int64(len(content)))
+	b.SetBytes(int64(len(msg)))
 	for b.Loop() {
-		if err := schema.DecodeContent(content, &ev); err != nil {
+		if err := content.Decode(msg, &ev); err != nil {
 			b.Fatal(err)
 		}
 	}
 }
 
-func FuzzDecodeContent(f *testing.F) {
+func FuzzDecode(f *testing.F) {
 	f.Add([]byte(`{"id":"` + contentID + `","aggregate_type":"t","aggregate_id":"a","event_type":"e","payload":{"x":[1,{"y":"}"}]},"headers":null}`))
 	f.Add([]byte(`{"id":"\u0030","payload":"\\"}`))
 	f.Fuzz(func(t *testing.T, b []byte) {
 		var ev schema.Event
-		err := schema.DecodeContent(b, &ev)
+		err := content.Decode(b, &ev)
 		if (err == nil) != (ev.Malformed == nil) {
-			t.Errorf("DecodeContent(%q) = %v with Malformed %v", b, err, ev.Malformed)
+			t.Errorf("Decode(%q) = %v with Malformed %v", b, err, ev.Malformed)
 		}
 	})
 }

@@ -1,4 +1,4 @@
-package schema
+package state
 
 import (
 	"context"
@@ -8,6 +8,8 @@ import (
 
 	"github.com/jackc/pglogrepl"
 	"github.com/jackc/pgx/v5"
+
+	"github.com/outbox-relay/outbox-relay/schema"
 )
 
 // Horizon divides the outbox's rows into those the relay has confirmed and
@@ -24,7 +26,7 @@ import (
 // transaction that committed before S was taken: the horizon is
 // confirmed. A horizon not confirmed yet is pending.
 //
-// Which rows a horizon covers is Table.CommittedIn: those whose inserting
+// Which rows a horizon covers is CommittedIn: those whose inserting
 // transaction had finished before the oldest transaction running at S began
 // (xmin below pg_snapshot_xmin(S)). That is narrower than "visible in S"
 // (pg_visible_in_snapshot) on purpose: S lists only top-level transaction
@@ -75,17 +77,17 @@ func TakeHorizon(ctx context.Context, db RowQuerier) (Horizon, error) {
 }
 
 // SaveHorizon records h as the confirmed horizon of slot in the state table
-// next to table (Table.StateTable), through db. It keeps the newer one: a
-// horizon older than the one recorded (a lower LSN, as a second relay on
-// the slot may save) changes nothing, and so does any horizon while a
-// recovery of the slot is recorded as begun (MarkRecovery): the slot then
-// is a new one, whose position says nothing of the rows the recovery has
-// yet to republish. The caller must have seen the slot's
+// next to table (schema.Table.StateTable), through db. It keeps the newer
+// one: a horizon older than the one recorded (a lower LSN, as a second
+// relay on the slot may save) changes nothing, and so does any horizon
+// while a recovery of the slot is recorded as begun (MarkRecovery): the
+// slot then is a new one, whose position says nothing of the rows the
+// recovery has yet to republish. The caller must have seen the slot's
 // confirmed_flush_lsn at or past h.LSN and set h.ConfirmedLSN to it.
 // Errors wrap PostgreSQL's: undefined_table (42P01) when setup has not
 // created the state table, insufficient_privilege (42501) without INSERT
 // and UPDATE on it.
-func SaveHorizon(ctx context.Context, db Execer, table Table, slot string, h Horizon) error {
+func SaveHorizon(ctx context.Context, db schema.Execer, table schema.Table, slot string, h Horizon) error {
 	st := table.StateTable().Quoted()
 	_, err := db.Exec(ctx, `
 		INSERT INTO `+st+` AS s (slot_name, horizon_snapshot, horizon_lsn, horizon_time, confirmed_lsn, updated_at)
@@ -104,7 +106,7 @@ func SaveHorizon(ctx context.Context, db Execer, table Table, slot string, h Hor
 // LoadHorizon returns the confirmed horizon recorded for slot in the state
 // table next to table, and false when none is recorded. Errors wrap
 // PostgreSQL's, as SaveHorizon's do (SELECT is needed).
-func LoadHorizon(ctx context.Context, db RowQuerier, table Table, slot string) (Horizon, bool, error) {
+func LoadHorizon(ctx context.Context, db RowQuerier, table schema.Table, slot string) (Horizon, bool, error) {
 	var h Horizon
 	err := db.QueryRow(ctx, `
 		SELECT horizon_snapshot::text, horizon_lsn, horizon_time, confirmed_lsn
@@ -119,27 +121,16 @@ func LoadHorizon(ctx context.Context, db RowQuerier, table Table, slot string) (
 	return h, true, nil
 }
 
-// StateVersion is the migration that creates the state table.
-const StateVersion = 3
-
-// StateTableName is the name of the relay's state table, in the outbox
-// table's schema.
-const StateTableName = "outbox_relay_state"
-
-// StateTable returns the relay's state table next to t: same schema, name
-// StateTableName. Setup creates it (migration 0003).
-func (t Table) StateTable() Table { return Table{Schema: t.Schema, Name: StateTableName} }
-
 // CommittedIn returns an SQL boolean expression that is true for a row of t
 // whose inserting transaction had finished when the snapshot in the query
-// parameter param (such as "$1", a pg_snapshot's text form, Horizon.Snapshot)
-// was taken, and before every transaction running then began: the rows the
-// horizon of that snapshot covers (see Horizon). Prune and recovery share
-// this one definition. The expression names the row's xmin qualified by t,
-// so use it where t is in FROM without an alias. Only committed rows are
-// visible to a query, so among them it selects those committed before the
-// snapshot; a row of a transaction running then, or begun later, is not
-// selected.
+// parameter param (such as "$1", a pg_snapshot's text form,
+// Horizon.Snapshot) was taken, and before every transaction running then
+// began: the rows the horizon of that snapshot covers (see Horizon). Prune
+// and recovery share this one definition. The expression names the row's
+// xmin qualified by t, so use it where t is in FROM without an alias. Only
+// committed rows are visible to a query, so among them it selects those
+// committed before the snapshot; a row of a transaction running then, or
+// begun later, is not selected.
 //
 // xmin is a 32-bit transaction ID and the snapshot holds 64-bit ones
 // (xid8); the row's is made 64-bit by its signed 32-bit distance from the
@@ -149,7 +140,7 @@ func (t Table) StateTable() Table { return Table{Schema: t.Schema, Name: StateTa
 // keeps the raw xmin, so a frozen row more than 2^31 transactions older
 // than the snapshot reads as a future one and is not selected: prune keeps
 // it and recovery sends it again, never the other way round.
-func (t Table) CommittedIn(param string) string {
+func CommittedIn(t schema.Table, param string) string {
 	xmin := t.Quoted() + ".xmin::text::bigint"
 	snap := param + "::pg_snapshot"
 	xmax8 := "pg_snapshot_xmax(" + snap + ")::text::bigint"

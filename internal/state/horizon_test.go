@@ -1,4 +1,4 @@
-package schema_test
+package state_test
 
 import (
 	"errors"
@@ -11,6 +11,7 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
 
+	"github.com/outbox-relay/outbox-relay/internal/state"
 	"github.com/outbox-relay/outbox-relay/schema"
 )
 
@@ -29,7 +30,7 @@ func covered(t *testing.T, conn *pgx.Conn, snapshot string) []string {
 	t.Helper()
 	tbl := schema.DefaultTable
 	rows, err := conn.Query(t.Context(),
-		"SELECT aggregate_id FROM "+tbl.Quoted()+" WHERE "+tbl.CommittedIn("$1")+" ORDER BY aggregate_id", snapshot)
+		"SELECT aggregate_id FROM "+tbl.Quoted()+" WHERE "+state.CommittedIn(tbl, "$1")+" ORDER BY aggregate_id", snapshot)
 	if err != nil {
 		t.Fatalf("select rows committed in %s: %v", snapshot, err)
 	}
@@ -93,7 +94,7 @@ func TestCommittedIn(t *testing.T) {
 	rolledBack := begin(t, dsn)
 	insertRow(t, rolledBack, "e-rolled-back")
 
-	h, err := schema.TakeHorizon(ctx, conn)
+	h, err := state.TakeHorizon(ctx, conn)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -121,7 +122,7 @@ func TestCommittedIn(t *testing.T) {
 	}
 
 	// A later horizon, with nothing running, covers every committed row.
-	later, err := schema.TakeHorizon(ctx, conn)
+	later, err := state.TakeHorizon(ctx, conn)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -187,11 +188,11 @@ func TestHorizonSaveLoad(t *testing.T) {
 	tbl := schema.DefaultTable
 	const slot = "outbox_relay"
 
-	if _, ok, err := schema.LoadHorizon(ctx, conn, tbl, slot); err != nil || ok {
+	if _, ok, err := state.LoadHorizon(ctx, conn, tbl, slot); err != nil || ok {
 		t.Fatalf("LoadHorizon before any save = %t, %v; want false, nil", ok, err)
 	}
 
-	h, err := schema.TakeHorizon(ctx, conn)
+	h, err := state.TakeHorizon(ctx, conn)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -203,10 +204,10 @@ func TestHorizonSaveLoad(t *testing.T) {
 		t.Fatalf("TakeHorizon = %+v; want a snapshot, an LSN at most %s and the time now", h, cur)
 	}
 	h.ConfirmedLSN = h.LSN + 8
-	if err := schema.SaveHorizon(ctx, conn, tbl, slot, h); err != nil {
+	if err := state.SaveHorizon(ctx, conn, tbl, slot, h); err != nil {
 		t.Fatal(err)
 	}
-	got, ok, err := schema.LoadHorizon(ctx, conn, tbl, slot)
+	got, ok, err := state.LoadHorizon(ctx, conn, tbl, slot)
 	if err != nil || !ok {
 		t.Fatalf("LoadHorizon = %t, %v", ok, err)
 	}
@@ -217,25 +218,25 @@ func TestHorizonSaveLoad(t *testing.T) {
 	// An older horizon (a second relay's) changes nothing; a newer one wins.
 	older := h
 	older.LSN, older.Snapshot = h.LSN-1, "1:1:"
-	if err := schema.SaveHorizon(ctx, conn, tbl, slot, older); err != nil {
+	if err := state.SaveHorizon(ctx, conn, tbl, slot, older); err != nil {
 		t.Fatal(err)
 	}
-	if got, _, _ := schema.LoadHorizon(ctx, conn, tbl, slot); got.LSN != h.LSN {
+	if got, _, _ := state.LoadHorizon(ctx, conn, tbl, slot); got.LSN != h.LSN {
 		t.Errorf("after saving an older horizon, LoadHorizon.LSN = %s, want %s", got.LSN, h.LSN)
 	}
-	newer, err := schema.TakeHorizon(ctx, conn)
+	newer, err := state.TakeHorizon(ctx, conn)
 	if err != nil {
 		t.Fatal(err)
 	}
 	newer.ConfirmedLSN = newer.LSN
-	if err := schema.SaveHorizon(ctx, conn, tbl, slot, newer); err != nil {
+	if err := state.SaveHorizon(ctx, conn, tbl, slot, newer); err != nil {
 		t.Fatal(err)
 	}
-	if got, _, _ := schema.LoadHorizon(ctx, conn, tbl, slot); got.Snapshot != newer.Snapshot || got.LSN != newer.LSN {
+	if got, _, _ := state.LoadHorizon(ctx, conn, tbl, slot); got.Snapshot != newer.Snapshot || got.LSN != newer.LSN {
 		t.Errorf("after saving a newer horizon, LoadHorizon = %+v, want %+v", got, newer)
 	}
 	// Slots do not share a row.
-	if _, ok, _ := schema.LoadHorizon(ctx, conn, tbl, "other"); ok {
+	if _, ok, _ := state.LoadHorizon(ctx, conn, tbl, "other"); ok {
 		t.Errorf("LoadHorizon of another slot found one")
 	}
 }
@@ -246,16 +247,16 @@ func TestHorizonWithoutStateTable(t *testing.T) {
 	if _, err := conn.Exec(ctx, "DROP TABLE "+schema.DefaultTable.StateTable().Quoted()); err != nil {
 		t.Fatal(err)
 	}
-	h, err := schema.TakeHorizon(ctx, conn)
+	h, err := state.TakeHorizon(ctx, conn)
 	if err != nil {
 		t.Fatal(err)
 	}
 	var pgErr *pgconn.PgError
-	err = schema.SaveHorizon(ctx, conn, schema.DefaultTable, "outbox_relay", h)
+	err = state.SaveHorizon(ctx, conn, schema.DefaultTable, "outbox_relay", h)
 	if !errors.As(err, &pgErr) || pgErr.Code != "42P01" {
 		t.Errorf("SaveHorizon without the state table = %v, want undefined_table (42P01)", err)
 	}
-	_, _, err = schema.LoadHorizon(ctx, conn, schema.DefaultTable, "outbox_relay")
+	_, _, err = state.LoadHorizon(ctx, conn, schema.DefaultTable, "outbox_relay")
 	if !errors.As(err, &pgErr) || pgErr.Code != "42P01" {
 		t.Errorf("LoadHorizon without the state table = %v, want undefined_table (42P01)", err)
 	}

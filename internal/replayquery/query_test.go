@@ -1,4 +1,4 @@
-package schema_test
+package replayquery_test
 
 import (
 	"errors"
@@ -8,13 +8,14 @@ import (
 
 	"github.com/google/go-cmp/cmp"
 
+	"github.com/outbox-relay/outbox-relay/internal/replayquery"
 	"github.com/outbox-relay/outbox-relay/schema"
 )
 
-// TestReplaySelect seeds rows at known times, two of them in one
+// TestQuerySelect seeds rows at known times, two of them in one
 // transaction, and checks which rows each range selects, in which order.
-func TestReplaySelect(t *testing.T) {
-	_, conn := newOutbox(t)
+func TestQuerySelect(t *testing.T) {
+	conn := newOutbox(t)
 	ctx := t.Context()
 	base := time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)
 	ids := make([]string, 6)
@@ -35,8 +36,8 @@ func TestReplaySelect(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	q := schema.Replay{Table: schema.DefaultTable, Columns: schema.DefaultColumns}
-	bound := func(i int) schema.Bound {
+	q := replayquery.Query{Table: schema.DefaultTable, Columns: schema.DefaultColumns}
+	bound := func(i int) replayquery.Bound {
 		b, err := q.LookupBound(ctx, conn, ids[i])
 		if err != nil {
 			t.Fatalf("LookupBound(%s): %v", ids[i], err)
@@ -45,17 +46,17 @@ func TestReplaySelect(t *testing.T) {
 	}
 	tests := []struct {
 		name  string
-		since schema.Bound
-		until schema.Bound
+		since replayquery.Bound
+		until replayquery.Bound
 		typ   string
 		want  []int
 	}{
-		{"all", schema.Bound{}, schema.Bound{}, "", []int{0, 1, 2, 3, 4, 5}},
-		{"time range, until exclusive", schema.Bound{CreatedAt: at[1]}, schema.Bound{CreatedAt: at[4]}, "", []int{1, 2, 3}},
-		{"from an event, inclusive", bound(3), schema.Bound{}, "", []int{3, 4, 5}},
-		{"to an event, inclusive", schema.Bound{}, bound(2), "", []int{0, 1, 2}},
-		{"aggregate type", schema.Bound{CreatedAt: at[4]}, schema.Bound{}, "order", []int{4}},
-		{"empty", schema.Bound{CreatedAt: at[5].Add(time.Second)}, schema.Bound{}, "", nil},
+		{"all", replayquery.Bound{}, replayquery.Bound{}, "", []int{0, 1, 2, 3, 4, 5}},
+		{"time range, until exclusive", replayquery.Bound{CreatedAt: at[1]}, replayquery.Bound{CreatedAt: at[4]}, "", []int{1, 2, 3}},
+		{"from an event, inclusive", bound(3), replayquery.Bound{}, "", []int{3, 4, 5}},
+		{"to an event, inclusive", replayquery.Bound{}, bound(2), "", []int{0, 1, 2}},
+		{"aggregate type", replayquery.Bound{CreatedAt: at[4]}, replayquery.Bound{}, "order", []int{4}},
+		{"empty", replayquery.Bound{CreatedAt: at[5].Add(time.Second)}, replayquery.Bound{}, "", nil},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -97,7 +98,7 @@ func TestReplaySelect(t *testing.T) {
 		})
 	}
 	for _, id := range []string{"00000000-0000-4000-8000-999999999999", "not-a-uuid"} {
-		if _, err := q.LookupBound(ctx, conn, id); !errors.Is(err, schema.ErrNoEvent) {
+		if _, err := q.LookupBound(ctx, conn, id); !errors.Is(err, replayquery.ErrNoEvent) {
 			t.Errorf("LookupBound(%q) = %v, want ErrNoEvent", id, err)
 		}
 	}
