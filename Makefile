@@ -16,17 +16,22 @@ build: $(BIN)
 $(BIN): FORCE
 	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN) ./cmd/outbox-relay
 
-# demo: a private PostgreSQL, an embedded Kafka-protocol broker, the relay
-# binary, a writer of sample events and a consumer printing what arrives.
+# demo: a private PostgreSQL, a broker, the relay binary, a writer of
+# sample events and a consumer printing what arrives. SINK picks the broker
+# and the relay's --sink, kafka by default: kafka, an embedded
+# Kafka-protocol broker; nats, an embedded NATS server with JetStream;
+# redis, the installed redis-server (apt-get install redis-server) in a
+# child process. For instance make demo SINK=nats.
 # Ctrl-C stops everything and removes the temporary state, and make exits 0:
 # the demo takes the terminal's foreground, so that Ctrl-C reaches it and not
 # make, which would otherwise end itself by the SIGINT (exit status 130). The
 # demo is built and run as a binary, not with go run, which reports a child
 # stopped by Ctrl-C as a failure (exit status 1). DEMO_FLAGS='-every 100ms'
 # passes flags to it (see go doc ./cmd/outbox-relay-demo).
+SINK ?= kafka
 demo: build
 	$(GO) build -o $(DEMO_BIN) ./cmd/outbox-relay-demo
-	$(DEMO_BIN) -relay $(BIN) $(DEMO_FLAGS)
+	$(DEMO_BIN) -relay $(BIN) -sink $(SINK) $(DEMO_FLAGS)
 
 # The repository's modules: the relay's, and two of their own so that an
 # application importing the relay's packages pulls neither the Kubernetes
@@ -56,11 +61,14 @@ vet:
 # bench: the end-to-end benchmark of the relay binary (bench: a private
 # PostgreSQL with fsync=on, the broker of bench/broker in its own process,
 # workloads W1-W4 and the exactly-once W2-EO and W3-EO, three times each,
-# about 12 minutes): backlog rows/s beside pg_recvlogical and SQL decoding,
-# with a read_committed consumer in the loop; W3's commit-to-consumer
-# latency with 8 writers; per-stage latency and CPU per row for every
-# workload. Then the Go micro-benchmarks; the results replace the lower
-# part of BENCHMARKS.md. A quick look:
+# about 12 minutes; W1 and W2 also through NATS JetStream and Redis
+# Streams at a quarter of the rows, a few minutes more, which need the
+# redis-server package, or BENCH_FLAGS='--sinks kafka,nats'): backlog
+# rows/s beside pg_recvlogical and SQL decoding, with a read_committed
+# consumer in the loop; W3's commit-to-consumer latency with 8 writers;
+# per-stage latency and CPU per row for every workload; W1 and W2 per
+# sink. Then the Go micro-benchmarks; the results replace the lower part
+# of BENCHMARKS.md. A quick look:
 # make bench BENCH_FLAGS='--scale 0.05 --runs 1'
 bench: build
 	$(GO) build -o bin/bench-broker ./bench/broker

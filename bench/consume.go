@@ -12,17 +12,23 @@ import (
 	"github.com/twmb/franz-go/pkg/kgo"
 )
 
-// receiver consumes the benchmark's topic, recording when row n arrived.
+// receiver counts the benchmark's rows as a consumer receives them,
+// recording when row n first arrived. The consumer is the broker's own Go
+// client: franz-go for Kafka (newReceiver), nats.go and go-redis for the
+// other sinks (newSinkReceiver).
 type receiver struct {
-	topic    string
-	cl       *kgo.Client
+	what string // what the consumer reads, for messages: topic outbox.bench
+	// consume reads until ctx ends, then returns nil, handing each
+	// record's value to got with the time it arrived (unix nanoseconds);
+	// it returns an error when it cannot go on. It releases the client.
+	consume  func(ctx context.Context, got func(value []byte, at int64)) error
 	received []atomic.Int64 // unix nanoseconds; 0 if not (yet)
 	count    atomic.Int64   // rows received, each counted once
 	last     atomic.Int64   // unix nanoseconds the last row not seen before arrived
 }
 
 // consumerFetchMaxWait is how long the broker may hold a fetch of the
-// benchmark's consumer waiting for records.
+// benchmark's consumer waiting for records (for Redis, XREAD's BLOCK).
 const consumerFetchMaxWait = 10 * time.Millisecond
 
 // newReceiver connects a consumer of topic from its start, for rows
@@ -45,32 +51,39 @@ func newReceiver(brokers, topic string, rows int64) (*receiver, error) {
 	if err != nil {
 		return nil, fmt.Errorf("create consumer of %s: %w", brokers, err)
 	}
-	return &receiver{topic: topic, cl: cl, received: make([]atomic.Int64, rows)}, nil
+	consume := func(ctx context.Context, got func([]byte, int64)) error {
+		defer cl.Close()
+		for {
+			fs := cl.PollFetches(ctx)
+			now := time.Now().UnixNano()
+			if ctx.Err() != nil {
+				return nil
+			}
+			if err := fs.Err0(); err != nil && !fs.IsClientClosed() {
+				return fmt.Errorf("consume %s: %w", topic, err)
+			}
+			fs.EachRecord(func(rec *kgo.Record) { got(rec.Value, now) })
+		}
+	}
+	return &receiver{what: "topic " + topic, consume: consume, received: make([]atomic.Int64, rows)}, nil
 }
 
 // run consumes until ctx ends.
 func (r *receiver) run(ctx context.Context) error {
-	defer r.cl.Close()
-	for {
-		fs := r.cl.PollFetches(ctx)
-		now := time.Now().UnixNano()
-		if ctx.Err() != nil {
-			return nil
+	return r.consume(ctx, r.note)
+}
+
+// note counts the row whose payload is v, received at unix nanoseconds at,
+// unless it was counted before.
+func (r *receiver) note(v []byte, at int64) {
+	n, ok := rowNumber(v)
+	if ok && n >= 0 && n < int64(len(r.received)) {
+		if r.received[n].CompareAndSwap(0, at) {
+			// Before the count, so that whoever sees the count sees
+			// the time.
+			r.last.Store(at)
+			r.count.Add(1)
 		}
-		if err := fs.Err0(); err != nil && !fs.IsClientClosed() {
-			return fmt.Errorf("consume %s: %w", r.topic, err)
-		}
-		fs.EachRecord(func(rec *kgo.Record) {
-			n, ok := rowNumber(rec.Value)
-			if ok && n >= 0 && n < int64(len(r.received)) {
-				if r.received[n].CompareAndSwap(0, now) {
-					// Before the count, so that whoever sees the count
-					// sees the time.
-					r.last.Store(now)
-					r.count.Add(1)
-				}
-			}
-		})
 	}
 }
 
@@ -86,9 +99,9 @@ func (r *receiver) awaitCount(ctx context.Context, relay *process, rows int64, t
 		case <-relay.done:
 			return time.Time{}, relay.exitError()
 		case <-ctx.Done():
-			return time.Time{}, fmt.Errorf("waiting for the consumer of %s: %w", r.topic, ctx.Err())
+			return time.Time{}, fmt.Errorf("waiting for the consumer of %s: %w", r.what, ctx.Err())
 		case <-deadline:
-			return time.Time{}, fmt.Errorf("the consumer of %s counted %d of %d rows in %s", r.topic, r.count.Load(), rows, timeout)
+			return time.Time{}, fmt.Errorf("the consumer of %s counted %d of %d rows in %s", r.what, r.count.Load(), rows, timeout)
 		case <-t.C:
 		}
 	}

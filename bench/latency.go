@@ -25,7 +25,7 @@ func (b *bench) latencyRun(ctx context.Context, w workload, run int, db string) 
 	if w.exactlyOnce {
 		r.goodLimit = (b.o.txnInterval + 10*time.Millisecond).Seconds()
 	}
-	broker, brokers, err := b.startBroker(ctx)
+	broker, brokers, err := b.startBroker(ctx, w)
 	if err != nil {
 		return r, err
 	}
@@ -254,7 +254,7 @@ type budget struct {
 // program (the writers and the consumer) and the server processes that
 // pg_stat_activity lists (backends, walsenders, background processes) if
 // the server is local.
-func (b *bench) startBudget(ctx context.Context, conn *pgx.Conn, relay, broker *process) *budget {
+func (b *bench) startBudget(ctx context.Context, conn *pgx.Conn, relay *process, broker brokerProc) *budget {
 	bu := &budget{began: time.Now(), relay: relay.pid(), bench: os.Getpid()}
 	if broker != nil {
 		bu.broker = broker.pid()

@@ -32,6 +32,33 @@
 // falls on both alike, and the report gives the ratio of the two run by
 // run.
 //
+// --sinks (default kafka,nats,redis) runs W1 and W2, when --workloads
+// names them, through the other sinks as well: the relay run with
+// --sink=nats or --sink=redis and its defaults otherwise (at least once);
+// the NATS server of bench/broker --kind nats (JetStream, file storage) or
+// redis-server (appendonly yes, appendfsync always, as
+// sinks/redis/redistest starts it) in a process of its own, fresh for every
+// run, once `outbox-relay setup` with the sink has made what it needs
+// there; and a consumer here counting the rows with the broker's own
+// client (nats.go, an ordered JetStream consumer; go-redis, XREAD BLOCK
+// 10 ms), so that the "to consumer" rates exist too. Those runs take turns
+// with Kafka's, run by run, each with a pg_recvlogical drain of its own for
+// the ratios but no SQL decoding (Kafka's runs measure that). W3, W4 and
+// the -EO workloads stay Kafka's alone; leaving kafka out of --sinks runs
+// only the other sinks' W1 and W2. Their row counts are multiplied by
+// --sink-scale (default 0.25) instead of --scale when it is smaller:
+// loading a backlog, which is not timed, takes most of a backlog run
+// (W1's 200,000 single-row commits with fsync on take about 45 s), and
+// NATS and Redis drain W2 at a third to a half of Kafka's rate here, so
+// two more sinks at full scale would add about 15 minutes to make bench,
+// and at 0.25 about 5, while W1's 50,000 rows and W2's 500,000 still keep
+// the relay draining for a second or more. redis-server must be installed
+// (Debian's redis-server package) unless --sinks leaves redis out; the
+// benchmark checks before its first run. The report's table "W1 and W2 per
+// sink" shows these runs beside Kafka's W1 and W2: rows/s to the broker's
+// acknowledgement and to the consumer, their ratios to pg_recvlogical,
+// the relay's CPU per row and peak RSS, and the broker's CPU per row.
+//
 // W1, W2 and W4 insert the backlog with the relay stopped (not timed), copy
 // the slot and time pg_recvlogical draining the copy, and
 // pg_logical_slot_peek_binary_changes decoding another in SQL, then time
@@ -110,10 +137,15 @@ type options struct {
 	profileW      string
 	runTimeout    time.Duration
 	relayEnv      []string
+	sinks         []string // --sinks: kafka runs every workload, the others W1 and W2
+	sinkScale     float64  // --sink-scale: the other sinks' scale, when smaller than scale
 	// txnInterval is the relay's --kafka-transaction-interval: its
 	// default, or OUTBOX_RELAY_KAFKA_TRANSACTION_INTERVAL of --relay-env.
 	txnInterval time.Duration
 }
+
+// defaultSinkScale is --sink-scale's default; see the command's doc.
+const defaultSinkScale = 0.25
 
 // defaultTxnInterval is the relay's default --kafka-transaction-interval.
 const defaultTxnInterval = 100 * time.Millisecond
@@ -144,6 +176,8 @@ func parseFlags(args []string) (options, error) {
 	fs.StringVar(&o.markdown, "markdown", "", "write the results into this Markdown file, keeping its text above the results marker")
 	fs.StringVar(&o.profileDir, "profile", "", "after the runs, run a backlog workload once more with --pprof-addr and save CPU (20s) and allocation profiles in this directory")
 	fs.StringVar(&o.profileW, "profile-workload", "W2", "workload of the --profile run: W1, W2 or W4, or one of them with -EO")
+	sinks := fs.String("sinks", strings.Join(sinkNames, ","), "brokers to run through, comma-separated: kafka runs every workload of --workloads, nats and redis their W1 and W2")
+	fs.Float64Var(&o.sinkScale, "sink-scale", defaultSinkScale, "multiplies the row counts of W1 and W2 through nats and redis, instead of --scale when smaller")
 	fs.DurationVar(&o.runTimeout, "run-timeout", 15*time.Minute, "longest one run may take")
 	fs.Func("relay-env", "OUTBOX_RELAY_NAME=value for the relay, to measure a setting other than its default; repeatable", func(kv string) error {
 		if !strings.HasPrefix(kv, "OUTBOX_RELAY_") || !strings.Contains(kv, "=") {
@@ -172,6 +206,19 @@ func parseFlags(args []string) (options, error) {
 		}
 		o.workloads = append(o.workloads, w)
 	}
+	for _, sink := range strings.Split(*sinks, ",") {
+		sink = strings.ToLower(strings.TrimSpace(sink))
+		if sink == "" {
+			continue
+		}
+		if !slices.Contains(sinkNames, sink) {
+			return o, fmt.Errorf("--sinks: unknown sink %q; use %s", sink, strings.Join(sinkNames, ", "))
+		}
+		if slices.Contains(o.sinks, sink) {
+			return o, fmt.Errorf("--sinks names %s twice", sink)
+		}
+		o.sinks = append(o.sinks, sink)
+	}
 	o.txnInterval = defaultTxnInterval
 	for _, kv := range o.relayEnv {
 		if v, ok := strings.CutPrefix(kv, envTxnInterval+"="); ok {
@@ -196,6 +243,17 @@ func parseFlags(args []string) (options, error) {
 		return o, fmt.Errorf("--profile-workload is %q; use W1, W2 or W4, or one of them with -EO", o.profileW)
 	case o.w3Rate <= 0:
 		return o, fmt.Errorf("--w3-rate is %g; use a positive number", o.w3Rate)
+	case o.sinkScale <= 0:
+		return o, fmt.Errorf("--sink-scale is %g; use a positive number", o.sinkScale)
+	case len(o.sinks) == 0:
+		return o, fmt.Errorf("--sinks names none; use %s", strings.Join(sinkNames, ", "))
+	}
+	n := 0
+	for _, group := range turns(o.workloads) {
+		n += len(schedule(group, o))
+	}
+	if n == 0 {
+		return o, fmt.Errorf("nothing to run: --sinks %s runs only W1 and W2 of --workloads; add kafka to --sinks or W1 or W2 to --workloads", strings.Join(o.sinks, ","))
 	}
 	return o, nil
 }
@@ -222,7 +280,7 @@ func run(args []string) error {
 	defer os.RemoveAll(tmp)
 
 	b := &bench{o: o, relayBin: relayBin, tmp: tmp, started: time.Now()}
-	if o.brokers == "" {
+	if o.brokers == "" || slices.Contains(o.sinks, sinkNATS) {
 		if b.brokerBin, err = brokerBinary(ctx, o.brokerBin, tmp); err != nil {
 			return err
 		}
@@ -237,19 +295,20 @@ func run(args []string) error {
 	if b.machine, err = describeMachine(ctx, srv, relayBin); err != nil {
 		return err
 	}
+	if b.machine.NATS, b.machine.Redis, err = describeSinks(ctx, o.sinks, b.brokerBin); err != nil {
+		return err
+	}
 	b.logf("%s; PostgreSQL %s; relay %s", b.machine.CPU, b.machine.PostgreSQL, b.machine.Relay)
 
 	var results []result
 	for _, group := range turns(o.workloads) {
 		for i := 1; i <= o.runs; i++ {
-			for _, name := range group {
-				w, _ := lookupWorkload(name)
-				w = w.scaled(o)
+			for _, w := range schedule(group, o) {
 				r, err := b.runOnce(ctx, w, i, nil)
 				if err != nil {
-					return fmt.Errorf("%s run %d: %w", w.name, i, err)
+					return fmt.Errorf("%s run %d: %w", w.title(), i, err)
 				}
-				b.logf("%s run %d: %s", w.name, i, r.oneLine())
+				b.logf("%s run %d: %s", w.title(), i, r.oneLine())
 				results = append(results, r)
 			}
 		}
@@ -290,6 +349,29 @@ func turns(names []string) [][]string {
 		groups[i] = append(groups[i], name)
 	}
 	return groups
+}
+
+// schedule returns the runs of one run number of a group of workloads from
+// turns, scaled, in order: each workload through Kafka, if --sinks names
+// it, then, for W1 and W2, through each other sink --sinks names, so that
+// a shared machine's load falls on the sinks alike.
+func schedule(group []string, o options) []workload {
+	var ws []workload
+	for _, name := range group {
+		w, _ := lookupWorkload(name)
+		if slices.Contains(o.sinks, sinkKafka) {
+			ws = append(ws, w.scaled(o))
+		}
+		if !w.perSink() {
+			continue
+		}
+		for _, sink := range o.sinks {
+			if sink != sinkKafka {
+				ws = append(ws, w.onSink(sink).scaled(o))
+			}
+		}
+	}
+	return ws
 }
 
 // bench holds what every run shares.

@@ -17,7 +17,7 @@ import (
 	"time"
 )
 
-// process is a child program: the relay or the broker.
+// process is a child program: the relay or bench/broker.
 type process struct {
 	name string
 	cmd  *exec.Cmd
@@ -253,10 +253,10 @@ func brokerBinary(ctx context.Context, bin, dir string) (string, error) {
 	return out, nil
 }
 
-// startBroker starts the broker program and returns it with the address it
-// prints.
-func startBroker(ctx context.Context, bin string, partitions int) (*process, string, error) {
-	cmd := exec.Command(bin, "--partitions", strconv.Itoa(partitions))
+// startBroker starts the broker program with args and returns it with the
+// address it prints.
+func startBroker(ctx context.Context, bin string, args ...string) (*process, string, error) {
+	cmd := exec.Command(bin, args...)
 	stdout, err := cmd.StdoutPipe()
 	if err != nil {
 		return nil, "", err

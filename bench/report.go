@@ -28,6 +28,8 @@ type machine struct {
 	Go         string
 	Relay      string
 	Broker     string
+	NATS       string // the NATS server of --sinks nats; empty without
+	Redis      string // the Redis server of --sinks redis; empty without
 	Load       string
 	Date       string
 }
@@ -157,8 +159,8 @@ func (r report) text() string {
 	if len(r.opts.relayEnv) > 0 {
 		settings = "relay settings `" + strings.Join(r.opts.relayEnv, " ") + "`, otherwise defaults (`OUTBOX_RELAY_LOG_LEVEL=warn`)"
 	}
-	fmt.Fprintf(&b, "- Flags: --scale %g --runs %d --insert-clients %d --w3-writers %d --w3-consume=%t --consume=%t%s; %s\n",
-		r.opts.scale, r.opts.runs, r.opts.insertClients, r.opts.w3Writers, r.opts.w3Consume, r.opts.consume, fsyncFlag(r.opts), settings)
+	fmt.Fprintf(&b, "- Flags: --scale %g --runs %d --insert-clients %d --w3-writers %d --w3-consume=%t --consume=%t --sinks %s --sink-scale %g%s; %s\n",
+		r.opts.scale, r.opts.runs, r.opts.insertClients, r.opts.w3Writers, r.opts.w3Consume, r.opts.consume, strings.Join(r.opts.sinks, ","), r.opts.sinkScale, fsyncFlag(r.opts), settings)
 	if r.opts.consume || r.opts.w3Consume {
 		fmt.Fprintf(&b, "- Consumer in the loop: franz-go in the benchmark's process, read_committed, fetch max wait %s, reading the topic from its start while the relay runs\n", consumerFetchMaxWait)
 	}
@@ -168,9 +170,13 @@ func (r report) text() string {
 	}
 	b.WriteString("\nFigures are medians over the runs, with (min–max) when there are several.\n")
 
+	// Kafka's runs; perSinkText shows W1 and W2 through the other sinks.
 	byW := map[string][]result{}
 	var order []string
 	for _, res := range r.results {
+		if res.sink != "" {
+			continue
+		}
 		if _, ok := byW[res.workload]; !ok {
 			order = append(order, res.workload)
 		}
@@ -272,6 +278,7 @@ func (r report) text() string {
 	if r.anyExactlyOnce() {
 		r.exactlyOnceText(&b, byW, order)
 	}
+	r.perSinkText(&b)
 
 	b.WriteString("\n### Targets\n\n")
 	for _, line := range r.targets(byW) {
@@ -279,7 +286,7 @@ func (r report) text() string {
 	}
 
 	b.WriteString("\n### Every run\n\n")
-	b.WriteString("Seconds. CPU is user + system time from /proc/PID/stat; \"bench CPU\" is the benchmark's own process from the relay's start until its consumer had every row (the consumer, mostly); the walsender columns are the server process decoding for the relay and for pg_recvlogical (n/a for an external server). \"busy\" is the share of the whole machine's CPU in use (/proc/stat) while the relay, or pg_recvlogical, was timed; for W3, while the measured rows were written. It shows how much the machine was shared.\n\n")
+	b.WriteString("Seconds; a workload through another sink than Kafka names it: W1 (nats). CPU is user + system time from /proc/PID/stat; \"bench CPU\" is the benchmark's own process from the relay's start until its consumer had every row (the consumer, mostly); the walsender columns are the server process decoding for the relay and for pg_recvlogical (n/a for an external server). \"busy\" is the share of the whole machine's CPU in use (/proc/stat) while the relay, or pg_recvlogical, was timed; for W3, while the measured rows were written. It shows how much the machine was shared.\n\n")
 	b.WriteString("| workload | run | rows | insert | pg_recvlogical | relay to ack | relay to confirm | to consumer | relay CPU | relay RSS MB | broker CPU | bench CPU | walsender CPU (relay) | walsender CPU (pg_recvlogical) | pg_recvlogical CPU | busy (relay) | busy (pg_recvlogical) | published |\n")
 	b.WriteString("|---|" + strings.Repeat("---:|", 17) + "\n")
 	all := r.results
@@ -292,7 +299,7 @@ func (r report) text() string {
 			run = "profile"
 		}
 		fmt.Fprintf(&b, "| %s | %s | %d | %s | %s | %s | %s | %s | %.2f | %.1f | %s | %s | %s | %s | %s | %s | %s | %.0f |\n",
-			res.workload, run, res.rows, opt(res.insert, "%.1f", res.hist == nil), opt(res.ceiling, "%.2f", true),
+			res.title(), run, res.rows, opt(res.insert, "%.1f", res.hist == nil), opt(res.ceiling, "%.2f", true),
 			opt(res.ack, "%.2f", res.hist == nil), opt(res.relay, "%.2f", res.hist == nil), opt(res.consumer, "%.2f", res.hist == nil),
 			res.relayCPU, float64(res.relayRSS)/1e6, opt(res.brokerCPU, "%.2f", true), opt(res.benchCPU, "%.2f", true),
 			opt(res.senderCPU, "%.2f", true), opt(res.ceilingWS, "%.2f", true), opt(res.ceilingCPU, "%.2f", true),

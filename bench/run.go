@@ -19,6 +19,7 @@ type result struct {
 	workload    string
 	base        string // the at-least-once workload: W2 for W2-EO
 	exactlyOnce bool
+	sink        string // the relay's --sink for W1 and W2 through another broker than Kafka; empty for Kafka
 	run         int
 	rows        int64
 	bytes       int64 // payload bytes: the Kafka record values
@@ -186,7 +187,7 @@ func (r result) brokerCPUPerRow() float64 {
 
 // newResult is a result of w's run with nothing measured yet.
 func (w workload) newResult(run int) result {
-	return result{workload: w.name, base: w.base, exactlyOnce: w.exactlyOnce, run: run,
+	return result{workload: w.name, base: w.base, exactlyOnce: w.exactlyOnce, sink: w.sink, run: run,
 		consumer: -1, brokerCPU: -1, benchCPU: -1, senderCPU: -1, ceilingWS: -1, ceiling: -1, ceilingCPU: -1, busy: -1, ceilBusy: -1, decode: -1}
 }
 
@@ -209,11 +210,13 @@ func (b *bench) runOnce(ctx context.Context, w workload, run int, prof *profileR
 			b.logf("drop database %s: %v", db, err)
 		}
 	}()
-	dsn := b.srv.dsnFor(db)
-	setup := exec.CommandContext(ctx, b.relayBin, "setup")
-	setup.Env = b.relayEnv(w, dsn, "localhost:9092", "", "")
-	if out, err := setup.CombinedOutput(); err != nil {
-		return result{}, fmt.Errorf("outbox-relay setup: %w\n%s", err, out)
+	// The database's part of the setup: with the Kafka sink, setup makes
+	// nothing on a broker. Another sink's part (its streams) is made once
+	// its broker runs, in backlogRun.
+	dbOnly := w
+	dbOnly.sink = ""
+	if err := b.setup(ctx, dbOnly, b.srv.dsnFor(db), "localhost:9092"); err != nil {
+		return result{}, err
 	}
 	if w.latency {
 		return b.latencyRun(ctx, w, run, db)
@@ -221,11 +224,22 @@ func (b *bench) runOnce(ctx context.Context, w workload, run int, prof *profileR
 	return b.backlogRun(ctx, w, run, db, prof)
 }
 
+// setup runs outbox-relay setup for w, its broker at broker.
+func (b *bench) setup(ctx context.Context, w workload, dsn, broker string) error {
+	setup := exec.CommandContext(ctx, b.relayBin, "setup")
+	setup.Env = b.relayEnv(w, dsn, broker, "", "")
+	if out, err := setup.CombinedOutput(); err != nil {
+		return fmt.Errorf("outbox-relay setup (--sink=%s): %w\n%s", w.sinkName(), err, out)
+	}
+	return nil
+}
+
 // relayEnv is the relay's environment for w: ours without OUTBOX_RELAY_*
 // settings, so that it runs with its defaults, then --relay-env, then the
 // benchmark's own, which win, among them OUTBOX_RELAY_DELIVERY of w's
-// mode. A pprofAddr serves the relay's profiles; empty means none.
-func (b *bench) relayEnv(w workload, dsn, brokers, metricsAddr, pprofAddr string) []string {
+// mode and OUTBOX_RELAY_SINK of w's sink with its broker's address,
+// broker. A pprofAddr serves the relay's profiles; empty means none.
+func (b *bench) relayEnv(w workload, dsn, broker, metricsAddr, pprofAddr string) []string {
 	var env []string
 	for _, kv := range os.Environ() {
 		if !strings.HasPrefix(kv, "OUTBOX_RELAY_") {
@@ -235,7 +249,6 @@ func (b *bench) relayEnv(w workload, dsn, brokers, metricsAddr, pprofAddr string
 	env = append(env, b.o.relayEnv...)
 	env = append(env,
 		"OUTBOX_RELAY_PG_DSN="+dsn,
-		"OUTBOX_RELAY_KAFKA_BROKERS="+brokers,
 		"OUTBOX_RELAY_SLOT="+slotName,
 		"OUTBOX_RELAY_PUBLICATION="+publication,
 		"OUTBOX_RELAY_METRICS_ADDR="+metricsAddr,
@@ -243,26 +256,18 @@ func (b *bench) relayEnv(w workload, dsn, brokers, metricsAddr, pprofAddr string
 		"OUTBOX_RELAY_LOG_FORMAT=json",
 		"OUTBOX_RELAY_DELIVERY="+w.delivery(),
 	)
+	env = append(env, sinkEnv(w.sinkName(), broker)...)
 	if pprofAddr != "" {
 		env = append(env, "OUTBOX_RELAY_PPROF_ADDR="+pprofAddr)
 	}
 	return env
 }
 
-// startBroker starts a fresh broker, unless --brokers names one; then the
-// process is nil.
-func (b *bench) startBroker(ctx context.Context) (*process, string, error) {
-	if b.o.brokers != "" {
-		return nil, b.o.brokers, nil
-	}
-	return startBroker(ctx, b.brokerBin, b.o.partitions)
-}
-
 // aggregateType is the rows' aggregate type, hence the topic
-// outbox.{aggregate_type}. An external broker keeps what earlier runs
+// outbox.{aggregate_type}. An external Kafka broker keeps what earlier runs
 // wrote, so each run gets a topic of its own there.
 func (b *bench) aggregateType(w workload, run int) string {
-	if b.o.brokers == "" {
+	if b.o.brokers == "" || w.sink != "" {
 		return "bench"
 	}
 	return fmt.Sprintf("bench_%s_%s_%d", b.started.Format("20060102T150405"), w.ident(), run)
@@ -272,7 +277,7 @@ func (b *bench) aggregateType(w workload, run int) string {
 // slot, then the relay.
 func (b *bench) backlogRun(ctx context.Context, w workload, run int, db string, prof *profileRun) (result, error) {
 	r := w.newResult(run)
-	b.logf("%s run %d: inserting %d rows, %d per transaction, %d connections", w.name, run, w.rows, w.perTxn, b.o.insertClients)
+	b.logf("%s run %d: inserting %d rows, %d per transaction, %d connections", w.title(), run, w.rows, w.perTxn, b.o.insertClients)
 	took, err := loadBacklog(ctx, b.srv, db, w, b.o.insertClients, b.aggregateType(w, run))
 	if err != nil {
 		return r, err
@@ -297,25 +302,34 @@ func (b *bench) backlogRun(ctx context.Context, w workload, run int, db string, 
 	if _, err := conn.Exec(ctx, "CHECKPOINT"); err != nil {
 		b.logf("CHECKPOINT: %v (going on)", err)
 	}
-	b.logf("%s run %d: %d rows (%.1f MB of payload) inserted in %.1fs; backlog ends at %s", w.name, run, r.rows, float64(r.bytes)/1e6, r.insert, end)
+	b.logf("%s run %d: %d rows (%.1f MB of payload) inserted in %.1fs; backlog ends at %s", w.title(), run, r.rows, float64(r.bytes)/1e6, r.insert, end)
 
 	if w.hasCeiling && prof == nil {
 		if err := b.ceiling(ctx, conn, db, end, &r); err != nil {
 			return r, err
 		}
-		b.logf("%s run %d: pg_recvlogical drained the copy in %.2fs (%.0f rows/s)", w.name, run, r.ceiling, float64(r.rows)/r.ceiling)
-		if err := b.decode(ctx, conn, end, &r); err != nil {
-			return r, err
+		b.logf("%s run %d: pg_recvlogical drained the copy in %.2fs (%.0f rows/s)", w.title(), run, r.ceiling, float64(r.rows)/r.ceiling)
+		// SQL decoding does not depend on the sink: Kafka's runs measure it.
+		if w.sink == "" {
+			if err := b.decode(ctx, conn, end, &r); err != nil {
+				return r, err
+			}
+			b.logf("%s run %d: pg_logical_slot_peek_binary_changes decoded a copy in %.2fs (%.0f rows/s)", w.title(), run, r.decode, float64(r.rows)/r.decode)
 		}
-		b.logf("%s run %d: pg_logical_slot_peek_binary_changes decoded a copy in %.2fs (%.0f rows/s)", w.name, run, r.decode, float64(r.rows)/r.decode)
 	}
 
-	broker, brokers, err := b.startBroker(ctx)
+	broker, brokers, err := b.startBroker(ctx, w)
 	if err != nil {
 		return r, err
 	}
 	if broker != nil {
 		defer broker.stop(10 * time.Second)
+	}
+	if w.sink != "" {
+		// The sink's part of the setup (NATS: the streams), untimed.
+		if err := b.setup(ctx, w, b.srv.dsnFor(db), brokers); err != nil {
+			return r, err
+		}
 	}
 	metricsAddr, err := freeAddr()
 	if err != nil {
@@ -335,7 +349,12 @@ func (b *bench) backlogRun(ctx context.Context, w workload, run int, db string, 
 	defer stopConsuming()
 	if b.o.consume {
 		// Rows are numbered 1 to r.rows.
-		if rec, err = newReceiver(brokers, "outbox."+b.aggregateType(w, run), r.rows+1); err != nil {
+		if w.sink == "" {
+			rec, err = newReceiver(brokers, "outbox."+b.aggregateType(w, run), r.rows+1)
+		} else {
+			rec, err = newSinkReceiver(ctx, w.sink, brokers, b.aggregateType(w, run), r.rows+1)
+		}
+		if err != nil {
 			return r, err
 		}
 		consuming.Go(func() error { return rec.run(cctx) })
@@ -394,7 +413,7 @@ func (b *bench) backlogRun(ctx context.Context, w workload, run int, db string, 
 
 // measureProcesses reads the CPU time and peak memory of the relay, the
 // broker and the walsender, and the relay's published count.
-func (b *bench) measureProcesses(ctx context.Context, r *result, relay, broker *process, senderPID int, metricsAddr string) error {
+func (b *bench) measureProcesses(ctx context.Context, r *result, relay *process, broker brokerProc, senderPID int, metricsAddr string) error {
 	var err error
 	if r.relayCPU, err = cpuSeconds(relay.pid()); err != nil {
 		return fmt.Errorf("relay CPU: %w", err)

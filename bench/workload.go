@@ -34,6 +34,39 @@ type workload struct {
 	// consumer then reads with read_committed, the only isolation at which
 	// the guarantee holds and rows become visible at the Kafka commit.
 	exactlyOnce bool
+	// sink is the relay's --sink for a run of W1 or W2 through another
+	// broker than Kafka: sinkNATS or sinkRedis; empty for Kafka, which
+	// every workload runs through.
+	sink string
+}
+
+// perSink reports whether w runs through the other sinks too: W1 and W2,
+// at least once.
+func (w workload) perSink() bool {
+	return !w.exactlyOnce && (w.base == "W1" || w.base == "W2")
+}
+
+// onSink returns w run through sink, sinkNATS or sinkRedis.
+func (w workload) onSink(sink string) workload {
+	w.sink = sink
+	w.what += "; through " + sinkTitle(sink)
+	return w
+}
+
+// sinkName is the relay's --sink for w.
+func (w workload) sinkName() string {
+	if w.sink == "" {
+		return sinkKafka
+	}
+	return w.sink
+}
+
+// title names w in logs and tables: W2, or W2 (nats) through NATS.
+func (w workload) title() string {
+	if w.sink == "" {
+		return w.name
+	}
+	return w.name + " (" + w.sink + ")"
 }
 
 // eoSuffix makes a workload name the exactly-once variant: W2-EO.
@@ -63,9 +96,14 @@ func (w workload) delivery() string {
 	return "at-least-once"
 }
 
-// ident is w's name as a lower-case identifier: w2_eo.
+// ident is w's name as a lower-case identifier: w2_eo, and w2_nats for W2
+// through NATS.
 func (w workload) ident() string {
-	return strings.ToLower(strings.ReplaceAll(w.name, "-", "_"))
+	id := strings.ToLower(strings.ReplaceAll(w.name, "-", "_"))
+	if w.sink != "" {
+		id += "_" + w.sink
+	}
+	return id
 }
 
 var workloadByName = map[string]workload{
@@ -79,7 +117,8 @@ var workloadByName = map[string]workload{
 		rows: 100_000, perTxn: 10, payload: 8192, aggregates: 1000, hasCeiling: true},
 }
 
-// scaled applies --scale and the W3 flags.
+// scaled applies --scale and the W3 flags; a run through another sink than
+// Kafka takes --sink-scale instead when it is smaller.
 func (w workload) scaled(o options) workload {
 	if w.latency {
 		w.rate = o.w3Rate
@@ -91,7 +130,11 @@ func (w workload) scaled(o options) workload {
 		}
 		return w
 	}
-	w.rows = max(w.perTxn, int64(math.Round(float64(w.rows)*o.scale)))
+	scale := o.scale
+	if w.sink != "" {
+		scale = min(scale, o.sinkScale)
+	}
+	w.rows = max(w.perTxn, int64(math.Round(float64(w.rows)*scale)))
 	return w
 }
 

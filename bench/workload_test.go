@@ -122,3 +122,72 @@ func TestParseFlagsMeasurement(t *testing.T) {
 		})
 	}
 }
+
+// TestSchedule checks which runs one run number of a group makes, in which
+// order, and their scale: W1 and W2 through every sink of --sinks, the
+// others through Kafka only, and --sink-scale only when it is smaller than
+// --scale.
+func TestSchedule(t *testing.T) {
+	type run struct {
+		Title, Ident string
+		Rows         int64
+	}
+	all := []string{"kafka", "nats", "redis"}
+	for _, tc := range []struct {
+		name  string
+		group []string
+		o     options
+		want  []run
+	}{
+		{name: "W2 and W2-EO", group: []string{"W2", "W2-EO"}, o: options{scale: 1, sinkScale: 0.25, sinks: all},
+			want: []run{{"W2", "w2", 2_000_000}, {"W2 (nats)", "w2_nats", 500_000}, {"W2 (redis)", "w2_redis", 500_000}, {"W2-EO", "w2_eo", 2_000_000}}},
+		{name: "small scale", group: []string{"W1"}, o: options{scale: 0.02, sinkScale: 0.25, sinks: all},
+			want: []run{{"W1", "w1", 4000}, {"W1 (nats)", "w1_nats", 4000}, {"W1 (redis)", "w1_redis", 4000}}},
+		{name: "Kafka only", group: []string{"W4"}, o: options{scale: 1, sinkScale: 0.25, sinks: all},
+			want: []run{{"W4", "w4", 100_000}}},
+		{name: "no kafka", group: []string{"W1"}, o: options{scale: 1, sinkScale: 0.5, sinks: []string{"redis"}},
+			want: []run{{"W1 (redis)", "w1_redis", 100_000}}},
+		{name: "no kafka, W3", group: []string{"W3", "W3-EO"}, o: options{scale: 1, sinkScale: 0.5, sinks: []string{"nats"}}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			var got []run
+			for _, w := range schedule(tc.group, tc.o) {
+				got = append(got, run{w.title(), w.ident(), w.rows})
+			}
+			if diff := cmp.Diff(tc.want, got); diff != "" {
+				t.Errorf("schedule(%q) (-want +got):\n%s", tc.group, diff)
+			}
+		})
+	}
+}
+
+func TestParseFlagsSinks(t *testing.T) {
+	for _, tc := range []struct {
+		name      string
+		args      []string
+		sinks     []string
+		sinkScale float64
+		wantErr   bool
+	}{
+		{name: "default", sinks: []string{"kafka", "nats", "redis"}, sinkScale: 0.25},
+		{name: "some", args: []string{"--sinks", " Redis,kafka", "--sink-scale", "0.1"}, sinks: []string{"redis", "kafka"}, sinkScale: 0.1},
+		{name: "unknown", args: []string{"--sinks", "kafka,rabbit"}, wantErr: true},
+		{name: "twice", args: []string{"--sinks", "nats,nats"}, wantErr: true},
+		{name: "none", args: []string{"--sinks", ","}, wantErr: true},
+		{name: "zero scale", args: []string{"--sink-scale", "0"}, wantErr: true},
+		{name: "nothing to run", args: []string{"--sinks", "nats", "--workloads", "W3,W4"}, wantErr: true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			o, err := parseFlags(tc.args)
+			if (err != nil) != tc.wantErr {
+				t.Fatalf("parseFlags(%q) error = %v, want error %v", tc.args, err, tc.wantErr)
+			}
+			if err != nil {
+				return
+			}
+			if diff := cmp.Diff(tc.sinks, o.sinks); diff != "" || o.sinkScale != tc.sinkScale {
+				t.Errorf("parseFlags(%q) = sinks %q, sink scale %g; want %q, %g", tc.args, o.sinks, o.sinkScale, tc.sinks, tc.sinkScale)
+			}
+		})
+	}
+}

@@ -2,11 +2,15 @@ package e2e
 
 import (
 	"bufio"
+	"context"
+	"errors"
 	"fmt"
 	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -61,6 +65,118 @@ func TestDemoStopsCleanlyOnInterrupt(t *testing.T) {
 			t.Errorf("the shell running make demo did not report its process group after Ctrl-C:\n%s", out)
 		}
 	})
+}
+
+// TestDemoSinks runs the demo with each broker other than Kafka (which
+// TestDemoStopsCleanlyOnInterrupt runs) for a few seconds and checks that
+// it exits 0 by itself, having committed events and consumed every one of
+// them with the broker's own client. The redis-server the demo starts is a
+// child process: the demo is also interrupted with it, as Ctrl-C does, and
+// the server must be gone once the demo has exited; without redis-server
+// the demo says what to install, before it starts anything else.
+func TestDemoSinks(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts PostgreSQL; skipped by -short")
+	}
+	bin := filepath.Join(t.TempDir(), "demo")
+	if out, err := exec.Command("go", "build", "-o", bin, "../cmd/outbox-relay-demo").CombinedOutput(); err != nil {
+		t.Fatalf("build demo: %v\n%s", err, out)
+	}
+	for _, tc := range []struct {
+		sink string
+		// consumed is how a consumed event reads, after the destination.
+		consumed *regexp.Regexp
+	}{
+		{sink: "nats", consumed: regexp.MustCompile(`\| outbox\.order\.order-\d seq=\d+ key=order-\d \w+ +position=[0-9a-f]{24} value=\{`)},
+		{sink: "redis", consumed: regexp.MustCompile(`\| outbox\.order id=\d+-\d+ key=order-\d \w+ +position=[0-9a-f]{24} value=\{`)},
+	} {
+		t.Run(tc.sink, func(t *testing.T) {
+			ctx, cancel := context.WithTimeout(t.Context(), 3*time.Minute)
+			defer cancel()
+			cmd := exec.CommandContext(ctx, bin, "-relay", relayBin, "-sink", tc.sink, "-every", "100ms", "-duration", "4s")
+			cmd.Env = append(os.Environ(), "OUTBOX_RELAY_DEMO_METRICS_ADDR="+freeAddr(t))
+			b, err := cmd.CombinedOutput()
+			out := string(b)
+			if err != nil {
+				t.Fatalf("demo -sink %s -duration 4s exited with %v, want exit status 0:\n%s", tc.sink, err, out)
+			}
+			for _, want := range []string{"relay exited cleanly", "PostgreSQL stopped and its data removed", tc.sink + " broker stopped and its data removed", "--sink=" + tc.sink} {
+				if !strings.Contains(out, want) {
+					t.Errorf("demo output lacks %q:\n%s", want, out)
+				}
+			}
+			if !tc.consumed.MatchString(out) {
+				t.Errorf("demo output has no consumed event like %s:\n%s", tc.consumed, out)
+			}
+			checkDemoCounts(t, out)
+			checkGone(t, out)
+		})
+	}
+	t.Run("no redis-server", func(t *testing.T) {
+		cmd := exec.Command(bin, "-relay", relayBin, "-sink", "redis")
+		for _, kv := range os.Environ() {
+			if !strings.HasPrefix(kv, "PATH=") && !strings.HasPrefix(kv, "OUTBOX_RELAY_REDIS_SERVER=") {
+				cmd.Env = append(cmd.Env, kv)
+			}
+		}
+		cmd.Env = append(cmd.Env, "PATH="+t.TempDir())
+		b, err := cmd.CombinedOutput()
+		var exit *exec.ExitError
+		if !errors.As(err, &exit) || exit.ExitCode() != 1 {
+			t.Errorf("demo -sink redis without redis-server exited with %v, want exit status 1:\n%s", err, b)
+		}
+		const want = "install the redis-server package, or use -sink kafka"
+		if !strings.Contains(string(b), want) {
+			t.Errorf("demo -sink redis without redis-server does not say %q:\n%s", want, b)
+		}
+		if strings.Contains(string(b), "PostgreSQL") {
+			t.Errorf("demo -sink redis without redis-server started PostgreSQL first:\n%s", b)
+		}
+	})
+	t.Run("redis interrupted", func(t *testing.T) {
+		out, err := interruptDemo(t, exec.Command(bin, "-relay", relayBin, "-sink", "redis", "-every", "100ms"), false)
+		if err != nil {
+			t.Fatalf("demo -sink redis exited with %v after SIGINT to its process group, want exit status 0:\n%s", err, out)
+		}
+		checkDemoCounts(t, out)
+		checkGone(t, out)
+	})
+}
+
+// demoCounts is the demo's last report of what it wrote and read.
+var demoCounts = regexp.MustCompile(`committed (\d+) events \((\d+) rolled back, never published\); consumed (\d+)`)
+
+// checkDemoCounts checks that the demo committed events and consumed at
+// least as many (delivery is at least once).
+func checkDemoCounts(t *testing.T, out string) {
+	t.Helper()
+	m := demoCounts.FindStringSubmatch(out)
+	if m == nil {
+		t.Errorf("demo output lacks its counts (%s):\n%s", demoCounts, out)
+		return
+	}
+	committed, _ := strconv.Atoi(m[1])
+	consumed, _ := strconv.Atoi(m[3])
+	if committed == 0 || consumed < committed {
+		t.Errorf("demo committed %d events and consumed %d, want some committed and every one consumed:\n%s", committed, consumed, out)
+	}
+}
+
+// redisPID reads the pid of the redis-server the demo started.
+var redisPID = regexp.MustCompile(`redis-server \(pid (\d+)`)
+
+// checkGone checks that the redis-server the demo reports starting, if
+// any, no longer runs.
+func checkGone(t *testing.T, out string) {
+	t.Helper()
+	m := redisPID.FindStringSubmatch(out)
+	if m == nil {
+		return
+	}
+	pid, _ := strconv.Atoi(m[1])
+	if err := syscall.Kill(pid, 0); !errors.Is(err, syscall.ESRCH) {
+		t.Errorf("redis-server %d after the demo exited: kill -0 gives %v, want no such process", pid, err)
+	}
 }
 
 // interruptDemo starts cmd, waits for a consumed event and a metrics line,

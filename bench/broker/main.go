@@ -1,15 +1,21 @@
-// Command broker runs franz-go's kfake, an in-memory Kafka-protocol broker,
-// as a process of its own, so that a benchmark can account its CPU apart
-// from the relay's and restart it between runs (kfake keeps every record in
-// memory). It prints its listen address, host:port, as the first line of
-// standard output once it accepts connections, and runs until SIGINT or
+// Command broker runs a broker for the benchmark as a process of its own,
+// so that the benchmark can account its CPU apart from the relay's and
+// restart it between runs: with --kind kafka (the default) franz-go's
+// kfake, an in-memory Kafka-protocol broker (it keeps every record in
+// memory); with --kind nats a NATS server with JetStream (nats-server,
+// embedded as sinks/nats/natstest runs it), its file store in a new
+// temporary directory removed when it stops. It prints its address as the
+// first line of standard output once it accepts connections, host:port
+// for kfake and nats://host:port for NATS, and runs until SIGINT or
 // SIGTERM.
 //
 //	go run ./bench/broker --port 9092 --partitions 10
+//	go run ./bench/broker --kind nats
 package main
 
 import (
 	"context"
+	"errors"
 	"flag"
 	"fmt"
 	"os"
@@ -18,6 +24,8 @@ import (
 	"syscall"
 
 	"github.com/twmb/franz-go/pkg/kfake"
+
+	"github.com/outbox-relay/outbox-relay/sinks/nats/natstest"
 )
 
 func main() {
@@ -27,30 +35,46 @@ func main() {
 	}
 }
 
-func run(args []string) error {
+func run(args []string) (err error) {
 	fs := flag.NewFlagSet("broker", flag.ContinueOnError)
-	port := fs.Int("port", 0, "TCP port of 127.0.0.1 to listen on; 0 picks a free one")
-	partitions := fs.Int("partitions", 10, "partitions of each auto-created topic")
+	kind := fs.String("kind", "kafka", "broker to run: kafka (kfake) or nats (NATS server with JetStream)")
+	port := fs.Int("port", 0, "kafka: TCP port of 127.0.0.1 to listen on; 0 picks a free one (NATS always picks one)")
+	partitions := fs.Int("partitions", 10, "kafka: partitions of each auto-created topic")
 	if err := fs.Parse(args); err != nil {
 		return err
-	}
-	if *partitions < 1 {
-		return fmt.Errorf("--partitions is %d; use 1 or more", *partitions)
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 
-	c, err := kfake.NewCluster(
-		kfake.NumBrokers(1),
-		kfake.Ports(*port),
-		kfake.AllowAutoTopicCreation(),
-		kfake.DefaultNumPartitions(*partitions),
-	)
-	if err != nil {
-		return fmt.Errorf("start kfake on port %d: %w", *port, err)
+	switch *kind {
+	case "kafka":
+		if *partitions < 1 {
+			return fmt.Errorf("--partitions is %d; use 1 or more", *partitions)
+		}
+		c, err := kfake.NewCluster(
+			kfake.NumBrokers(1),
+			kfake.Ports(*port),
+			kfake.AllowAutoTopicCreation(),
+			kfake.DefaultNumPartitions(*partitions),
+		)
+		if err != nil {
+			return fmt.Errorf("start kfake on port %d: %w", *port, err)
+		}
+		defer c.Close()
+		fmt.Println(strings.Join(c.ListenAddrs(), ","))
+	case "nats":
+		if *port != 0 {
+			return errors.New("--port is for --kind kafka; the NATS server listens on a free port")
+		}
+		s, err := natstest.New(natstest.Options{})
+		if err != nil {
+			return fmt.Errorf("start the NATS server: %w", err)
+		}
+		defer func() { err = errors.Join(err, s.Close()) }()
+		fmt.Println(s.URL)
+	default:
+		return fmt.Errorf("--kind %q: use kafka or nats", *kind)
 	}
-	defer c.Close()
-	fmt.Println(strings.Join(c.ListenAddrs(), ","))
 	<-ctx.Done()
 	return nil
 }

@@ -1,15 +1,33 @@
 // Command demo shows outbox-relay at work on one machine: it starts a
-// private PostgreSQL, an in-process Kafka-protocol broker, the relay binary,
-// a writer of sample events (some transactions rolled back) and a consumer
-// that prints what arrives, with the relay's lag metrics every few seconds.
-// Ctrl-C (SIGINT, or SIGTERM) stops everything and removes the temporary
-// state; the demo then exits 0 if the relay drained and PostgreSQL stopped
-// cleanly, 1 otherwise. Run from a terminal, the demo takes the terminal's
-// foreground for itself, so that Ctrl-C interrupts it alone and `make demo`
-// exits 0 as well (see takeForeground). `make demo` builds it into bin/ and
-// runs:
+// private PostgreSQL, a broker, the relay binary, a writer of sample events
+// (some transactions rolled back) and a consumer that prints what arrives,
+// with the relay's lag metrics every few seconds.
 //
-//	bin/outbox-relay-demo -relay bin/outbox-relay
+// -sink picks the broker, as the relay's --sink does: kafka (the default),
+// franz-go's kfake, an in-memory Kafka-protocol broker in the demo's
+// process; nats, a NATS server with JetStream embedded in the demo's
+// process (nats-server), its store in a temporary directory; or redis, the
+// installed redis-server (Debian's redis-server package) run as a child
+// process with appendonly yes and appendfsync always in a temporary
+// directory, killed when the demo ends, and by the kernel if the demo dies
+// (Pdeathsig). Each listens on a free port of 127.0.0.1. The relay and its
+// setup run with OUTBOX_RELAY_SINK and the broker's address in their
+// environment, and the consumer reads with the broker's own Go client:
+// franz-go on the outbox.* topics, a nats.go ordered JetStream consumer on
+// the OUTBOX stream, go-redis XREAD BLOCK on the outbox.* streams.
+//
+// Ctrl-C (SIGINT, or SIGTERM) stops the writer; once the consumer has every
+// committed event (or ten seconds passed) the demo sends SIGTERM to the
+// relay, which drains and confirms its position, then stops the consumer,
+// the broker and PostgreSQL and removes the temporary state; -duration
+// stops it the same way once the writer has run that long. It exits 0 if
+// the relay drained and PostgreSQL stopped cleanly, 1 otherwise. Run from a
+// terminal, the demo takes the terminal's foreground for itself, so that
+// Ctrl-C interrupts it alone and `make demo` exits 0 as well (see
+// takeForeground). `make demo` (SINK=nats picks the broker) builds it into
+// bin/ and runs:
+//
+//	bin/outbox-relay-demo -relay bin/outbox-relay -sink kafka
 package main
 
 import (
@@ -24,6 +42,7 @@ import (
 	"os"
 	"os/exec"
 	"os/signal"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -31,13 +50,18 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
-	"github.com/twmb/franz-go/pkg/kfake"
-	"github.com/twmb/franz-go/pkg/kgo"
 	"golang.org/x/sync/errgroup"
 
 	"github.com/outbox-relay/outbox-relay/cdc/pgtest"
 	"github.com/outbox-relay/outbox-relay/schema"
 )
+
+// catchUpTimeout bounds the wait, once the writer has stopped, for the
+// consumer to receive every committed event before the relay is stopped.
+const catchUpTimeout = 10 * time.Second
+
+// relayStopTimeout bounds the relay's drain after SIGTERM.
+const relayStopTimeout = 40 * time.Second
 
 func main() {
 	if err := run(os.Args[1:]); err != nil {
@@ -49,10 +73,14 @@ func main() {
 func run(args []string) (err error) {
 	fs := flag.NewFlagSet("demo", flag.ContinueOnError)
 	relayBin := fs.String("relay", "bin/outbox-relay", "path of the outbox-relay binary")
-	duration := fs.Duration("duration", 0, "stop after this long; 0 runs until Ctrl-C")
+	sink := fs.String("sink", sinkKafka, "broker the relay publishes to: kafka (in-process kfake), nats (in-process NATS server with JetStream) or redis (the installed redis-server)")
+	duration := fs.Duration("duration", 0, "stop once the writer has run this long; 0 runs until Ctrl-C")
 	rate := fs.Duration("every", 500*time.Millisecond, "time between sample transactions")
 	if err := fs.Parse(args); err != nil {
 		return err
+	}
+	if !slices.Contains(sinkNames, *sink) {
+		return fmt.Errorf("-sink %q: use one of %s", *sink, strings.Join(sinkNames, ", "))
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
@@ -63,12 +91,23 @@ func run(args []string) (err error) {
 		return fmt.Errorf("take the terminal's foreground: %w", err)
 	}
 	defer func() { err = errors.Join(err, restore()) }()
-	if *duration > 0 {
-		var cancel context.CancelFunc
-		ctx, cancel = context.WithTimeout(ctx, *duration)
-		defer cancel()
-	}
 	out := &printer{w: os.Stdout}
+
+	// The broker first: a missing redis-server is reported before
+	// PostgreSQL is started for nothing.
+	out.say("demo", "starting the %s broker...", *sink)
+	broker, err := startBroker(*sink, out)
+	if err != nil {
+		return fmt.Errorf("start the %s broker: %w", *sink, err)
+	}
+	defer func() {
+		if cerr := broker.close(); cerr != nil {
+			out.say("demo", "stop the %s broker: %v", *sink, cerr)
+			err = errors.Join(err, fmt.Errorf("stop the %s broker: %w", *sink, cerr))
+			return
+		}
+		out.say("demo", "%s broker stopped and its data removed", *sink)
+	}()
 
 	out.say("demo", "starting a private PostgreSQL (wal_level=logical)...")
 	pg, err := pgtest.Start(ctx, pgtest.Options{})
@@ -86,24 +125,16 @@ func run(args []string) (err error) {
 	dsn := pg.DSN("")
 	out.say("demo", "PostgreSQL at %s", dsn)
 
-	broker, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.AllowAutoTopicCreation(), kfake.DefaultNumPartitions(3))
-	if err != nil {
-		return fmt.Errorf("start broker: %w", err)
-	}
-	defer broker.Close()
-	brokers := strings.Join(broker.ListenAddrs(), ",")
-	out.say("demo", "Kafka-protocol broker (in-process) at %s", brokers)
-
 	metricsAddr := "127.0.0.1:9479"
 	if a := os.Getenv("OUTBOX_RELAY_DEMO_METRICS_ADDR"); a != "" {
 		metricsAddr = a
 	}
 	env := append(os.Environ(),
 		"OUTBOX_RELAY_PG_DSN="+dsn,
-		"OUTBOX_RELAY_KAFKA_BROKERS="+brokers,
 		"OUTBOX_RELAY_METRICS_ADDR="+metricsAddr,
 		"OUTBOX_RELAY_LOG_FORMAT=text",
 	)
+	env = append(env, broker.env...)
 	setup := exec.CommandContext(ctx, *relayBin, "setup")
 	setup.Env = env
 	b, err := setup.CombinedOutput()
@@ -124,52 +155,126 @@ func run(args []string) (err error) {
 	if err := relay.Start(); err != nil {
 		return fmt.Errorf("start relay: %w", err)
 	}
-	out.say("demo", "relay started (pid %d); metrics at http://%s/metrics", relay.Process.Pid, metricsAddr)
-	relayDone := make(chan error, 1)
+	out.say("demo", "relay started (pid %d, --sink=%s); metrics at http://%s/metrics", relay.Process.Pid, *sink, metricsAddr)
+	relayExited := make(chan struct{})
+	var relayErr error // set before relayExited closes
 	go func() {
 		out.copyLines("relay", logs)
-		relayDone <- relay.Wait()
+		relayErr = relay.Wait()
+		close(relayExited)
 	}()
 
+	// The consumer and the lag outlive the writer: they stop once the
+	// relay has drained, or when one of them fails.
 	var st stats
-	g, gctx := errgroup.WithContext(ctx)
-	g.Go(func() error { return write(gctx, dsn, *rate, out, &st) })
-	g.Go(func() error { return consume(gctx, broker.ListenAddrs(), out, &st) })
-	g.Go(func() error { return showLag(gctx, metricsAddr, out) })
-	err = g.Wait()
-	if err != nil && !errors.Is(err, context.Canceled) && !errors.Is(err, context.DeadlineExceeded) {
+	reading, rctx := errgroup.WithContext(context.WithoutCancel(ctx))
+	rctx, stopReading := context.WithCancel(rctx)
+	defer stopReading()
+	reading.Go(func() error { return broker.consume(rctx, out, &st) })
+	reading.Go(func() error { return showLag(rctx, metricsAddr, out) })
+
+	// The writer stops at Ctrl-C, after -duration, or when the reading
+	// fails.
+	wctx, stopWriting := context.WithCancel(ctx)
+	defer stopWriting()
+	defer context.AfterFunc(rctx, stopWriting)()
+	if *duration > 0 {
+		var cancel context.CancelFunc
+		wctx, cancel = context.WithTimeout(wctx, *duration)
+		defer cancel()
+	}
+	werr := write(wctx, dsn, *rate, out, &st)
+	if rctx.Err() != nil || !stopped(werr) {
 		_ = relay.Process.Kill()
-		<-relayDone
-		return err
+		<-relayExited
+		stopReading()
+		return errors.Join(unlessStopped(werr), unlessStopped(reading.Wait()))
 	}
 
-	out.say("demo", "stopping: SIGTERM to the relay, which drains and confirms its position")
+	out.say("demo", "stopping: the writer stopped; waiting for the consumer to receive every committed event")
+	awaitConsumed(rctx, relayExited, &st, out)
+	out.say("demo", "SIGTERM to the relay, which drains and confirms its position")
 	_ = relay.Process.Signal(syscall.SIGTERM)
-	var relayErr error
+	var failed error
 	select {
-	case err := <-relayDone:
-		if err != nil {
-			out.say("demo", "relay exited: %v", err)
-			relayErr = fmt.Errorf("relay did not stop cleanly: %w", err)
+	case <-relayExited:
+		if relayErr != nil {
+			out.say("demo", "relay exited: %v", relayErr)
+			failed = fmt.Errorf("relay did not stop cleanly: %w", relayErr)
 		} else {
 			out.say("demo", "relay exited cleanly")
 		}
-	case <-time.After(40 * time.Second):
+	case <-time.After(relayStopTimeout):
 		_ = relay.Process.Kill()
-		<-relayDone
-		out.say("demo", "relay did not stop in 40s; killed")
-		relayErr = errors.New("relay did not stop within 40s of SIGTERM; killed")
+		<-relayExited
+		out.say("demo", "relay did not stop in %s; killed", relayStopTimeout)
+		failed = fmt.Errorf("relay did not stop within %s of SIGTERM; killed", relayStopTimeout)
 	}
-	st.mu.Lock()
+	stopReading()
+	failed = errors.Join(failed, unlessStopped(reading.Wait()))
+	committed, rolledBack, consumed := st.counts()
 	out.say("demo", "committed %d events (%d rolled back, never published); consumed %d",
-		st.committed, st.rolledBack, st.consumed)
-	st.mu.Unlock()
-	return relayErr
+		committed, rolledBack, consumed)
+	return failed
 }
 
+// stopped reports whether err is a context's, as a part returns when the
+// demo stops it.
+func stopped(err error) bool {
+	return errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded)
+}
+
+// unlessStopped returns err unless it is a context's.
+func unlessStopped(err error) error {
+	if stopped(err) {
+		return nil
+	}
+	return err
+}
+
+// awaitConsumed waits until the consumer has as many events as the writer
+// committed, for at most catchUpTimeout, and says how it went. It gives up
+// early when the relay exits or ctx ends.
+func awaitConsumed(ctx context.Context, relayExited <-chan struct{}, st *stats, out *printer) {
+	deadline := time.After(catchUpTimeout)
+	t := time.NewTicker(50 * time.Millisecond)
+	defer t.Stop()
+	for {
+		committed, _, consumed := st.counts()
+		if consumed >= committed {
+			out.say("demo", "the consumer has all %d committed events", committed)
+			return
+		}
+		select {
+		case <-t.C:
+			continue
+		case <-deadline:
+		case <-relayExited:
+		case <-ctx.Done():
+		}
+		out.say("demo", "the consumer has %d of the %d committed events; stopping anyway", consumed, committed)
+		return
+	}
+}
+
+// stats counts the demo's events; its methods are safe for concurrent use.
 type stats struct {
 	mu                              sync.Mutex
 	committed, rolledBack, consumed int
+}
+
+// consume counts an event the consumer received.
+func (s *stats) consume() {
+	s.mu.Lock()
+	s.consumed++
+	s.mu.Unlock()
+}
+
+// counts returns the events committed, rolled back and consumed so far.
+func (s *stats) counts() (committed, rolledBack, consumed int) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.committed, s.rolledBack, s.consumed
 }
 
 // write commits a sample transaction every interval; one in five rolls back.
@@ -244,43 +349,6 @@ func write(ctx context.Context, dsn string, every time.Duration, out *printer, s
 }
 
 var errRollback = errors.New("rolled back on purpose")
-
-// consume prints every record that reaches the broker.
-func consume(ctx context.Context, brokers []string, out *printer, st *stats) error {
-	cl, err := kgo.NewClient(
-		kgo.SeedBrokers(brokers...),
-		kgo.ConsumeRegex(),
-		kgo.ConsumeTopics(`^outbox\..*`),
-		kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()),
-		kgo.MetadataMinAge(250*time.Millisecond),
-		kgo.MetadataMaxAge(time.Second),
-	)
-	if err != nil {
-		return fmt.Errorf("consumer: %w", err)
-	}
-	defer cl.Close()
-	for {
-		fs := cl.PollFetches(ctx)
-		if ctx.Err() != nil {
-			return ctx.Err()
-		}
-		fs.EachRecord(func(r *kgo.Record) {
-			var et, pos string
-			for _, h := range r.Headers {
-				switch h.Key {
-				case "event_type":
-					et = string(h.Value)
-				case "position":
-					pos = string(h.Value)
-				}
-			}
-			st.mu.Lock()
-			st.consumed++
-			st.mu.Unlock()
-			out.say("consumer", "%s p%d key=%s %-9s position=%s value=%s", r.Topic, r.Partition, r.Key, et, pos, r.Value)
-		})
-	}
-}
 
 // showLag prints the relay's lag and counters every three seconds.
 func showLag(ctx context.Context, addr string, out *printer) error {

@@ -2,7 +2,10 @@ package natstest_test
 
 import (
 	"context"
+	"errors"
+	"io/fs"
 	"net"
+	"os"
 	"strconv"
 	"testing"
 	"time"
@@ -165,5 +168,45 @@ func TestReadMany(t *testing.T) {
 	}
 	if got := s.Read(t, "E"); len(got) != 0 {
 		t.Errorf("Read of an empty stream = %d messages, want none", len(got))
+	}
+}
+
+// TestNewClose checks that a server from New serves JetStream until Close,
+// which shuts it down and removes its store, and that a second Close does
+// nothing.
+func TestNewClose(t *testing.T) {
+	s, err := natstest.New(natstest.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	nc, err := natsgo.Connect(s.URL)
+	if err != nil {
+		s.Close()
+		t.Fatalf("connect to %s: %v", s.URL, err)
+	}
+	js, err := jetstream.New(nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	createStream(t, js, "S", "s.>")
+	publish(t, js, &natsgo.Msg{Subject: "s.1", Data: []byte("kept until Close")})
+	store := natstest.StoreDir(s)
+	if _, err := os.Stat(store); err != nil {
+		t.Fatalf("store of a running server: %v", err)
+	}
+	nc.Close()
+
+	if err := s.Close(); err != nil {
+		t.Fatalf("Close: %v", err)
+	}
+	if c, err := net.Dial("tcp", net.JoinHostPort("127.0.0.1", strconv.Itoa(s.Port))); err == nil {
+		c.Close()
+		t.Error("the closed server's port accepts connections")
+	}
+	if _, err := os.Stat(store); !errors.Is(err, fs.ErrNotExist) {
+		t.Errorf("store %s after Close: %v, want it removed", store, err)
+	}
+	if err := s.Close(); err != nil {
+		t.Errorf("second Close: %v", err)
 	}
 }

@@ -12,6 +12,12 @@
 // server of its own. Stop, Kill and Start stop the server cleanly, kill it,
 // and start it again on the same address with the same data.
 //
+// New starts the same server for a program (the demo, the benchmark) or a
+// package's TestMain, in a new temporary directory, and returns an error
+// instead of failing a test; Close kills the server and removes the
+// directory, and PID gives the server's process ID, to measure its CPU
+// time.
+//
 // The program is $OUTBOX_RELAY_REDIS_SERVER if set, else redis-server from
 // PATH (Debian's redis-server package); under -short every Start skips its
 // test, and without the program Start fails it: integration tests never
@@ -19,5 +25,8 @@
 //
 // Invariant: a server never outlives the test that started it: the test's
 // cleanup kills it, and on Linux the kernel kills it when the test binary
-// dies in any way (Pdeathsig), so no redis-server is ever left behind.
+// dies in any way (Pdeathsig), so no redis-server is ever left behind. The
+// same holds for a server from New and the process that called it. On
+// Linux the server runs in a process group of its own, out of reach of a
+// Ctrl-C meant for its parent.
 package redistest

@@ -288,6 +288,58 @@ func TestOrphan(t *testing.T) {
 	}
 }
 
+// TestNewClose checks that a server from New answers until Close, which
+// kills it and removes its directory, and that a second Close does nothing.
+func TestNewClose(t *testing.T) {
+	if testing.Short() {
+		t.Skip("needs redis-server; skipped by -short")
+	}
+	s, err := redistest.New(redistest.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	pid := s.PID()
+	if pid <= 0 {
+		s.Close()
+		t.Fatalf("PID of a running server = %d", pid)
+	}
+	if err := s.Client(t).Ping(testContext(t)).Err(); err != nil {
+		s.Close()
+		t.Fatalf("PING: %v", err)
+	}
+	if err := s.Close(); err != nil {
+		t.Fatalf("Close: %v", err)
+	}
+	refused(t, s.Addr)
+	if err := syscall.Kill(pid, 0); !errors.Is(err, syscall.ESRCH) {
+		t.Errorf("process %d after Close: kill -0 gives %v, want no such process", pid, err)
+	}
+	if _, err := os.Stat(s.Dir); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("directory %s after Close: %v, want it removed", s.Dir, err)
+	}
+	if got := s.PID(); got != 0 {
+		t.Errorf("PID after Close = %d, want 0", got)
+	}
+	if err := s.Close(); err != nil {
+		t.Errorf("second Close: %v", err)
+	}
+}
+
+// TestNewWithoutProgram checks that New's error, without redis-server,
+// wraps exec.ErrNotFound and says what to install.
+func TestNewWithoutProgram(t *testing.T) {
+	t.Setenv("PATH", t.TempDir())
+	t.Setenv(redistest.EnvServer, "")
+	s, err := redistest.New(redistest.Options{})
+	if err == nil {
+		s.Close()
+		t.Fatal("New without redis-server on PATH succeeded")
+	}
+	if !errors.Is(err, exec.ErrNotFound) || !strings.Contains(err.Error(), "apt-get install redis-server") {
+		t.Errorf("New without redis-server: %v, want exec.ErrNotFound and how to install it", err)
+	}
+}
+
 // BenchmarkStart measures Start: a new directory, a server started, and
 // the first PONG.
 func BenchmarkStart(b *testing.B) {

@@ -76,6 +76,7 @@ type Server struct {
 
 	mu      sync.Mutex
 	running *process // nil when stopped
+	ownDir  bool     // Close removes Dir: a Server from New
 }
 
 // process is one run of the server.
@@ -112,22 +113,91 @@ func StartWith(t testing.TB, opts Options) *Server {
 		}
 	}
 	t.Cleanup(func() { s.kill(t) })
+	if err := s.launch(opts); err != nil {
+		t.Fatalf("redistest: %v", err)
+	}
+	return s
+}
+
+// New starts a server as StartWith does, with its data in a new temporary
+// directory, for a program or a package's TestMain, which must call Close.
+// Unlike StartWith it never skips: without the redis-server program its
+// error wraps exec.ErrNotFound and says how to install it. On Linux, as
+// with StartWith, the server dies with the calling process (Pdeathsig) and
+// runs in a process group of its own.
+func New(opts Options) (*Server, error) {
+	bin, err := program()
+	if err != nil {
+		return nil, fmt.Errorf("redistest: %w", err)
+	}
+	dir, err := os.MkdirTemp("", "redistest-")
+	if err != nil {
+		return nil, fmt.Errorf("redistest: make the server's directory: %w", err)
+	}
+	s := &Server{Dir: dir, Password: opts.Password, bin: bin, ownDir: true}
+	if opts.TLS {
+		err = s.writeCertificates()
+	}
+	if err == nil {
+		err = s.launch(opts)
+	}
+	if err != nil {
+		return nil, errors.Join(fmt.Errorf("redistest: %w", err), s.Close())
+	}
+	return s, nil
+}
+
+// launch starts the server on a free port, with opts.
+func (s *Server) launch(opts Options) error {
 	for attempt := 1; ; attempt++ {
 		port, err := freePort()
 		if err != nil {
-			t.Fatalf("redistest: %v", err)
+			return err
 		}
 		s.configure(port, opts)
 		err = s.start()
 		if err == nil {
-			return s
+			return nil
 		}
 		// Another process may have bound the port since freePort released
 		// it; then try another one.
 		if attempt == 3 || !portTaken(port) {
-			t.Fatalf("redistest: %v", err)
+			return err
 		}
 	}
+}
+
+// Close kills the server, as Kill does, if it runs, and for a Server from
+// New removes its directory. It is safe to call more than once.
+func (s *Server) Close() error {
+	s.mu.Lock()
+	p := s.running
+	own := s.ownDir
+	s.ownDir = false
+	s.mu.Unlock()
+	var err error
+	if p != nil {
+		if herr := s.halt(p, syscall.SIGKILL); herr != nil {
+			err = fmt.Errorf("redistest: kill redis-server on %s: %w", s.Addr, herr)
+		}
+	}
+	if own {
+		if rerr := os.RemoveAll(s.Dir); rerr != nil {
+			err = errors.Join(err, fmt.Errorf("redistest: remove %s: %w", s.Dir, rerr))
+		}
+	}
+	return err
+}
+
+// PID returns the process ID of the running server, to measure it, or 0
+// when it is stopped.
+func (s *Server) PID() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.running == nil {
+		return 0
+	}
+	return s.running.cmd.Process.Pid
 }
 
 // program returns the path of the redis-server program.

@@ -1,0 +1,4 @@
+package natstest
+
+// StoreDir returns the directory of s's JetStream store.
+func StoreDir(s *Server) string { return s.dir }
