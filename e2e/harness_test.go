@@ -71,13 +71,20 @@ func newEnv(t *testing.T) *env {
 // added to the broker's options.
 func newEnvOn(t *testing.T, dsn string, brokerOpts ...kfake.Opt) *env {
 	t.Helper()
+	return newEnvSlot(t, dsn, "outbox_relay", brokerOpts...)
+}
+
+// newEnvSlot is newEnvOn with the replication slot named slot: slots are
+// the cluster's, so tests that run in parallel need names of their own.
+func newEnvSlot(t *testing.T, dsn, slot string, brokerOpts ...kfake.Opt) *env {
+	t.Helper()
 	opts := append([]kfake.Opt{kfake.NumBrokers(1), kfake.AllowAutoTopicCreation(), kfake.DefaultNumPartitions(partitions)}, brokerOpts...)
 	broker, err := kfake.NewCluster(opts...)
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(broker.Close)
-	e := &env{t: t, dsn: dsn, broker: broker, brokers: strings.Join(broker.ListenAddrs(), ","), slot: "outbox_relay"}
+	e := &env{t: t, dsn: dsn, broker: broker, brokers: strings.Join(broker.ListenAddrs(), ","), slot: slot}
 	out, err := e.command(t.Context(), "setup").CombinedOutput()
 	if err != nil {
 		t.Fatalf("outbox-relay setup: %v\n%s", err, out)

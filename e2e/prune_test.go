@@ -184,8 +184,15 @@ func TestPruneNeverDeletesUnconfirmed(t *testing.T) {
 			wr := rand.New(rand.NewPCG(rng.Uint64(), uint64(w)))
 			wg.Go(func() { opens[w], errs[w] = writer(w, wr, stop) })
 		}
-		// Kill the relay mid-stream, writers still going.
-		time.Sleep(time.Duration(1500+rng.IntN(2500)) * time.Millisecond)
+		// Kill the relay mid-stream, writers still going, once it has
+		// recorded a confirmed horizon (seconds after it first confirms;
+		// longer on a loaded machine): before that, prune rightly refuses
+		// to judge any row.
+		eventually(t, time.Minute, "a confirmed horizon recorded", func() (bool, string) {
+			_, found, err := state.LoadHorizon(ctx, conn, schema.DefaultTable, e.slot)
+			return err == nil && found, fmt.Sprintf("found %t, err %v", found, err)
+		})
+		time.Sleep(time.Duration(rng.IntN(2500)) * time.Millisecond)
 		p.kill()
 		time.Sleep(time.Duration(rng.IntN(300)) * time.Millisecond)
 		close(stop)

@@ -10,6 +10,7 @@ import (
 
 	"github.com/twmb/franz-go/pkg/kgo"
 
+	"github.com/outbox-relay/outbox-relay/cdc/pgtest"
 	"github.com/outbox-relay/outbox-relay/sinks/delivery"
 	"github.com/outbox-relay/outbox-relay/sinks/sinktest"
 )
@@ -138,9 +139,13 @@ func sinkWorkload(rows int) *workload {
 	return &workload{Rows: rows, RollbackRatio: 0.2, HeaderRatio: 0.1, MessageRatio: 0.3, Pause: 30 * time.Millisecond}
 }
 
+// TestSinks runs each broker's checks one after another, and the brokers
+// beside each other, once the package's other tests are done: each has
+// its own database, broker and relays.
 func TestSinks(t *testing.T) {
 	for _, sc := range sinkCases {
 		t.Run(sc.name, func(t *testing.T) {
+			t.Parallel()
 			t.Run("Kill9", func(t *testing.T) { testSinkKill9(t, sc) })
 			t.Run("BrokerRestart", func(t *testing.T) { testSinkBrokerRestart(t, sc) })
 			t.Run("CleanStop", func(t *testing.T) { testSinkCleanStop(t, sc) })
@@ -148,11 +153,17 @@ func TestSinks(t *testing.T) {
 	}
 }
 
+// sinkEnv is newEnv with a slot of sc's own, so that the brokers' tests
+// may run side by side.
+func sinkEnv(t *testing.T, sc sinkCase) *env {
+	return newEnvSlot(t, pgtest.NewDatabase(t), "sink_"+sc.name)
+}
+
 // testSinkKill9 SIGKILLs the relay three times or more while eight writers
 // run: nothing is lost, and on a broker that drops re-sends nothing is
 // duplicated either.
 func testSinkKill9(t *testing.T, sc sinkCase) {
-	e := newEnv(t)
+	e := sinkEnv(t, sc)
 	b := sc.start(t)
 	r, f := newSinkRun(t, e, b)
 	dropped := make(map[*proc]float64) // per relay, its count when last read
@@ -191,7 +202,7 @@ func testSinkKill9(t *testing.T, sc sinkCase) {
 // again while the writers run: the same relay process rides it out and
 // delivers everything.
 func testSinkBrokerRestart(t *testing.T, sc sinkCase) {
-	e := newEnv(t)
+	e := sinkEnv(t, sc)
 	b := sc.start(t)
 	r, f := newSinkRun(t, e, b)
 	p := r.relay()
@@ -212,7 +223,7 @@ func testSinkBrokerRestart(t *testing.T, sc sinkCase) {
 // testSinkCleanStop SIGTERMs the relay twice while the writers run, and
 // starts it again: no event arrives twice.
 func testSinkCleanStop(t *testing.T, sc sinkCase) {
-	e := newEnv(t)
+	e := sinkEnv(t, sc)
 	b := sc.start(t)
 	r, f := newSinkRun(t, e, b)
 	p := r.relay()
