@@ -3,6 +3,7 @@ package e2e
 import (
 	"context"
 	"hash/fnv"
+	"os"
 	"strings"
 	"sync"
 	"testing"
@@ -242,4 +243,49 @@ func testSinkCleanStop(t *testing.T, sc sinkCase) {
 	}
 	r.stop(p)
 	f.checkPlaces(t)
+}
+
+// TestSinkUnreachableBroker starts the relay against each broker at an
+// address where nothing listens, with a password in the URL and another
+// in a file: it must exit 1 within 15 s, say which server did not answer
+// and what to check, and print neither password.
+func TestSinkUnreachableBroker(t *testing.T) {
+	e := newEnv(t)
+	secretFile := t.TempDir() + "/password"
+	if err := os.WriteFile(secretFile, []byte("filesecret\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	addr := freeAddr(t)
+	for _, tt := range []struct {
+		sink, urlFlag, url, fileFlag, want string
+	}{
+		{"nats", "--nats-url", "nats://relay:urlsecret@" + addr, "", "no NATS server answered at nats://relay:xxxxx@" + addr},
+		{"rabbitmq", "--rabbitmq-url", "amqp://relay:urlsecret@" + addr + "/", "--rabbitmq-password-file", "no RabbitMQ server answered at"},
+		{"redis", "--redis-url", "redis://relay:urlsecret@" + addr + "/0", "--redis-password-file", "no Redis server answered at"},
+	} {
+		t.Run(tt.sink, func(t *testing.T) {
+			args := []string{"run", "--sink", tt.sink, tt.urlFlag, tt.url}
+			if tt.fileFlag != "" {
+				args = append(args, tt.fileFlag, secretFile)
+			}
+			start := time.Now()
+			r := runCmd(t, e.command(t.Context(), args...), 30*time.Second)
+			took := time.Since(start)
+			out := r.stdout + r.stderr
+			if r.code != 1 {
+				t.Errorf("exit %d, want 1\n%s", r.code, out)
+			}
+			if took > 15*time.Second {
+				t.Errorf("exited after %s, want within 15s", took.Round(time.Millisecond))
+			}
+			if !strings.Contains(out, tt.want) {
+				t.Errorf("output lacks %q:\n%s", tt.want, out)
+			}
+			for _, secret := range []string{"urlsecret", "filesecret"} {
+				if strings.Contains(out, secret) {
+					t.Errorf("output shows the password %q:\n%s", secret, out)
+				}
+			}
+		})
+	}
 }
