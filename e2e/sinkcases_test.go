@@ -8,6 +8,7 @@ import (
 	"github.com/outbox-relay/outbox-relay/sinks/nats/natstest"
 	"github.com/outbox-relay/outbox-relay/sinks/rabbitmq"
 	"github.com/outbox-relay/outbox-relay/sinks/rabbitmq/rabbitmqtest"
+	"github.com/outbox-relay/outbox-relay/sinks/redis"
 	"github.com/outbox-relay/outbox-relay/sinks/redis/redistest"
 	"github.com/outbox-relay/outbox-relay/sinks/sinktest"
 )
@@ -27,6 +28,10 @@ func startNATS(t *testing.T) *sinkBroker {
 	return &sinkBroker{
 		env:  []string{"OUTBOX_RELAY_SINK=nats", "OUTBOX_RELAY_NATS_URL=" + s.URL},
 		read: func(t *testing.T) []sinktest.Message { return s.Read(t, nats.DefaultStream) },
+		readDeadLetters: func(t *testing.T) []sinktest.Message {
+			return s.ReadDeadLetters(t, nats.DefaultDeadLetterStream)
+		},
+		maxBytes: "OUTBOX_RELAY_NATS_MAX_MESSAGE_BYTES",
 		dest: func(m sinktest.Message) string {
 			return "outbox." + field(m, delivery.HeaderAggregateType) + "." + m.Key
 		},
@@ -40,11 +45,15 @@ func startNATS(t *testing.T) *sinkBroker {
 func startRedis(t *testing.T) *sinkBroker {
 	s := redistest.Start(t)
 	return &sinkBroker{
-		env:   []string{"OUTBOX_RELAY_SINK=redis", "OUTBOX_RELAY_REDIS_URL=" + s.URL},
-		read:  func(t *testing.T) []sinktest.Message { return s.Read(t, "outbox.*") },
-		dest:  func(m sinktest.Message) string { return "outbox." + field(m, delivery.HeaderAggregateType) },
-		stop:  s.Stop,
-		start: s.Start,
+		env:  []string{"OUTBOX_RELAY_SINK=redis", "OUTBOX_RELAY_REDIS_URL=" + s.URL},
+		read: func(t *testing.T) []sinktest.Message { return s.Read(t, "outbox.*") },
+		readDeadLetters: func(t *testing.T) []sinktest.Message {
+			return s.ReadDeadLetters(t, redis.DefaultDeadLetterStream)
+		},
+		maxBytes: "OUTBOX_RELAY_REDIS_MAX_MESSAGE_BYTES",
+		dest:     func(m sinktest.Message) string { return "outbox." + field(m, delivery.HeaderAggregateType) },
+		stop:     s.Stop,
+		start:    s.Start,
 	}
 }
 
@@ -67,6 +76,10 @@ func startRabbitMQ(t *testing.T) *sinkBroker {
 	return &sinkBroker{
 		env:  []string{"OUTBOX_RELAY_SINK=rabbitmq", "OUTBOX_RELAY_RABBITMQ_URL=" + s.URL},
 		read: func(t *testing.T) []sinktest.Message { return s.Read(t, queue) },
+		readDeadLetters: func(t *testing.T) []sinktest.Message {
+			return s.ReadDeadLetters(t, rabbitmq.DefaultDeadLetterQueue)
+		},
+		maxBytes: "OUTBOX_RELAY_RABBITMQ_MAX_MESSAGE_BYTES",
 		dest: func(m sinktest.Message) string {
 			return rabbitmq.DefaultExchange + "/" + field(m, delivery.HeaderAggregateType) + "." + field(m, delivery.HeaderEventType)
 		},

@@ -2,16 +2,22 @@ package e2e
 
 import (
 	"context"
+	"fmt"
 	"hash/fnv"
+	"math/rand/v2"
 	"os"
+	"slices"
+	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/outbox-relay/outbox-relay/cdc/pgtest"
+	"github.com/outbox-relay/outbox-relay/schema"
 	"github.com/outbox-relay/outbox-relay/sinks/delivery"
 	"github.com/outbox-relay/outbox-relay/sinks/sinktest"
 )
@@ -34,6 +40,10 @@ type sinkBroker struct {
 	// dest is the destination m must have been stored at, from its
 	// aggregate type, event type and key.
 	dest func(m sinktest.Message) string
+	// readDeadLetters returns every dead letter the broker holds.
+	readDeadLetters func(t *testing.T) []sinktest.Message
+	// maxBytes is the relay's setting of the sink's largest message.
+	maxBytes string
 	// stop stops the broker, keeping what it stored; start starts it
 	// again at the same address.
 	stop, start func(t testing.TB)
@@ -150,6 +160,7 @@ func TestSinks(t *testing.T) {
 			t.Run("Kill9", func(t *testing.T) { testSinkKill9(t, sc) })
 			t.Run("BrokerRestart", func(t *testing.T) { testSinkBrokerRestart(t, sc) })
 			t.Run("CleanStop", func(t *testing.T) { testSinkCleanStop(t, sc) })
+			t.Run("Poison", func(t *testing.T) { testSinkPoison(t, sc) })
 		})
 	}
 }
@@ -288,4 +299,69 @@ func TestSinkUnreachableBroker(t *testing.T) {
 			}
 		})
 	}
+}
+
+// testSinkPoison writes rows the broker can never take (no aggregate ID, a
+// payload over the sink's limit) among the writers' transactions: each
+// committed one lands in the dead-letter destination, with its reason, and
+// nowhere else; everything else is delivered in order.
+func testSinkPoison(t *testing.T, sc sinkCase) {
+	e := sinkEnv(t, sc)
+	b := sc.start(t)
+	if b.readDeadLetters == nil || b.maxBytes == "" {
+		t.Fatalf("sink %s: the test case lacks a dead-letter reader or its size setting", sc.name)
+	}
+	r, _ := newSinkRun(t, e, b)
+	r.env = append(slices.Clone(r.env), b.maxBytes+"="+strconv.Itoa(poisonMaxBytes))
+	p := r.relay()
+	p.waitStreaming(time.Minute)
+	var made atomic.Int64
+	kinds := []string{poisonAggregateID, poisonSize}
+	w := sinkWorkload(1500)
+	w.Poison = func(rng *rand.Rand, typ, aggregateID string, _ bool) *schema.Message {
+		if rng.Float64() >= 0.05 {
+			return nil
+		}
+		return poisonRow(kinds[made.Add(1)%int64(len(kinds))], typ, aggregateID)
+	}
+	r.startWriters(w)
+	r.check()
+	want := make(map[string]string) // poison id -> reason
+	for _, row := range r.l.poisonRows() {
+		reason := delivery.ReasonSize
+		if row.msg.AggregateID == "" {
+			reason = delivery.ReasonAggregateID
+		}
+		want[row.msg.ID] = reason
+	}
+	if len(want) == 0 {
+		t.Fatal("the writers committed no poison row: run again")
+	}
+	var got map[string][]sinktest.Message
+	eventually(t, time.Minute, "every poison row dead-lettered", func() (bool, string) {
+		got = make(map[string][]sinktest.Message)
+		for _, m := range b.readDeadLetters(t) {
+			id := field(m, delivery.HeaderID)
+			got[id] = append(got[id], m)
+		}
+		missing := 0
+		for id := range want {
+			if len(got[id]) == 0 {
+				missing++
+			}
+		}
+		return missing == 0, fmt.Sprintf("%d of %d missing", missing, len(want))
+	})
+	for id, ms := range got {
+		reason, ok := want[id]
+		if !ok {
+			t.Errorf("dead letter %s is no poison row the writers committed", id)
+			continue
+		}
+		if r := field(ms[0], delivery.HeaderDLQReason); r != reason {
+			t.Errorf("dead letter %s: reason %q, want %q", id, r, reason)
+		}
+	}
+	t.Logf("%d poison rows committed, each dead-lettered (%d dead letters)", len(want), len(got))
+	r.stop(p)
 }
