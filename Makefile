@@ -20,8 +20,10 @@ $(BIN): FORCE
 # sample events and a consumer printing what arrives. SINK picks the broker
 # and the relay's --sink, kafka by default: kafka, an embedded
 # Kafka-protocol broker; nats, an embedded NATS server with JetStream;
-# redis, the installed redis-server (apt-get install redis-server) in a
-# child process. For instance make demo SINK=nats.
+# rabbitmq, a node of the installed rabbitmq-server (apt-get install
+# rabbitmq-server), which takes 4 to 10 seconds to start; redis, the
+# installed redis-server (apt-get install redis-server); each of the last
+# two in child processes. For instance make demo SINK=nats.
 # Ctrl-C stops everything and removes the temporary state, and make exits 0:
 # the demo takes the terminal's foreground, so that Ctrl-C reaches it and not
 # make, which would otherwise end itself by the SIGINT (exit status 130). The
@@ -61,9 +63,10 @@ vet:
 # bench: the end-to-end benchmark of the relay binary (bench: a private
 # PostgreSQL with fsync=on, the broker of bench/broker in its own process,
 # workloads W1-W4 and the exactly-once W2-EO and W3-EO, three times each,
-# about 12 minutes; W1 and W2 also through NATS JetStream and Redis
-# Streams at a quarter of the rows, a few minutes more, which need the
-# redis-server package, or BENCH_FLAGS='--sinks kafka,nats'): backlog
+# about 12 minutes; W1 and W2 also through NATS JetStream, RabbitMQ and
+# Redis Streams at a quarter of the rows, about 10 minutes more, which
+# need the rabbitmq-server and redis-server packages, or
+# BENCH_FLAGS='--sinks kafka,nats'): backlog
 # rows/s beside pg_recvlogical and SQL decoding, with a read_committed
 # consumer in the loop; W3's commit-to-consumer latency with 8 writers;
 # per-stage latency and CPU per row for every workload; W1 and W2 per

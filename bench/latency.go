@@ -38,6 +38,7 @@ func (b *bench) latencyRun(ctx context.Context, w workload, run int, db string) 
 	}
 	cmd := exec.Command(b.relayBin, "run")
 	cmd.Env = b.relayEnv(w, b.srv.dsnFor(db), brokers, metricsAddr, "")
+	broker0 := brokerCPUBase(broker)
 	relay, err := start("relay", cmd)
 	if err != nil {
 		return r, err
@@ -109,7 +110,7 @@ func (b *bench) latencyRun(ctx context.Context, w workload, run int, db string) 
 	if err != nil {
 		return r, err
 	}
-	if err := b.measureProcesses(ctx, &r, relay, broker, f.senderPID, metricsAddr); err != nil {
+	if err := b.measureProcesses(ctx, &r, relay, broker, broker0, f.senderPID, metricsAddr); err != nil {
 		return r, err
 	}
 	after, err := scrapeMetrics(ctx, "http://"+metricsAddr+"/metrics")

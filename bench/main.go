@@ -32,32 +32,44 @@
 // falls on both alike, and the report gives the ratio of the two run by
 // run.
 //
-// --sinks (default kafka,nats,redis) runs W1 and W2, when --workloads
-// names them, through the other sinks as well: the relay run with
-// --sink=nats or --sink=redis and its defaults otherwise (at least once);
-// the NATS server of bench/broker --kind nats (JetStream, file storage) or
-// redis-server (appendonly yes, appendfsync always, as
-// sinks/redis/redistest starts it) in a process of its own, fresh for every
+// --sinks (default kafka,nats,rabbitmq,redis) runs W1 and W2, when
+// --workloads names them, through the other sinks as well: the relay run
+// with --sink=nats, --sink=rabbitmq or --sink=redis and its defaults
+// otherwise (at least once); the NATS server of bench/broker --kind nats
+// (JetStream, file storage), a RabbitMQ node (the installed
+// rabbitmq-server with an epmd of its own, as
+// sinks/rabbitmq/rabbitmqtest starts it; 4 to 10 seconds to start, not
+// timed) or redis-server (appendonly yes, appendfsync always, as
+// sinks/redis/redistest starts it) in processes of its own, fresh for every
 // run, once `outbox-relay setup` with the sink has made what it needs
-// there; and a consumer here counting the rows with the broker's own
-// client (nats.go, an ordered JetStream consumer; go-redis, XREAD BLOCK
-// 10 ms), so that the "to consumer" rates exist too. Those runs take turns
-// with Kafka's, run by run, each with a pg_recvlogical drain of its own for
-// the ratios but no SQL decoding (Kafka's runs measure that). W3, W4 and
-// the -EO workloads stay Kafka's alone; leaving kafka out of --sinks runs
-// only the other sinks' W1 and W2. Their row counts are multiplied by
-// --sink-scale (default 0.25) instead of --scale when it is smaller:
-// loading a backlog, which is not timed, takes most of a backlog run
-// (W1's 200,000 single-row commits with fsync on take about 45 s), and
-// NATS and Redis drain W2 at a third to a half of Kafka's rate here, so
-// two more sinks at full scale would add about 15 minutes to make bench,
-// and at 0.25 about 5, while W1's 50,000 rows and W2's 500,000 still keep
-// the relay draining for a second or more. redis-server must be installed
-// (Debian's redis-server package) unless --sinks leaves redis out; the
-// benchmark checks before its first run. The report's table "W1 and W2 per
-// sink" shows these runs beside Kafka's W1 and W2: rows/s to the broker's
-// acknowledgement and to the consumer, their ratios to pg_recvlogical,
-// the relay's CPU per row and peak RSS, and the broker's CPU per row.
+// there (NATS: the stream; RabbitMQ: the exchange outbox, to which the
+// benchmark then binds a durable classic queue with # before the relay
+// starts, since RabbitMQ drops what reaches no queue); and a consumer here
+// counting the rows with the broker's own client (nats.go, an ordered
+// JetStream consumer; amqp091-go, prefetch 2,000, acknowledging 500 at a
+// time; go-redis, XREAD BLOCK 10 ms), so that the "to consumer" rates
+// exist too. Those runs take turns with Kafka's, run by run, each with a
+// pg_recvlogical drain of its own for the ratios but no SQL decoding
+// (Kafka's runs measure that). W3, W4 and the -EO workloads stay Kafka's
+// alone; leaving kafka out of --sinks runs only the other sinks' W1 and
+// W2. Their row counts are multiplied by --sink-scale (default 0.25)
+// instead of --scale when it is smaller: loading a backlog, which is not
+// timed, takes most of a backlog run (W1's 200,000 single-row commits with
+// fsync on take about 45 s), and NATS and Redis drain W2 at a third to a
+// half of Kafka's rate here, RabbitMQ at about 9,000 rows/s (its node
+// takes about 95 µs of CPU per persistent, confirmed message on this
+// 2-core machine), so three more sinks at full scale would add about half
+// an hour to make bench, and at 0.25 about 10 minutes, while W1's 50,000
+// rows and W2's 500,000 still keep the relay draining for a second or
+// more.
+// redis-server and rabbitmq-server must be installed (Debian's
+// redis-server and rabbitmq-server packages) unless --sinks leaves them
+// out; the benchmark checks before its first run. The report's table "W1
+// and W2 per sink" shows these runs beside Kafka's W1 and W2: rows/s to
+// the broker's acknowledgement and to the consumer, their ratios to
+// pg_recvlogical, the relay's CPU per row and peak RSS, and the broker's
+// CPU per row from the relay's start (a RabbitMQ node spends seconds of
+// CPU starting).
 //
 // W1, W2 and W4 insert the backlog with the relay stopped (not timed), copy
 // the slot and time pg_recvlogical draining the copy, and
@@ -176,8 +188,8 @@ func parseFlags(args []string) (options, error) {
 	fs.StringVar(&o.markdown, "markdown", "", "write the results into this Markdown file, keeping its text above the results marker")
 	fs.StringVar(&o.profileDir, "profile", "", "after the runs, run a backlog workload once more with --pprof-addr and save CPU (20s) and allocation profiles in this directory")
 	fs.StringVar(&o.profileW, "profile-workload", "W2", "workload of the --profile run: W1, W2 or W4, or one of them with -EO")
-	sinks := fs.String("sinks", strings.Join(sinkNames, ","), "brokers to run through, comma-separated: kafka runs every workload of --workloads, nats and redis their W1 and W2")
-	fs.Float64Var(&o.sinkScale, "sink-scale", defaultSinkScale, "multiplies the row counts of W1 and W2 through nats and redis, instead of --scale when smaller")
+	sinks := fs.String("sinks", strings.Join(sinkNames, ","), "brokers to run through, comma-separated: kafka runs every workload of --workloads, nats, rabbitmq and redis their W1 and W2")
+	fs.Float64Var(&o.sinkScale, "sink-scale", defaultSinkScale, "multiplies the row counts of W1 and W2 through nats, rabbitmq and redis, instead of --scale when smaller")
 	fs.DurationVar(&o.runTimeout, "run-timeout", 15*time.Minute, "longest one run may take")
 	fs.Func("relay-env", "OUTBOX_RELAY_NAME=value for the relay, to measure a setting other than its default; repeatable", func(kv string) error {
 		if !strings.HasPrefix(kv, "OUTBOX_RELAY_") || !strings.Contains(kv, "=") {
@@ -295,7 +307,7 @@ func run(args []string) error {
 	if b.machine, err = describeMachine(ctx, srv, relayBin); err != nil {
 		return err
 	}
-	if b.machine.NATS, b.machine.Redis, err = describeSinks(ctx, o.sinks, b.brokerBin); err != nil {
+	if err := describeSinks(ctx, o.sinks, b.brokerBin, &b.machine); err != nil {
 		return err
 	}
 	b.logf("%s; PostgreSQL %s; relay %s", b.machine.CPU, b.machine.PostgreSQL, b.machine.Relay)

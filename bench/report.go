@@ -29,6 +29,7 @@ type machine struct {
 	Relay      string
 	Broker     string
 	NATS       string // the NATS server of --sinks nats; empty without
+	RabbitMQ   string // the RabbitMQ node of --sinks rabbitmq; empty without
 	Redis      string // the Redis server of --sinks redis; empty without
 	Load       string
 	Date       string
@@ -164,7 +165,7 @@ func (r report) text() string {
 	if r.opts.consume || r.opts.w3Consume {
 		fmt.Fprintf(&b, "- Consumer in the loop: franz-go in the benchmark's process, read_committed, fetch max wait %s, reading the topic from its start while the relay runs\n", consumerFetchMaxWait)
 	}
-	b.WriteString("- CPU per row: user + system CPU time of the process (/proc/PID/stat) over its whole life, start-up included, divided by the run's rows, in µs\n")
+	b.WriteString("- CPU per row: user + system CPU time of the process (/proc/PID/stat) over its whole life, start-up included, divided by the run's rows, in µs; the broker's from the relay's start, which leaves out the seconds of CPU a RabbitMQ node spends starting\n")
 	if r.anyExactlyOnce() {
 		fmt.Fprintf(&b, "- Delivery: `OUTBOX_RELAY_DELIVERY=exactly-once` for the -EO workloads (Kafka transaction interval %s), `at-least-once` for the others\n", r.opts.txnInterval)
 	}

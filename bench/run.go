@@ -31,7 +31,7 @@ type result struct {
 	ceiling    float64 // pg_recvlogical draining a copy of the slot
 	relayCPU   float64 // CPU seconds of the relay process
 	relayRSS   int64   // peak resident set of the relay process, bytes
-	brokerCPU  float64 // CPU seconds of the broker process; -1 for external brokers
+	brokerCPU  float64 // CPU seconds of the broker process from the relay's start; -1 for external brokers
 	benchCPU   float64 // CPU seconds of this program while the relay drained (its consumer); -1 if not measured
 	senderCPU  float64 // CPU seconds of the walsender feeding the relay; -1 if unknown
 	ceilingCPU float64 // CPU seconds of pg_recvlogical
@@ -326,9 +326,14 @@ func (b *bench) backlogRun(ctx context.Context, w workload, run int, db string, 
 		defer broker.stop(10 * time.Second)
 	}
 	if w.sink != "" {
-		// The sink's part of the setup (NATS: the streams), untimed.
+		// The sink's part of the setup (NATS: the streams; RabbitMQ: the
+		// exchange), then the queue RabbitMQ's consumer reads, bound
+		// before the relay starts; untimed.
 		if err := b.setup(ctx, w, b.srv.dsnFor(db), brokers); err != nil {
 			return r, err
+		}
+		if err := prepareSink(w.sink, brokers); err != nil {
+			return r, fmt.Errorf("prepare %s for the consumer: %w", sinkTitle(w.sink), err)
 		}
 	}
 	metricsAddr, err := freeAddr()
@@ -361,6 +366,7 @@ func (b *bench) backlogRun(ctx context.Context, w workload, run int, db string, 
 	}
 	cmd := exec.Command(b.relayBin, "run")
 	cmd.Env = b.relayEnv(w, b.srv.dsnFor(db), brokers, metricsAddr, pprofAddr)
+	broker0 := brokerCPUBase(broker)
 	bench0, benchErr := cpuSeconds(os.Getpid())
 	began, machine := time.Now(), machineCPU()
 	relay, err := start("relay", cmd)
@@ -401,7 +407,7 @@ func (b *bench) backlogRun(ctx context.Context, w workload, run int, db string, 
 			return r, err
 		}
 	}
-	if err := b.measureProcesses(ctx, &r, relay, broker, f.senderPID, metricsAddr); err != nil {
+	if err := b.measureProcesses(ctx, &r, relay, broker, broker0, f.senderPID, metricsAddr); err != nil {
 		return r, err
 	}
 	r.txns.rows, r.txns.seconds = r.rows, r.relay
@@ -411,9 +417,25 @@ func (b *bench) backlogRun(ctx context.Context, w workload, run int, db string, 
 	return r, nil
 }
 
+// brokerCPUBase returns the CPU seconds broker has used so far, to leave
+// its start out of its CPU time: a RabbitMQ node spends seconds of CPU
+// starting, the other brokers milliseconds. Zero if broker is nil or its
+// time cannot be read.
+func brokerCPUBase(broker brokerProc) float64 {
+	if broker == nil {
+		return 0
+	}
+	s, err := cpuSeconds(broker.pid())
+	if err != nil {
+		return 0
+	}
+	return s
+}
+
 // measureProcesses reads the CPU time and peak memory of the relay, the
-// broker and the walsender, and the relay's published count.
-func (b *bench) measureProcesses(ctx context.Context, r *result, relay *process, broker brokerProc, senderPID int, metricsAddr string) error {
+// broker (less broker0, its CPU time when the relay started) and the
+// walsender, and the relay's published count.
+func (b *bench) measureProcesses(ctx context.Context, r *result, relay *process, broker brokerProc, broker0 float64, senderPID int, metricsAddr string) error {
 	var err error
 	if r.relayCPU, err = cpuSeconds(relay.pid()); err != nil {
 		return fmt.Errorf("relay CPU: %w", err)
@@ -425,6 +447,7 @@ func (b *bench) measureProcesses(ctx context.Context, r *result, relay *process,
 		if r.brokerCPU, err = cpuSeconds(broker.pid()); err != nil {
 			return fmt.Errorf("broker CPU: %w", err)
 		}
+		r.brokerCPU -= broker0
 	}
 	if senderPID != 0 && b.srv.local() {
 		if s, err := cpuSeconds(senderPID); err == nil {

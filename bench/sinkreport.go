@@ -62,16 +62,20 @@ func (r report) perSinkText(b *strings.Builder) {
 		return
 	}
 	fmt.Fprintf(b, "\n### W1 and W2 per sink\n\n")
-	b.WriteString("The same backlogs through the relay run with `--sink=nats` or `--sink=redis` (its defaults otherwise, at least once), the broker in a process of its own, fresh for every run, and a consumer in the benchmark counting the rows with the broker's own client, beside Kafka's W1 and W2 runs above. ")
+	b.WriteString("The same backlogs through the relay run with `--sink=nats`, `--sink=rabbitmq` or `--sink=redis` (its defaults otherwise, at least once), the broker in a process of its own, fresh for every run, and a consumer in the benchmark counting the rows with the broker's own client, beside Kafka's W1 and W2 runs above. ")
 	fmt.Fprintf(b, "Their row counts are multiplied by --sink-scale (%g) when it is smaller than --scale: loading a backlog, not timed, takes most of a run's time (W1's single-row commits with fsync on most of all), and each sink adds two workloads × --runs runs. ", r.opts.sinkScale)
 	b.WriteString("Each run has its own pg_recvlogical drain of a copy of its own slot, so each ratio compares figures of one run; compare sinks by the ratios rather than by rows/s when their row counts differ. \"to ack\" stops the clock when the relay's published count, read every 50 ms, reaches the rows (the broker acknowledged the last one), so with few rows it may come after \"to consumer\", which stops it when the consumer had every row.\n\n")
 	if r.machine.NATS != "" {
 		fmt.Fprintf(b, "- NATS: %s; relay subjects outbox.bench.{aggregate_id} in the stream %s made by `outbox-relay setup`; consumer: nats.go, an ordered JetStream consumer of the stream filtered to outbox.bench.>, no acknowledgements\n", r.machine.NATS, natsStream)
 	}
+	if r.machine.RabbitMQ != "" {
+		fmt.Fprintf(b, "- RabbitMQ: %s; relay exchange %s (topic, made by `outbox-relay setup`), routing key bench.created; a durable classic queue %s bound to it with # before the relay starts; consumer: amqp091-go, prefetch %d, acknowledging %d at a time (multiple) or what it holds after %s without a message\n",
+			r.machine.RabbitMQ, rabbitmqExchange, rabbitmqQueue, rabbitmqPrefetch, rabbitmqAckEvery, consumerFetchMaxWait)
+	}
 	if r.machine.Redis != "" {
 		fmt.Fprintf(b, "- Redis: %s; relay stream key outbox.bench; consumer: go-redis, XREAD COUNT %d BLOCK %s from the stream's start\n", r.machine.Redis, redisReadCount, consumerFetchMaxWait)
 	}
-	if r.machine.NATS != "" || r.machine.Redis != "" {
+	if r.machine.NATS != "" || r.machine.RabbitMQ != "" || r.machine.Redis != "" {
 		b.WriteString("\n")
 	}
 	b.WriteString("| workload | sink | rows | to ack rows/s | to consumer rows/s | pg_recvlogical rows/s | to ack ÷ pg_recvlogical | to consumer ÷ pg_recvlogical | relay CPU µs/row | relay peak RSS MB | broker CPU µs/row |\n")

@@ -35,8 +35,8 @@ type workload struct {
 	// the guarantee holds and rows become visible at the Kafka commit.
 	exactlyOnce bool
 	// sink is the relay's --sink for a run of W1 or W2 through another
-	// broker than Kafka: sinkNATS or sinkRedis; empty for Kafka, which
-	// every workload runs through.
+	// broker than Kafka: sinkNATS, sinkRabbitMQ or sinkRedis; empty for
+	// Kafka, which every workload runs through.
 	sink string
 }
 
@@ -46,7 +46,7 @@ func (w workload) perSink() bool {
 	return !w.exactlyOnce && (w.base == "W1" || w.base == "W2")
 }
 
-// onSink returns w run through sink, sinkNATS or sinkRedis.
+// onSink returns w run through sink, sinkNATS, sinkRabbitMQ or sinkRedis.
 func (w workload) onSink(sink string) workload {
 	w.sink = sink
 	w.what += "; through " + sinkTitle(sink)

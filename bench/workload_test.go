@@ -132,7 +132,7 @@ func TestSchedule(t *testing.T) {
 		Title, Ident string
 		Rows         int64
 	}
-	all := []string{"kafka", "nats", "redis"}
+	all := []string{"kafka", "nats", "rabbitmq", "redis"}
 	for _, tc := range []struct {
 		name  string
 		group []string
@@ -140,9 +140,9 @@ func TestSchedule(t *testing.T) {
 		want  []run
 	}{
 		{name: "W2 and W2-EO", group: []string{"W2", "W2-EO"}, o: options{scale: 1, sinkScale: 0.25, sinks: all},
-			want: []run{{"W2", "w2", 2_000_000}, {"W2 (nats)", "w2_nats", 500_000}, {"W2 (redis)", "w2_redis", 500_000}, {"W2-EO", "w2_eo", 2_000_000}}},
+			want: []run{{"W2", "w2", 2_000_000}, {"W2 (nats)", "w2_nats", 500_000}, {"W2 (rabbitmq)", "w2_rabbitmq", 500_000}, {"W2 (redis)", "w2_redis", 500_000}, {"W2-EO", "w2_eo", 2_000_000}}},
 		{name: "small scale", group: []string{"W1"}, o: options{scale: 0.02, sinkScale: 0.25, sinks: all},
-			want: []run{{"W1", "w1", 4000}, {"W1 (nats)", "w1_nats", 4000}, {"W1 (redis)", "w1_redis", 4000}}},
+			want: []run{{"W1", "w1", 4000}, {"W1 (nats)", "w1_nats", 4000}, {"W1 (rabbitmq)", "w1_rabbitmq", 4000}, {"W1 (redis)", "w1_redis", 4000}}},
 		{name: "Kafka only", group: []string{"W4"}, o: options{scale: 1, sinkScale: 0.25, sinks: all},
 			want: []run{{"W4", "w4", 100_000}}},
 		{name: "no kafka", group: []string{"W1"}, o: options{scale: 1, sinkScale: 0.5, sinks: []string{"redis"}},
@@ -169,8 +169,9 @@ func TestParseFlagsSinks(t *testing.T) {
 		sinkScale float64
 		wantErr   bool
 	}{
-		{name: "default", sinks: []string{"kafka", "nats", "redis"}, sinkScale: 0.25},
+		{name: "default", sinks: []string{"kafka", "nats", "rabbitmq", "redis"}, sinkScale: 0.25},
 		{name: "some", args: []string{"--sinks", " Redis,kafka", "--sink-scale", "0.1"}, sinks: []string{"redis", "kafka"}, sinkScale: 0.1},
+		{name: "rabbitmq", args: []string{"--sinks", "kafka,RabbitMQ"}, sinks: []string{"kafka", "rabbitmq"}, sinkScale: 0.25},
 		{name: "unknown", args: []string{"--sinks", "kafka,rabbit"}, wantErr: true},
 		{name: "twice", args: []string{"--sinks", "nats,nats"}, wantErr: true},
 		{name: "none", args: []string{"--sinks", ","}, wantErr: true},

@@ -10,6 +10,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -70,10 +71,11 @@ func TestDemoStopsCleanlyOnInterrupt(t *testing.T) {
 // TestDemoSinks runs the demo with each broker other than Kafka (which
 // TestDemoStopsCleanlyOnInterrupt runs) for a few seconds and checks that
 // it exits 0 by itself, having committed events and consumed every one of
-// them with the broker's own client. The redis-server the demo starts is a
-// child process: the demo is also interrupted with it, as Ctrl-C does, and
-// the server must be gone once the demo has exited; without redis-server
-// the demo says what to install, before it starts anything else.
+// them with the broker's own client. The redis-server and the RabbitMQ
+// node the demo starts are child processes, which must be gone once the
+// demo has exited; the demo is also interrupted with redis-server, as
+// Ctrl-C does. Without redis-server or rabbitmq-server the demo says what
+// to install, before it starts anything else.
 func TestDemoSinks(t *testing.T) {
 	if testing.Short() {
 		t.Skip("starts PostgreSQL; skipped by -short")
@@ -84,21 +86,30 @@ func TestDemoSinks(t *testing.T) {
 	}
 	for _, tc := range []struct {
 		sink string
+		// duration is the demo's -duration: shorter for RabbitMQ, whose
+		// start takes 4 to 10 seconds.
+		duration string
 		// consumed is how a consumed event reads, after the destination.
 		consumed *regexp.Regexp
+		// prepared, if set, is what the demo says once the broker holds
+		// what the consumer reads, which must come before the writer's
+		// first line: RabbitMQ drops what reaches no queue.
+		prepared string
 	}{
-		{sink: "nats", consumed: regexp.MustCompile(`\| outbox\.order\.order-\d seq=\d+ key=order-\d \w+ +position=[0-9a-f]{24} value=\{`)},
-		{sink: "redis", consumed: regexp.MustCompile(`\| outbox\.order id=\d+-\d+ key=order-\d \w+ +position=[0-9a-f]{24} value=\{`)},
+		{sink: "nats", duration: "4s", consumed: regexp.MustCompile(`\| outbox\.order\.order-\d seq=\d+ key=order-\d \w+ +position=[0-9a-f]{24} value=\{`)},
+		{sink: "rabbitmq", duration: "2s", consumed: regexp.MustCompile(`\| outbox/order\.\w+ tag=\d+ key=order-\d \w+ +position=[0-9a-f]{24} value=\{`),
+			prepared: "durable queue outbox-relay-demo bound to exchange outbox with binding key #"},
+		{sink: "redis", duration: "4s", consumed: regexp.MustCompile(`\| outbox\.order id=\d+-\d+ key=order-\d \w+ +position=[0-9a-f]{24} value=\{`)},
 	} {
 		t.Run(tc.sink, func(t *testing.T) {
 			ctx, cancel := context.WithTimeout(t.Context(), 3*time.Minute)
 			defer cancel()
-			cmd := exec.CommandContext(ctx, bin, "-relay", relayBin, "-sink", tc.sink, "-every", "100ms", "-duration", "4s")
+			cmd := exec.CommandContext(ctx, bin, "-relay", relayBin, "-sink", tc.sink, "-every", "100ms", "-duration", tc.duration)
 			cmd.Env = append(os.Environ(), "OUTBOX_RELAY_DEMO_METRICS_ADDR="+freeAddr(t))
 			b, err := cmd.CombinedOutput()
 			out := string(b)
 			if err != nil {
-				t.Fatalf("demo -sink %s -duration 4s exited with %v, want exit status 0:\n%s", tc.sink, err, out)
+				t.Fatalf("demo -sink %s -duration %s exited with %v, want exit status 0:\n%s", tc.sink, tc.duration, err, out)
 			}
 			for _, want := range []string{"relay exited cleanly", "PostgreSQL stopped and its data removed", tc.sink + " broker stopped and its data removed", "--sink=" + tc.sink} {
 				if !strings.Contains(out, want) {
@@ -107,6 +118,11 @@ func TestDemoSinks(t *testing.T) {
 			}
 			if !tc.consumed.MatchString(out) {
 				t.Errorf("demo output has no consumed event like %s:\n%s", tc.consumed, out)
+			}
+			if tc.prepared != "" {
+				if i, w := strings.Index(out, tc.prepared), strings.Index(out, " writer "); i < 0 || w < 0 || w < i {
+					t.Errorf("demo output lacks %q before the writer's first line:\n%s", tc.prepared, out)
+				}
 			}
 			checkDemoCounts(t, out)
 			checkGone(t, out)
@@ -131,6 +147,22 @@ func TestDemoSinks(t *testing.T) {
 		}
 		if strings.Contains(string(b), "PostgreSQL") {
 			t.Errorf("demo -sink redis without redis-server started PostgreSQL first:\n%s", b)
+		}
+	})
+	t.Run("no rabbitmq-server", func(t *testing.T) {
+		cmd := exec.Command(bin, "-relay", relayBin, "-sink", "rabbitmq")
+		cmd.Env = append(os.Environ(), "OUTBOX_RELAY_RABBITMQ_BINDIR="+t.TempDir())
+		b, err := cmd.CombinedOutput()
+		var exit *exec.ExitError
+		if !errors.As(err, &exit) || exit.ExitCode() != 1 {
+			t.Errorf("demo -sink rabbitmq without rabbitmq-server exited with %v, want exit status 1:\n%s", err, b)
+		}
+		const want = "install the rabbitmq-server package, or use -sink kafka"
+		if !strings.Contains(string(b), want) {
+			t.Errorf("demo -sink rabbitmq without rabbitmq-server does not say %q:\n%s", want, b)
+		}
+		if strings.Contains(string(b), "PostgreSQL") {
+			t.Errorf("demo -sink rabbitmq without rabbitmq-server started PostgreSQL first:\n%s", b)
 		}
 	})
 	t.Run("redis interrupted", func(t *testing.T) {
@@ -165,18 +197,56 @@ func checkDemoCounts(t *testing.T, out string) {
 // redisPID reads the pid of the redis-server the demo started.
 var redisPID = regexp.MustCompile(`redis-server \(pid (\d+)`)
 
-// checkGone checks that the redis-server the demo reports starting, if
-// any, no longer runs.
+// rabbitmqNode reads the name and the pid (its Erlang VM's) of the
+// RabbitMQ node the demo started.
+var rabbitmqNode = regexp.MustCompile(`rabbitmq-server node (\S+) \(pid (\d+)`)
+
+// checkGone checks that the redis-server or the RabbitMQ node the demo
+// reports starting, if any, no longer runs: for RabbitMQ, no beam.smp
+// runs with the node's name in its environment.
 func checkGone(t *testing.T, out string) {
 	t.Helper()
-	m := redisPID.FindStringSubmatch(out)
-	if m == nil {
-		return
+	if m := redisPID.FindStringSubmatch(out); m != nil {
+		pid, _ := strconv.Atoi(m[1])
+		if err := syscall.Kill(pid, 0); !errors.Is(err, syscall.ESRCH) {
+			t.Errorf("redis-server %d after the demo exited: kill -0 gives %v, want no such process", pid, err)
+		}
 	}
-	pid, _ := strconv.Atoi(m[1])
-	if err := syscall.Kill(pid, 0); !errors.Is(err, syscall.ESRCH) {
-		t.Errorf("redis-server %d after the demo exited: kill -0 gives %v, want no such process", pid, err)
+	if m := rabbitmqNode.FindStringSubmatch(out); m != nil {
+		pid, _ := strconv.Atoi(m[2])
+		if err := syscall.Kill(pid, 0); !errors.Is(err, syscall.ESRCH) {
+			t.Errorf("RabbitMQ node %s (pid %d) after the demo exited: kill -0 gives %v, want no such process", m[1], pid, err)
+		}
+		if left := beamsOf(t, m[1]); len(left) > 0 {
+			t.Errorf("beam.smp of RabbitMQ node %s still runs after the demo exited: pids %v", m[1], left)
+		}
 	}
+}
+
+// beamsOf returns the pids of the beam.smp processes (Erlang VMs) whose
+// environment names the RabbitMQ node node, read from /proc.
+func beamsOf(t *testing.T, node string) []int {
+	t.Helper()
+	dirs, err := filepath.Glob("/proc/[0-9]*")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var pids []int
+	for _, d := range dirs {
+		comm, err := os.ReadFile(filepath.Join(d, "comm"))
+		if err != nil || strings.TrimSpace(string(comm)) != "beam.smp" {
+			continue // gone meanwhile, or another program
+		}
+		environ, err := os.ReadFile(filepath.Join(d, "environ"))
+		if err != nil {
+			continue
+		}
+		if slices.Contains(strings.Split(string(environ), "\x00"), "RABBITMQ_NODENAME="+node) {
+			pid, _ := strconv.Atoi(filepath.Base(d))
+			pids = append(pids, pid)
+		}
+	}
+	return pids
 }
 
 // interruptDemo starts cmd, waits for a consumed event and a metrics line,

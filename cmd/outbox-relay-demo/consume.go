@@ -9,6 +9,7 @@ import (
 
 	natsgo "github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	amqp "github.com/rabbitmq/amqp091-go"
 	goredis "github.com/redis/go-redis/v9"
 	"github.com/twmb/franz-go/pkg/kgo"
 
@@ -99,6 +100,119 @@ func consumeNATS(ctx context.Context, url string, out *printer, st *stats) error
 		st.consume()
 		out.say("consumer", "%s seq=%d key=%s %-9s position=%s value=%s", m.Subject(), seq,
 			h.Get(delivery.HeaderAggregateID), h.Get(delivery.HeaderEventType), h.Get(delivery.HeaderPosition), m.Data())
+	}
+}
+
+// rabbitmqExchange is the exchange the relay's setup declares and
+// publishes every event to: --rabbitmq-exchange's default.
+const rabbitmqExchange = "outbox"
+
+// rabbitmqQueue is the durable queue the demo binds to rabbitmqExchange
+// and reads.
+const rabbitmqQueue = "outbox-relay-demo"
+
+// rabbitmqPrefetch is how many unacknowledged messages the broker may send
+// the demo's consumer ahead.
+const rabbitmqPrefetch = 100
+
+// dialRabbitMQ connects to the node at url, giving up after five seconds.
+func dialRabbitMQ(url string) (*amqp.Connection, error) {
+	conn, err := amqp.DialConfig(url, amqp.Config{
+		Dial:       amqp.DefaultDial(5 * time.Second),
+		Properties: amqp.Table{"connection_name": "outbox-relay-demo"},
+	})
+	if err != nil {
+		return nil, fmt.Errorf("connect to %s: %w", url, err)
+	}
+	return conn, nil
+}
+
+// bindRabbitMQ declares rabbitmqQueue, durable, and binds it to
+// rabbitmqExchange, which the relay's setup declared, with the binding key
+// "#", so that it receives every event: RabbitMQ drops what reaches no
+// queue, and the relay holds an event no queue is bound for. It must run
+// before the writer starts.
+func bindRabbitMQ(url string) error {
+	conn, err := dialRabbitMQ(url)
+	if err != nil {
+		return err
+	}
+	defer conn.Close()
+	ch, err := conn.Channel()
+	if err != nil {
+		return fmt.Errorf("open a channel: %w", err)
+	}
+	if _, err := ch.QueueDeclare(rabbitmqQueue, true, false, false, false, nil); err != nil {
+		return fmt.Errorf("declare queue %s: %w", rabbitmqQueue, err)
+	}
+	if err := ch.QueueBind(rabbitmqQueue, "#", rabbitmqExchange, false, nil); err != nil {
+		return fmt.Errorf("bind queue %s to exchange %s: %w", rabbitmqQueue, rabbitmqExchange, err)
+	}
+	return nil
+}
+
+// consumeRabbitMQ prints every message of rabbitmqQueue, acknowledging
+// each once printed.
+func consumeRabbitMQ(ctx context.Context, url string, out *printer, st *stats) error {
+	conn, err := dialRabbitMQ(url)
+	if err != nil {
+		return fmt.Errorf("consumer: %w", err)
+	}
+	defer conn.Close()
+	ch, err := conn.Channel()
+	if err != nil {
+		return fmt.Errorf("consumer: open a channel: %w", err)
+	}
+	closed := ch.NotifyClose(make(chan *amqp.Error, 1))
+	if err := ch.Qos(rabbitmqPrefetch, 0, false); err != nil {
+		return fmt.Errorf("consumer: set the prefetch to %d: %w", rabbitmqPrefetch, err)
+	}
+	msgs, err := ch.Consume(rabbitmqQueue, "outbox-relay-demo", false, false, false, false, nil)
+	if err != nil {
+		return fmt.Errorf("consumer: consume queue %s: %w", rabbitmqQueue, err)
+	}
+	for {
+		var m amqp.Delivery
+		var ok bool
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case m, ok = <-msgs:
+		}
+		if !ok {
+			if ctx.Err() != nil {
+				return ctx.Err()
+			}
+			select {
+			case e := <-closed:
+				if e != nil {
+					return fmt.Errorf("consumer: read queue %s: %w", rabbitmqQueue, e)
+				}
+			default:
+			}
+			return fmt.Errorf("consumer: read queue %s: the server ended the consumer", rabbitmqQueue)
+		}
+		st.consume()
+		out.say("consumer", "%s/%s tag=%d key=%s %-9s position=%s value=%s", m.Exchange, m.RoutingKey, m.DeliveryTag,
+			header(m.Headers, delivery.HeaderAggregateID), header(m.Headers, delivery.HeaderEventType), header(m.Headers, delivery.HeaderPosition), m.Body)
+		if err := m.Ack(false); err != nil {
+			return fmt.Errorf("consumer: acknowledge message %d of queue %s: %w", m.DeliveryTag, rabbitmqQueue, err)
+		}
+	}
+}
+
+// header returns the value of the header key of t as text; the relay
+// sends its headers as strings.
+func header(t amqp.Table, key string) string {
+	switch v := t[key].(type) {
+	case nil:
+		return ""
+	case string:
+		return v
+	case []byte:
+		return string(v)
+	default:
+		return fmt.Sprint(v)
 	}
 }
 

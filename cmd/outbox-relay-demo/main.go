@@ -6,15 +6,23 @@
 // -sink picks the broker, as the relay's --sink does: kafka (the default),
 // franz-go's kfake, an in-memory Kafka-protocol broker in the demo's
 // process; nats, a NATS server with JetStream embedded in the demo's
-// process (nats-server), its store in a temporary directory; or redis, the
-// installed redis-server (Debian's redis-server package) run as a child
-// process with appendonly yes and appendfsync always in a temporary
-// directory, killed when the demo ends, and by the kernel if the demo dies
-// (Pdeathsig). Each listens on a free port of 127.0.0.1. The relay and its
-// setup run with OUTBOX_RELAY_SINK and the broker's address in their
-// environment, and the consumer reads with the broker's own Go client:
-// franz-go on the outbox.* topics, a nats.go ordered JetStream consumer on
-// the OUTBOX stream, go-redis XREAD BLOCK on the outbox.* streams.
+// process (nats-server), its store in a temporary directory; rabbitmq, a
+// node of the installed rabbitmq-server (Debian's rabbitmq-server package)
+// with an epmd of its own, run as child processes with their data in a
+// temporary directory (sinks/rabbitmq/rabbitmqtest; a start takes 4 to 10
+// seconds); or redis, the installed redis-server (Debian's redis-server
+// package) run as a child process with appendonly yes and appendfsync
+// always in a temporary directory. The child processes are killed when
+// the demo ends, and by the kernel if the demo dies (Pdeathsig). Each
+// broker listens on a free port of 127.0.0.1. The relay and its setup run
+// with OUTBOX_RELAY_SINK and the broker's address in their environment,
+// and the consumer reads with the broker's own Go client: franz-go on the
+// outbox.* topics, a nats.go ordered JetStream consumer on the OUTBOX
+// stream, amqp091-go on a durable queue outbox-relay-demo that the demo
+// binds to the exchange outbox with the binding key # once setup has
+// declared the exchange and before the writer starts (RabbitMQ drops what
+// reaches no queue), acknowledging each message, and go-redis XREAD BLOCK
+// on the outbox.* streams.
 //
 // Ctrl-C (SIGINT, or SIGTERM) stops the writer; once the consumer has every
 // committed event (or ten seconds passed) the demo sends SIGTERM to the
@@ -73,7 +81,7 @@ func main() {
 func run(args []string) (err error) {
 	fs := flag.NewFlagSet("demo", flag.ContinueOnError)
 	relayBin := fs.String("relay", "bin/outbox-relay", "path of the outbox-relay binary")
-	sink := fs.String("sink", sinkKafka, "broker the relay publishes to: kafka (in-process kfake), nats (in-process NATS server with JetStream) or redis (the installed redis-server)")
+	sink := fs.String("sink", sinkKafka, "broker the relay publishes to: kafka (in-process kfake), nats (in-process NATS server with JetStream), rabbitmq (the installed rabbitmq-server) or redis (the installed redis-server)")
 	duration := fs.Duration("duration", 0, "stop once the writer has run this long; 0 runs until Ctrl-C")
 	rate := fs.Duration("every", 500*time.Millisecond, "time between sample transactions")
 	if err := fs.Parse(args); err != nil {
@@ -93,10 +101,12 @@ func run(args []string) (err error) {
 	defer func() { err = errors.Join(err, restore()) }()
 	out := &printer{w: os.Stdout}
 
-	// The broker first: a missing redis-server is reported before
-	// PostgreSQL is started for nothing.
+	// The broker first: a missing redis-server or rabbitmq-server is
+	// reported before PostgreSQL is started for nothing.
 	out.say("demo", "starting the %s broker...", *sink)
+	interrupted := context.AfterFunc(ctx, func() { out.say("demo", "interrupted; stopping once the broker has started") })
 	broker, err := startBroker(*sink, out)
+	interrupted()
 	if err != nil {
 		return fmt.Errorf("start the %s broker: %w", *sink, err)
 	}
@@ -108,6 +118,9 @@ func run(args []string) (err error) {
 		}
 		out.say("demo", "%s broker stopped and its data removed", *sink)
 	}()
+	if ctx.Err() != nil {
+		return nil // interrupted while the broker started, which takes seconds for RabbitMQ
+	}
 
 	out.say("demo", "starting a private PostgreSQL (wal_level=logical)...")
 	pg, err := pgtest.Start(ctx, pgtest.Options{})
@@ -142,6 +155,11 @@ func run(args []string) (err error) {
 		return fmt.Errorf("outbox-relay setup: %w\n%s", err, b)
 	}
 	out.copyLines("setup", strings.NewReader(string(b)))
+	if broker.prepare != nil {
+		if err := broker.prepare(); err != nil {
+			return fmt.Errorf("prepare the %s broker for the consumer: %w", *sink, err)
+		}
+	}
 
 	// The relay runs in its own process group so that Ctrl-C reaches it
 	// once, from us, after the writer has stopped.

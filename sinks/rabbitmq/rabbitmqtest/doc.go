@@ -6,8 +6,9 @@
 // /usr/lib/rabbitmq/bin, or $OUTBOX_RELAY_RABBITMQ_BINDIR) for one test, on
 // free ports of 127.0.0.1, with its node name, Erlang cookie, database and
 // logs under t.TempDir(); it is killed when the test ends. New does the same
-// for TestMain, which then calls Close. Measured on a 2-core machine shared
-// with other tests: a first start takes 4.5 to 9 seconds (the TLS listener
+// for TestMain or a program (the demo, the benchmark), which then calls
+// Close; PID gives the node's Erlang VM, to measure its CPU time.
+// Measured on a 2-core machine shared with other tests: a first start takes 4.5 to 9 seconds (the TLS listener
 // and a plugin add little), a Start after Stop or Kill 3.5 to 11, a clean
 // Stop 1 to 2.5, and Ctl (rabbitmqctl) about a second, the longer times
 // under load; so a package shares one node across its tests where it can. The node's configuration is the

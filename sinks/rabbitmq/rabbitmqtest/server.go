@@ -101,8 +101,12 @@ func StartWith(t testing.TB, opts Options) *Server {
 	return s
 }
 
-// New starts a node in a new temporary directory, for a package's TestMain,
-// which must Close it. It returns once the node accepts AMQP connections.
+// New starts a node in a new temporary directory, for a package's TestMain
+// or a program (the demo, the benchmark), which must Close it. It returns
+// once the node accepts AMQP connections. Without the rabbitmq-server
+// script (Debian's rabbitmq-server package not installed, and
+// $OUTBOX_RELAY_RABBITMQ_BINDIR not set to another directory) its error
+// wraps fs.ErrNotExist.
 func New(opts Options) (*Server, error) {
 	dir, err := os.MkdirTemp("", "rabbitmqtest-")
 	if err != nil {
@@ -122,6 +126,17 @@ func (s *Server) StartTime() time.Duration {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.startedAt
+}
+
+// PID returns the process ID of the node's Erlang VM (beam.smp), to
+// measure its CPU time, or 0 while the node is stopped.
+func (s *Server) PID() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.node == nil {
+		return 0
+	}
+	return s.node.cmd.Process.Pid
 }
 
 // start prepares dir and starts epmd and the node.
