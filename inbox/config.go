@@ -162,7 +162,10 @@ type Config struct {
 }
 
 // SetDefaults fills every zero optional field with its default.
-func (c *Config) SetDefaults() {
+func (c *Config) SetDefaults() { *c = c.withDefaults() }
+
+// withDefaults returns c with every zero optional field set to its default.
+func (c Config) withDefaults() Config {
 	if c.Name == "" {
 		c.Name = c.Group
 	}
@@ -199,11 +202,13 @@ func (c *Config) SetDefaults() {
 	if c.PruneBatch == 0 {
 		c.PruneBatch = DefaultPruneBatch
 	}
+	return c
 }
 
-// Validate reports what is wrong with c, after SetDefaults, and how to fix
-// it; several problems are joined.
-func (c *Config) Validate() error {
+// Validate reports what is wrong with c, with its defaults applied, and how
+// to fix it; several problems are joined.
+func (c Config) Validate() error {
+	c = c.withDefaults()
 	var errs []error
 	bad := func(format string, args ...any) { errs = append(errs, fmt.Errorf("inbox: "+format, args...)) }
 	if len(c.Brokers) == 0 && len(c.ClientOptions) == 0 {
