@@ -15,12 +15,17 @@ import (
 	"github.com/twmb/franz-go/pkg/kgo"
 	"github.com/twmb/franz-go/pkg/kmsg"
 
+	"github.com/outbox-relay/outbox-relay/relay"
 	"github.com/outbox-relay/outbox-relay/sinks/delivery"
 	"github.com/outbox-relay/outbox-relay/sinks/kafka"
 	"github.com/outbox-relay/outbox-relay/sinks/sinktest"
 )
 
-var _ sinktest.Sink = (*kafka.Sink)(nil)
+var (
+	_ sinktest.Sink      = (*kafka.Sink)(nil)
+	_ relay.DeadLetterer = (*kafka.Sink)(nil)
+	_ relay.Transactor   = (*kafka.Sink)(nil)
+)
 
 // TestConformance runs the sink conformance suite against kfake. kfake
 // keeps its records in memory and cannot restart, so in the outage it
