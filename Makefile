@@ -76,8 +76,8 @@ vet:
 bench: build
 	$(GO) build -o bin/bench-broker ./bench/broker
 	$(GO) run ./bench --relay $(BIN) --broker-bin bin/bench-broker --markdown BENCHMARKS.md $(BENCH_FLAGS)
-	$(GO) test -run '^$$' -bench . -benchmem ./cdc/ ./relay/ ./sinks/kafka/ > bin/bench-micro.txt
-	printf '\n### Go micro-benchmarks\n\n`go test -bench . -benchmem` of ./cdc/, ./relay/ and ./sinks/kafka/, tests skipped:\n\n```\n' >> BENCHMARKS.md
+	$(GO) test -run '^$$' -bench . -benchmem ./cdc/ ./relay/ ./sinks/kafka/ ./sinks/delivery/ > bin/bench-micro.txt
+	printf '\n### Go micro-benchmarks\n\n`go test -bench . -benchmem` of ./cdc/, ./relay/, ./sinks/kafka/ and ./sinks/delivery/, tests skipped:\n\n```\n' >> BENCHMARKS.md
 	cat bin/bench-micro.txt >> BENCHMARKS.md
 	printf '```\n' >> BENCHMARKS.md
 
