@@ -13,6 +13,7 @@ import (
 	"github.com/google/go-cmp/cmp"
 	"github.com/peterbourgon/ff/v3"
 
+	"github.com/outbox-relay/outbox-relay/sinks/delivery"
 	"github.com/outbox-relay/outbox-relay/sinks/kafka"
 )
 
@@ -102,14 +103,14 @@ func TestSecretFiles(t *testing.T) {
 			name: "TLS flags",
 			args: []string{"--pg-dsn", "postgres://h/db", "--kafka-tls", "--kafka-tls-server-name", "kafka.internal", "--kafka-tls-insecure-skip-verify"},
 			want: func(c Config) any { return c.Kafka.TLS },
-			val:  kafka.TLSConfig{Enable: true, ServerName: "kafka.internal", InsecureSkipVerify: true},
+			val:  kafka.TLSConfig{Enable: true, TLSFiles: delivery.TLSFiles{ServerName: "kafka.internal", InsecureSkipVerify: true}},
 		},
 		{
 			name: "TLS from environment",
 			args: []string{"--pg-dsn", "postgres://h/db"},
 			env:  map[string]string{"OUTBOX_RELAY_KAFKA_TLS": "true", "OUTBOX_RELAY_KAFKA_TLS_SERVER_NAME": "kafka.internal"},
 			want: func(c Config) any { return c.Kafka.TLS },
-			val:  kafka.TLSConfig{Enable: true, ServerName: "kafka.internal"},
+			val:  kafka.TLSConfig{Enable: true, TLSFiles: delivery.TLSFiles{ServerName: "kafka.internal"}},
 		},
 	}
 	for _, tt := range tests {

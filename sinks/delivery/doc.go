@@ -24,4 +24,10 @@
 // A Sink owns one goroutine per sender (Config.Senders), started by New and
 // stopped by Close, so that a shutdown can drain in-flight events after the
 // relay's context ended.
+//
+// Every sink, Kafka's too, also takes from here what it shares of naming
+// messages: the header names, and Template, which names each event's
+// topic, subject, stream, exchange or routing key from its fields, and its
+// destination in metrics with the aggregate ID as "*"; and TLSFiles, the
+// certificate files and checks of a TLS connection.
 package delivery

@@ -4,8 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"strconv"
-	"time"
 
 	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kgo"
@@ -60,10 +58,10 @@ func (s *Sink) Poison(err error) (reason string, ok bool) {
 
 // DeadLetter publishes ev to the dead-letter topic, keyed by its aggregate
 // ID (no key when it has none), with its payload as the value unless reason
-// is ReasonSize or the record would exceed the batch limit, and with the headers HeaderDLQ* saying why
-// and where it was going. It calls done
-// once, like Publish. It never blocks, so it may be called from another
-// event's done.
+// is ReasonSize or the record would exceed the batch limit, and with the
+// headers of delivery.DeadLetterHeaders saying why and where it was going.
+// It calls done once, like Publish. It never blocks, so it may be called
+// from another event's done.
 func (s *Sink) DeadLetter(ctx context.Context, ev *schema.Event, reason string, cause error, attempts int, done func(error)) {
 	rec := &kgo.Record{Topic: s.dlqTopic, Value: ev.Payload}
 	if ev.AggregateID != "" {
@@ -72,25 +70,14 @@ func (s *Sink) DeadLetter(ctx context.Context, ev *schema.Event, reason string, 
 	if reason == ReasonSize {
 		rec.Value = nil
 	}
-	header := func(k, v string) { rec.Headers = append(rec.Headers, kgo.RecordHeader{Key: k, Value: []byte(v)}) }
-	header(HeaderID, ev.ID)
-	header(HeaderEventType, ev.EventType)
-	header(HeaderAggregateType, ev.AggregateType)
-	header(HeaderPosition, ev.Position.String())
-	header(HeaderDLQReason, reason)
-	header(HeaderDLQError, cause.Error())
-	header(HeaderDLQAttempts, strconv.Itoa(attempts))
-	header(HeaderDLQSourceLSN, ev.Position.CommitLSN.String())
-	header(HeaderDLQTime, time.Now().UTC().Format(time.RFC3339Nano))
-	header(HeaderDLQTable, ev.Table)
+	var dest string
 	if t, err := s.mapper.topics.lookup(ev); err == nil {
-		header(HeaderDLQTopic, t.name)
+		dest = t.name
 	}
-	if ev.Prefix != "" {
-		header(HeaderDLQMessagePrefix, ev.Prefix)
-	}
-	if ev.Headers != nil {
-		header(HeaderDLQHeaders, string(ev.Headers))
+	hs := delivery.DeadLetterHeaders(ev, reason, cause, attempts, dest)
+	rec.Headers = make([]kgo.RecordHeader, len(hs), len(hs)+1)
+	for i, h := range hs {
+		rec.Headers[i] = kgo.RecordHeader{Key: h.Key, Value: h.Value}
 	}
 	omitted := reason == ReasonSize
 	if !omitted && batchBytes(rec) > s.mapper.maxBytes {
@@ -99,7 +86,7 @@ func (s *Sink) DeadLetter(ctx context.Context, ev *schema.Event, reason string, 
 		omitted, rec.Value = true, nil
 	}
 	if omitted {
-		header(HeaderDLQPayloadOmitted, "true")
+		rec.Headers = append(rec.Headers, kgo.RecordHeader{Key: HeaderDLQPayloadOmitted, Value: []byte("true")})
 	}
 
 	s.inflight.add()

@@ -3,12 +3,10 @@ package kafka
 import (
 	"context"
 	"crypto/tls"
-	"crypto/x509"
 	"errors"
 	"fmt"
 	"log/slog"
 	"net"
-	"os"
 	"strings"
 
 	"github.com/twmb/franz-go/pkg/kgo"
@@ -16,6 +14,8 @@ import (
 	"github.com/twmb/franz-go/pkg/sasl/oauth"
 	"github.com/twmb/franz-go/pkg/sasl/plain"
 	"github.com/twmb/franz-go/pkg/sasl/scram"
+
+	"github.com/outbox-relay/outbox-relay/sinks/delivery"
 )
 
 // SASL mechanisms SASLConfig.Mechanism accepts, spelled as Kafka's
@@ -32,98 +32,41 @@ const (
 const redacted = "xxxxx"
 
 // TLSConfig says how the Sink encrypts its broker connections and proves
-// its identity to the brokers. The zero value is plaintext.
+// its identity to the brokers. The zero value is plaintext. The files are
+// those of delivery.TLSFiles: the brokers' CA, and the client certificate and
+// key that brokers with ssl.client.auth ask for; a zero ServerName means
+// the host of each broker address dialed.
 type TLSConfig struct {
 	// Enable dials every broker with TLS 1.2 or later. The other fields
 	// need it.
 	Enable bool
-	// CAFile is a PEM file of the certificate authorities that sign the
-	// brokers' certificates; they replace the system's trusted roots. Zero
-	// means the system's roots.
-	CAFile string
-	// CertFile and KeyFile are the PEM client certificate and its private
-	// key, presented to brokers that ask for one (mutual TLS, ssl.client.auth).
-	// Both or neither. Zero means no client certificate.
-	CertFile, KeyFile string
-	// ServerName is the host name the brokers' certificates must hold.
-	// Zero means the host of each broker address dialed.
-	ServerName string
-	// InsecureSkipVerify accepts any broker certificate, which lets anyone
-	// on the network read and change the traffic. For tests only; it
-	// cannot be combined with CAFile.
-	InsecureSkipVerify bool
+	delivery.TLSFiles
 }
 
 // validate reports what is wrong with c, loading its files to check them.
 func (c TLSConfig) validate() []error {
-	var errs []error
 	if !c.Enable {
-		var set []string
-		for _, f := range []struct {
-			name string
-			set  bool
-		}{
-			{"a CA file", c.CAFile != ""},
-			{"a client certificate file", c.CertFile != ""},
-			{"a client key file", c.KeyFile != ""},
-			{"a server name", c.ServerName != ""},
-			{"skipping verification", c.InsecureSkipVerify},
-		} {
-			if f.set {
-				set = append(set, f.name)
-			}
+		if given := c.Given(); len(given) > 0 {
+			return []error{fmt.Errorf("kafka: TLS settings (%s) are given but TLS is not enabled; enable TLS, or remove them", strings.Join(given, ", "))}
 		}
-		if len(set) > 0 {
-			errs = append(errs, fmt.Errorf("kafka: TLS settings (%s) are given but TLS is not enabled; enable TLS, or remove them", strings.Join(set, ", ")))
-		}
-		return errs
+		return nil
 	}
-	switch {
-	case c.CertFile != "" && c.KeyFile == "":
-		errs = append(errs, fmt.Errorf("kafka: TLS client certificate %s has no key file; give the key file too", c.CertFile))
-	case c.CertFile == "" && c.KeyFile != "":
-		errs = append(errs, fmt.Errorf("kafka: TLS client key %s has no certificate file; give the certificate file too", c.KeyFile))
-	}
-	if c.InsecureSkipVerify && c.CAFile != "" {
-		errs = append(errs, fmt.Errorf("kafka: TLS CA file %s is given but verification is skipped; use one or the other", c.CAFile))
-	}
-	if len(errs) > 0 {
-		return errs
-	}
-	if _, err := c.config(); err != nil {
-		errs = append(errs, err)
+	var errs []error
+	for _, err := range c.Check() {
+		errs = append(errs, fmt.Errorf("kafka: %w", err))
 	}
 	return errs
 }
 
-// config reads c's files and returns the client's TLS configuration, or nil
-// if TLS is off. Its errors name the file at fault.
-func (c TLSConfig) config() (*tls.Config, error) {
+// clientConfig reads c's files and returns the client's TLS configuration,
+// or nil if TLS is off. Its errors name the file at fault.
+func (c TLSConfig) clientConfig() (*tls.Config, error) {
 	if !c.Enable {
 		return nil, nil
 	}
-	tc := &tls.Config{
-		MinVersion:         tls.VersionTLS12,
-		ServerName:         c.ServerName,
-		InsecureSkipVerify: c.InsecureSkipVerify, // documented as for tests only
-	}
-	if c.CAFile != "" {
-		pem, err := os.ReadFile(c.CAFile)
-		if err != nil {
-			return nil, fmt.Errorf("kafka: read TLS CA file: %w", err) // *PathError names the file
-		}
-		pool := x509.NewCertPool()
-		if !pool.AppendCertsFromPEM(pem) {
-			return nil, fmt.Errorf("kafka: TLS CA file %s holds no PEM certificate; give the CA certificates in PEM (-----BEGIN CERTIFICATE-----)", c.CAFile)
-		}
-		tc.RootCAs = pool
-	}
-	if c.CertFile != "" {
-		cert, err := tls.LoadX509KeyPair(c.CertFile, c.KeyFile)
-		if err != nil {
-			return nil, fmt.Errorf("kafka: load TLS client certificate %s with key %s: %w", c.CertFile, c.KeyFile, err)
-		}
-		tc.Certificates = []tls.Certificate{cert}
+	tc, err := c.Config("")
+	if err != nil {
+		return nil, fmt.Errorf("kafka: %w", err)
 	}
 	return tc, nil
 }
@@ -133,21 +76,7 @@ func (c TLSConfig) LogValue() slog.Value {
 	if !c.Enable {
 		return slog.GroupValue(slog.Bool("enable", false))
 	}
-	attrs := []slog.Attr{slog.Bool("enable", true)}
-	for _, a := range []slog.Attr{
-		slog.String("ca_file", c.CAFile),
-		slog.String("cert_file", c.CertFile),
-		slog.String("key_file", c.KeyFile),
-		slog.String("server_name", c.ServerName),
-	} {
-		if a.Value.String() != "" {
-			attrs = append(attrs, a)
-		}
-	}
-	if c.InsecureSkipVerify {
-		attrs = append(attrs, slog.Bool("insecure_skip_verify", true))
-	}
-	return slog.GroupValue(attrs...)
+	return slog.GroupValue(append([]slog.Attr{slog.Bool("enable", true)}, c.LogAttrs()...)...)
 }
 
 // SASLConfig says how the Sink authenticates to the brokers. The zero value
@@ -255,7 +184,7 @@ func mask(secret string) string {
 // every dial fails with the error naming it, so Ping reports it.
 func (c Config) securityOpts() []kgo.Opt {
 	var opts []kgo.Opt
-	tc, err := c.TLS.config()
+	tc, err := c.TLS.clientConfig()
 	switch {
 	case err != nil:
 		opts = append(opts, kgo.Dialer(func(context.Context, string, string) (net.Conn, error) { return nil, err }))

@@ -29,6 +29,7 @@ import (
 	"github.com/twmb/franz-go/pkg/sasl/plain"
 	"github.com/twmb/franz-go/pkg/sasl/scram"
 
+	"github.com/outbox-relay/outbox-relay/sinks/delivery"
 	"github.com/outbox-relay/outbox-relay/sinks/kafka"
 )
 
@@ -376,7 +377,7 @@ func TestTLS(t *testing.T) {
 	c := newCluster(t, kfake.TLS(p.serverTLS(tls.NoClientCert)), kfake.AllowAutoTopicCreation(), kfake.DefaultNumPartitions(1))
 
 	t.Run("trusted CA", func(t *testing.T) {
-		s := newSink(t, c, kafka.Config{AllowAutoTopicCreation: true, TLS: kafka.TLSConfig{Enable: true, CAFile: p.caFile}}, nil)
+		s := newSink(t, c, kafka.Config{AllowAutoTopicCreation: true, TLS: kafka.TLSConfig{Enable: true, TLSFiles: delivery.TLSFiles{CAFile: p.caFile}}}, nil)
 		if err := s.Ping(testContext(t)); err != nil {
 			t.Fatalf("Ping over TLS with the CA = %v, want nil", err)
 		}
@@ -387,13 +388,13 @@ func TestTLS(t *testing.T) {
 		}
 	})
 	t.Run("server name", func(t *testing.T) {
-		s := newSink(t, c, kafka.Config{TLS: kafka.TLSConfig{Enable: true, CAFile: p.caFile, ServerName: "kafka.test"}}, nil)
+		s := newSink(t, c, kafka.Config{TLS: kafka.TLSConfig{Enable: true, TLSFiles: delivery.TLSFiles{CAFile: p.caFile, ServerName: "kafka.test"}}}, nil)
 		if err := s.Ping(testContext(t)); err != nil {
 			t.Fatalf("Ping with server name kafka.test = %v, want nil", err)
 		}
 	})
 	t.Run("skip verification", func(t *testing.T) {
-		s := newSink(t, c, kafka.Config{TLS: kafka.TLSConfig{Enable: true, InsecureSkipVerify: true}}, nil)
+		s := newSink(t, c, kafka.Config{TLS: kafka.TLSConfig{Enable: true, TLSFiles: delivery.TLSFiles{InsecureSkipVerify: true}}}, nil)
 		if err := s.Ping(testContext(t)); err != nil {
 			t.Fatalf("Ping skipping verification = %v, want nil", err)
 		}
@@ -404,8 +405,8 @@ func TestTLS(t *testing.T) {
 		tls  kafka.TLSConfig
 	}{
 		{"system roots", kafka.TLSConfig{Enable: true}},
-		{"another CA", kafka.TLSConfig{Enable: true, CAFile: p.otherCAFile}},
-		{"wrong server name", kafka.TLSConfig{Enable: true, CAFile: p.caFile, ServerName: "other.test"}},
+		{"another CA", kafka.TLSConfig{Enable: true, TLSFiles: delivery.TLSFiles{CAFile: p.otherCAFile}}},
+		{"wrong server name", kafka.TLSConfig{Enable: true, TLSFiles: delivery.TLSFiles{CAFile: p.caFile, ServerName: "other.test"}}},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			err := pingErr(t, c, kafka.Config{TLS: tt.tls})
@@ -430,8 +431,8 @@ func TestMutualTLS(t *testing.T) {
 	p := newPKI(t)
 	c := newCluster(t, kfake.TLS(p.serverTLS(tls.RequireAndVerifyClientCert)), kfake.AllowAutoTopicCreation(), kfake.DefaultNumPartitions(1))
 
-	s := newSink(t, c, kafka.Config{AllowAutoTopicCreation: true, TLS: kafka.TLSConfig{
-		Enable: true, CAFile: p.caFile, CertFile: p.clientCertFile, KeyFile: p.clientKeyFile}}, nil)
+	s := newSink(t, c, kafka.Config{AllowAutoTopicCreation: true, TLS: kafka.TLSConfig{Enable: true,
+		TLSFiles: delivery.TLSFiles{CAFile: p.caFile, CertFile: p.clientCertFile, KeyFile: p.clientKeyFile}}}, nil)
 	if err := s.Ping(testContext(t)); err != nil {
 		t.Fatalf("Ping with a client certificate = %v, want nil", err)
 	}
@@ -439,7 +440,7 @@ func TestMutualTLS(t *testing.T) {
 	consumeOne(t, c, "outbox.mtls", kgo.DialTLSConfig(&tls.Config{
 		RootCAs: p.caPool, Certificates: []tls.Certificate{p.clientCert}, MinVersion: tls.VersionTLS12}))
 
-	err := pingErr(t, c, kafka.Config{TLS: kafka.TLSConfig{Enable: true, CAFile: p.caFile}})
+	err := pingErr(t, c, kafka.Config{TLS: kafka.TLSConfig{Enable: true, TLSFiles: delivery.TLSFiles{CAFile: p.caFile}}})
 	t.Logf("Ping: %v", err)
 	if err == nil || !strings.Contains(err.Error(), "certificate") {
 		t.Errorf("Ping without a client certificate = %v, want an error about the certificate", err)
@@ -465,20 +466,20 @@ func TestTLSValidate(t *testing.T) {
 	}{
 		{"off", kafka.TLSConfig{}, nil},
 		{"system roots", kafka.TLSConfig{Enable: true}, nil},
-		{"CA", kafka.TLSConfig{Enable: true, CAFile: p.caFile}, nil},
-		{"client certificate", kafka.TLSConfig{Enable: true, CAFile: p.caFile, CertFile: p.clientCertFile, KeyFile: p.clientKeyFile}, nil},
-		{"skip verification", kafka.TLSConfig{Enable: true, InsecureSkipVerify: true}, nil},
-		{"CA file without TLS", kafka.TLSConfig{CAFile: p.caFile}, []string{"TLS is not enabled", "a CA file"}},
-		{"server name without TLS", kafka.TLSConfig{ServerName: "kafka"}, []string{"TLS is not enabled", "a server name"}},
-		{"certificate without key", kafka.TLSConfig{Enable: true, CertFile: p.clientCertFile}, []string{p.clientCertFile, "no key file"}},
-		{"key without certificate", kafka.TLSConfig{Enable: true, KeyFile: p.clientKeyFile}, []string{p.clientKeyFile, "no certificate file"}},
-		{"CA and skip verification", kafka.TLSConfig{Enable: true, CAFile: p.caFile, InsecureSkipVerify: true}, []string{"one or the other"}},
-		{"missing CA file", kafka.TLSConfig{Enable: true, CAFile: missing}, []string{missing, "no such file"}},
-		{"unreadable CA file", kafka.TLSConfig{Enable: true, CAFile: unreadable}, []string{unreadable}},
-		{"CA file not PEM", kafka.TLSConfig{Enable: true, CAFile: notPEM}, []string{notPEM, "no PEM certificate"}},
-		{"missing key file", kafka.TLSConfig{Enable: true, CertFile: p.clientCertFile, KeyFile: missing}, []string{missing, "no such file"}},
-		{"certificate and key swapped", kafka.TLSConfig{Enable: true, CertFile: p.clientKeyFile, KeyFile: p.clientCertFile}, []string{p.clientKeyFile, p.clientCertFile}},
-		{"key of another certificate", kafka.TLSConfig{Enable: true, CertFile: p.caFile, KeyFile: p.clientKeyFile}, []string{p.caFile, "does not match"}},
+		{"CA", kafka.TLSConfig{Enable: true, TLSFiles: delivery.TLSFiles{CAFile: p.caFile}}, nil},
+		{"client certificate", kafka.TLSConfig{Enable: true, TLSFiles: delivery.TLSFiles{CAFile: p.caFile, CertFile: p.clientCertFile, KeyFile: p.clientKeyFile}}, nil},
+		{"skip verification", kafka.TLSConfig{Enable: true, TLSFiles: delivery.TLSFiles{InsecureSkipVerify: true}}, nil},
+		{"CA file without TLS", kafka.TLSConfig{TLSFiles: delivery.TLSFiles{CAFile: p.caFile}}, []string{"TLS is not enabled", "a CA file"}},
+		{"server name without TLS", kafka.TLSConfig{TLSFiles: delivery.TLSFiles{ServerName: "kafka"}}, []string{"TLS is not enabled", "a server name"}},
+		{"certificate without key", kafka.TLSConfig{Enable: true, TLSFiles: delivery.TLSFiles{CertFile: p.clientCertFile}}, []string{p.clientCertFile, "no key file"}},
+		{"key without certificate", kafka.TLSConfig{Enable: true, TLSFiles: delivery.TLSFiles{KeyFile: p.clientKeyFile}}, []string{p.clientKeyFile, "no certificate file"}},
+		{"CA and skip verification", kafka.TLSConfig{Enable: true, TLSFiles: delivery.TLSFiles{CAFile: p.caFile, InsecureSkipVerify: true}}, []string{"one or the other"}},
+		{"missing CA file", kafka.TLSConfig{Enable: true, TLSFiles: delivery.TLSFiles{CAFile: missing}}, []string{missing, "no such file"}},
+		{"unreadable CA file", kafka.TLSConfig{Enable: true, TLSFiles: delivery.TLSFiles{CAFile: unreadable}}, []string{unreadable}},
+		{"CA file not PEM", kafka.TLSConfig{Enable: true, TLSFiles: delivery.TLSFiles{CAFile: notPEM}}, []string{notPEM, "no PEM certificate"}},
+		{"missing key file", kafka.TLSConfig{Enable: true, TLSFiles: delivery.TLSFiles{CertFile: p.clientCertFile, KeyFile: missing}}, []string{missing, "no such file"}},
+		{"certificate and key swapped", kafka.TLSConfig{Enable: true, TLSFiles: delivery.TLSFiles{CertFile: p.clientKeyFile, KeyFile: p.clientCertFile}}, []string{p.clientKeyFile, p.clientCertFile}},
+		{"key of another certificate", kafka.TLSConfig{Enable: true, TLSFiles: delivery.TLSFiles{CertFile: p.caFile, KeyFile: p.clientKeyFile}}, []string{p.caFile, "does not match"}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -557,7 +558,7 @@ func TestConfigHidesSecrets(t *testing.T) {
 	t.Parallel()
 	const password, token = "hunter2-password", "bearer-token-value"
 	cfgs := map[string]kafka.Config{
-		"scram": {Brokers: []string{"b:9092"}, TLS: kafka.TLSConfig{Enable: true, CAFile: "/etc/ca.pem"},
+		"scram": {Brokers: []string{"b:9092"}, TLS: kafka.TLSConfig{Enable: true, TLSFiles: delivery.TLSFiles{CAFile: "/etc/ca.pem"}},
 			SASL: kafka.SASLConfig{Mechanism: "SCRAM-SHA-256", Username: "relay", Password: password}},
 		"oauthbearer": {Brokers: []string{"b:9092"}, SASL: kafka.SASLConfig{Mechanism: "OAUTHBEARER", Token: token}},
 	}

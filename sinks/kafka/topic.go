@@ -8,6 +8,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/outbox-relay/outbox-relay/schema"
+	"github.com/outbox-relay/outbox-relay/sinks/delivery"
 )
 
 // maxTopicLen is the longest topic name Kafka accepts.
@@ -32,129 +33,45 @@ func topicChar(c byte) bool {
 		c == '.' || c == '_' || c == '-'
 }
 
-// field is an event field a topic template can name.
-type field uint8
+// topicFields are the fields a Config.Topic may name: an aggregate's events
+// land on one topic, or on one per event type, never on one per aggregate.
+const topicFields = delivery.FieldAggregateType | delivery.FieldEventType
 
-const (
-	fieldNone field = iota // a literal part
-	fieldAggregateType
-	fieldEventType
-)
+// topicSyntax is what a Config.Topic may hold.
+var topicSyntax = delivery.TemplateSyntax{Fields: topicFields, Literal: checkTopicText}
 
-// placeholders maps each allowed placeholder to its field.
-var placeholders = map[string]field{
-	"{aggregate_type}": fieldAggregateType,
-	"{event_type}":     fieldEventType,
-}
-
-const allowedPlaceholders = "{aggregate_type} and {event_type}"
-
-// topicTemplate is a parsed Config.Topic.
-type topicTemplate struct {
-	raw   string
-	parts []templatePart
-	// uses records which fields appear, so events that differ only in
-	// an unused field share a topic.
-	uses [fieldEventType + 1]bool
-}
-
-// templatePart is literal text, or a field when field is not fieldNone.
-type templatePart struct {
-	lit   string
-	field field
+// checkTopicText reports the first byte of lit, literal text of a topic
+// template, that no topic name may hold.
+func checkTopicText(lit string) error {
+	for i := 0; i < len(lit); i++ {
+		if !topicChar(lit[i]) {
+			return fmt.Errorf("%q is not allowed in a Kafka topic name; use a-z A-Z 0-9 . _ - and the placeholders %s",
+				lit[i], topicFields.Placeholders())
+		}
+	}
+	return nil
 }
 
 // parseTopicTemplate parses a Config.Topic. It fails when the template uses
 // another placeholder, or when no event could make it a legal topic name.
-func parseTopicTemplate(s string) (topicTemplate, error) {
-	t := topicTemplate{raw: s}
-	literal := 0
-	for rest := s; rest != ""; {
-		open := strings.IndexByte(rest, '{')
-		if open < 0 {
-			open = len(rest)
-		}
-		if lit := rest[:open]; lit != "" {
-			for i := 0; i < len(lit); i++ {
-				if !topicChar(lit[i]) {
-					return topicTemplate{}, fmt.Errorf("topic template %q: %q is not allowed in a Kafka topic name; use a-z A-Z 0-9 . _ - and the placeholders %s",
-						s, lit[i], allowedPlaceholders)
-				}
-			}
-			literal += len(lit)
-			t.parts = append(t.parts, templatePart{lit: lit})
-		}
-		rest = rest[open:]
-		if rest == "" {
-			break
-		}
-		end := strings.IndexByte(rest, '}')
-		if end < 0 {
-			return topicTemplate{}, fmt.Errorf("topic template %q: %q is not closed; the allowed placeholders are %s",
-				s, rest, allowedPlaceholders)
-		}
-		name := rest[:end+1]
-		f, ok := placeholders[name]
-		if !ok {
-			return topicTemplate{}, fmt.Errorf("topic template %q: unknown placeholder %q; the allowed placeholders are %s",
-				s, name, allowedPlaceholders)
-		}
-		t.uses[f] = true
-		t.parts = append(t.parts, templatePart{field: f})
-		rest = rest[end+1:]
-	}
+func parseTopicTemplate(s string) (delivery.Template, error) {
+	t, err := delivery.ParseTemplate(s, topicSyntax)
 	switch {
-	case literal > maxTopicLen:
-		return topicTemplate{}, fmt.Errorf("topic template %q: %d characters besides placeholders, more than the %d Kafka allows in a topic name",
-			s, literal, maxTopicLen)
-	case len(t.parts) == 1 && t.parts[0].field == fieldNone && !legalTopic(s):
-		return topicTemplate{}, fmt.Errorf("topic template %q is not a legal Kafka topic name; %q and %q are reserved", s, ".", "..")
-	case len(t.parts) == 0:
-		return topicTemplate{}, fmt.Errorf("topic template is empty; use a name such as %q", DefaultTopic)
+	case err != nil:
+		return delivery.Template{}, fmt.Errorf("topic template %q: %w", s, err)
+	case t.LiteralLen() > maxTopicLen:
+		return delivery.Template{}, fmt.Errorf("topic template %q: %d characters besides placeholders, more than the %d Kafka allows in a topic name",
+			s, t.LiteralLen(), maxTopicLen)
+	case s != "" && t.Literal() && !legalTopic(s):
+		return delivery.Template{}, fmt.Errorf("topic template %q is not a legal Kafka topic name; %q and %q are reserved", s, ".", "..")
+	case s == "":
+		return delivery.Template{}, fmt.Errorf("topic template is empty; use a name such as %q", DefaultTopic)
 	}
 	return t, nil
 }
 
-// render returns the topic name t gives ev, legal or not.
-func (t *topicTemplate) render(ev *schema.Event) string {
-	if len(t.parts) == 1 && t.parts[0].field == fieldNone {
-		return t.parts[0].lit
-	}
-	var b strings.Builder
-	n := 0
-	for _, p := range t.parts {
-		n += len(t.value(p, ev))
-	}
-	b.Grow(n)
-	for _, p := range t.parts {
-		b.WriteString(t.value(p, ev))
-	}
-	return b.String()
-}
-
-func (t *topicTemplate) value(p templatePart, ev *schema.Event) string {
-	switch p.field {
-	case fieldAggregateType:
-		return ev.AggregateType
-	case fieldEventType:
-		return ev.EventType
-	default:
-		return p.lit
-	}
-}
-
-// key returns what distinguishes ev's topic from others: the fields t uses.
-func (t *topicTemplate) key(ev *schema.Event) topicKey {
-	var k topicKey
-	if t.uses[fieldAggregateType] {
-		k.aggregateType = ev.AggregateType
-	}
-	if t.uses[fieldEventType] {
-		k.eventType = ev.EventType
-	}
-	return k
-}
-
+// topicKey is what distinguishes an event's topic from others: the fields
+// the template uses.
 type topicKey struct{ aggregateType, eventType string }
 
 // topic is a legal topic name and its per-topic counters, looked up once.
@@ -172,30 +89,30 @@ const maxCachedTopics = 4096
 // aggregate type (and event type, when the template uses it). It is safe
 // for concurrent use.
 type topicCache struct {
-	tmpl    topicTemplate
+	tmpl    delivery.Template
 	metrics *metrics
 
 	mu     sync.Mutex
 	topics map[topicKey]*topic
 }
 
-func newTopicCache(tmpl topicTemplate, m *metrics) *topicCache {
+func newTopicCache(tmpl delivery.Template, m *metrics) *topicCache {
 	return &topicCache{tmpl: tmpl, metrics: m, topics: make(map[topicKey]*topic)}
 }
 
 // lookup returns ev's topic, or a *RecordError if the name is not legal.
 func (c *topicCache) lookup(ev *schema.Event) (*topic, error) {
-	k := c.tmpl.key(ev)
+	k := c.key(ev)
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if t, ok := c.topics[k]; ok {
 		return t, nil
 	}
-	name := c.tmpl.render(ev)
+	name := c.tmpl.Render(ev)
 	if !legalTopic(name) {
 		return nil, &RecordError{Reason: ReasonTopic, Err: fmt.Errorf(
 			"event %s: topic %q from template %q is not a legal Kafka topic name (1 to %d characters of a-z A-Z 0-9 . _ -, not %q or %q); fix the event's aggregate_type %q or event_type %q, or change the topic template",
-			ev.ID, name, c.tmpl.raw, maxTopicLen, ".", "..", ev.AggregateType, ev.EventType)}
+			ev.ID, name, c.tmpl.String(), maxTopicLen, ".", "..", ev.AggregateType, ev.EventType)}
 	}
 	t := &topic{
 		name:      name,
@@ -209,6 +126,18 @@ func (c *topicCache) lookup(ev *schema.Event) (*topic, error) {
 		c.topics[k] = t
 	}
 	return t, nil
+}
+
+// key returns ev's topicKey.
+func (c *topicCache) key(ev *schema.Event) topicKey {
+	var k topicKey
+	if c.tmpl.Uses(delivery.FieldAggregateType) {
+		k.aggregateType = ev.AggregateType
+	}
+	if c.tmpl.Uses(delivery.FieldEventType) {
+		k.eventType = ev.EventType
+	}
+	return k
 }
 
 // TopicNamer returns the function that names each event's topic as a Sink

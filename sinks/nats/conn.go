@@ -46,7 +46,7 @@ type conn struct {
 // in the background without end, with a backoff, so that the Sink starts
 // while the servers are down.
 func dial(c Config, log *slog.Logger) (*conn, error) {
-	tc, err := c.TLS.config(c.URL)
+	tc, err := c.TLS.clientConfig(c.URL)
 	if err != nil {
 		return nil, err
 	}

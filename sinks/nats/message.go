@@ -98,7 +98,7 @@ func (b *broker) Map(ev *schema.Event) (*natsgo.Msg, string, error) {
 			"event %s: message of %d bytes (%d of headers) exceeds the limit of %d bytes, or %d of headers; make the event smaller, or raise the servers' max_payload and the sink's maximum message size",
 			ev.ID, hb+len(ev.Payload), hb, b.maxBytes, maxHeaderBytes)}
 	}
-	return &natsgo.Msg{Subject: subject, Header: h, Data: ev.Payload}, b.subject.destination(ev), nil
+	return &natsgo.Msg{Subject: subject, Header: h, Data: ev.Payload}, b.subject.Label(ev), nil
 }
 
 // DeadLetter returns ev's dead letter: on the dead-letter subject, with the

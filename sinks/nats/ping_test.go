@@ -17,6 +17,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/outbox-relay/outbox-relay/sinks/delivery"
 	"github.com/outbox-relay/outbox-relay/sinks/nats"
 	"github.com/outbox-relay/outbox-relay/sinks/nats/natstest"
 )
@@ -129,7 +130,7 @@ func TestPing(t *testing.T) {
 		{
 			name: "TrustedCertificate",
 			opts: natstest.Options{TLS: serverTLS},
-			cfg:  nats.Config{TLS: nats.TLSConfig{Enable: true, CAFile: c.caFile}},
+			cfg:  nats.Config{TLS: nats.TLSConfig{Enable: true, TLSFiles: delivery.TLSFiles{CAFile: c.caFile}}},
 		},
 		{
 			// The client turns TLS on by itself when the server requires

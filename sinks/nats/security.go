@@ -2,16 +2,16 @@ package nats
 
 import (
 	"crypto/tls"
-	"crypto/x509"
 	"errors"
 	"fmt"
 	"log/slog"
 	"net/url"
-	"os"
 	"strings"
 
 	natsgo "github.com/nats-io/nats.go"
 	"github.com/nats-io/nkeys"
+
+	"github.com/outbox-relay/outbox-relay/sinks/delivery"
 )
 
 // redacted stands for a secret in logs, errors and fmt output, as in
@@ -211,26 +211,15 @@ func mask(secret string) string {
 
 // TLSConfig says how the Sink encrypts its connections and proves its
 // identity to the servers. The zero value is plaintext, unless Config.URL
-// uses tls://, which turns TLS on with the system's roots.
+// uses tls://, which turns TLS on with the system's roots. The files are
+// those of delivery.TLSFiles: the servers' CA, and the client certificate and
+// key that servers which verify clients (verify: true) ask for; a zero
+// ServerName means the host of each URL dialed.
 type TLSConfig struct {
 	// Enable dials the servers with TLS 1.2 or later. The other fields
 	// need it, or a tls:// URL.
 	Enable bool
-	// CAFile is a PEM file of the certificate authorities that sign the
-	// servers' certificates; they replace the system's trusted roots.
-	// Zero means the system's roots.
-	CAFile string
-	// CertFile and KeyFile are the PEM client certificate and its private
-	// key, for servers that verify clients (verify: true). Both or
-	// neither. Zero means no client certificate.
-	CertFile, KeyFile string
-	// ServerName is the host name the servers' certificates must hold.
-	// Zero means the host of each URL dialed.
-	ServerName string
-	// InsecureSkipVerify accepts any server certificate, which lets anyone
-	// on the network read and change the traffic. For tests only; it
-	// cannot be combined with CAFile.
-	InsecureSkipVerify bool
+	delivery.TLSFiles
 }
 
 // on reports whether the connection uses TLS, given the server list
@@ -239,74 +228,28 @@ func (c TLSConfig) on(serverURL string) bool { return c.Enable || urlWantsTLS(se
 
 // validate reports what is wrong with c, loading its files to check them.
 func (c TLSConfig) validate(serverURL string) []error {
-	var errs []error
 	if !c.on(serverURL) {
-		var set []string
-		for _, f := range []struct {
-			name string
-			set  bool
-		}{
-			{"a CA file", c.CAFile != ""},
-			{"a client certificate file", c.CertFile != ""},
-			{"a client key file", c.KeyFile != ""},
-			{"a server name", c.ServerName != ""},
-			{"skipping verification", c.InsecureSkipVerify},
-		} {
-			if f.set {
-				set = append(set, f.name)
-			}
+		if given := c.Given(); len(given) > 0 {
+			return []error{fmt.Errorf("nats: TLS settings (%s) are given but TLS is not enabled; enable TLS, or remove them", strings.Join(given, ", "))}
 		}
-		if len(set) > 0 {
-			errs = append(errs, fmt.Errorf("nats: TLS settings (%s) are given but TLS is not enabled; enable TLS, or remove them", strings.Join(set, ", ")))
-		}
-		return errs
+		return nil
 	}
-	switch {
-	case c.CertFile != "" && c.KeyFile == "":
-		errs = append(errs, fmt.Errorf("nats: TLS client certificate %s has no key file; give the key file too", c.CertFile))
-	case c.CertFile == "" && c.KeyFile != "":
-		errs = append(errs, fmt.Errorf("nats: TLS client key %s has no certificate file; give the certificate file too", c.KeyFile))
-	}
-	if c.InsecureSkipVerify && c.CAFile != "" {
-		errs = append(errs, fmt.Errorf("nats: TLS CA file %s is given but verification is skipped; use one or the other", c.CAFile))
-	}
-	if len(errs) > 0 {
-		return errs
-	}
-	if _, err := c.config(serverURL); err != nil {
-		errs = append(errs, err)
+	var errs []error
+	for _, err := range c.Check() {
+		errs = append(errs, fmt.Errorf("nats: %w", err))
 	}
 	return errs
 }
 
-// config reads c's files and returns the client's TLS configuration, or nil
-// if TLS is off. Its errors name the file at fault.
-func (c TLSConfig) config(serverURL string) (*tls.Config, error) {
+// clientConfig reads c's files and returns the client's TLS configuration,
+// or nil if TLS is off. Its errors name the file at fault.
+func (c TLSConfig) clientConfig(serverURL string) (*tls.Config, error) {
 	if !c.on(serverURL) {
 		return nil, nil
 	}
-	tc := &tls.Config{
-		MinVersion:         tls.VersionTLS12,
-		ServerName:         c.ServerName,
-		InsecureSkipVerify: c.InsecureSkipVerify, // documented as for tests only
-	}
-	if c.CAFile != "" {
-		pem, err := os.ReadFile(c.CAFile)
-		if err != nil {
-			return nil, fmt.Errorf("nats: read TLS CA file: %w", err) // *PathError names the file
-		}
-		pool := x509.NewCertPool()
-		if !pool.AppendCertsFromPEM(pem) {
-			return nil, fmt.Errorf("nats: TLS CA file %s holds no PEM certificate; give the CA certificates in PEM (-----BEGIN CERTIFICATE-----)", c.CAFile)
-		}
-		tc.RootCAs = pool
-	}
-	if c.CertFile != "" {
-		cert, err := tls.LoadX509KeyPair(c.CertFile, c.KeyFile)
-		if err != nil {
-			return nil, fmt.Errorf("nats: load TLS client certificate %s with key %s: %w", c.CertFile, c.KeyFile, err)
-		}
-		tc.Certificates = []tls.Certificate{cert}
+	tc, err := c.Config("")
+	if err != nil {
+		return nil, fmt.Errorf("nats: %w", err)
 	}
 	return tc, nil
 }
@@ -316,19 +259,5 @@ func (c TLSConfig) LogValue() slog.Value {
 	if !c.Enable {
 		return slog.GroupValue(slog.Bool("enable", false))
 	}
-	attrs := []slog.Attr{slog.Bool("enable", true)}
-	for _, a := range []slog.Attr{
-		slog.String("ca_file", c.CAFile),
-		slog.String("cert_file", c.CertFile),
-		slog.String("key_file", c.KeyFile),
-		slog.String("server_name", c.ServerName),
-	} {
-		if a.Value.String() != "" {
-			attrs = append(attrs, a)
-		}
-	}
-	if c.InsecureSkipVerify {
-		attrs = append(attrs, slog.Bool("insecure_skip_verify", true))
-	}
-	return slog.GroupValue(attrs...)
+	return slog.GroupValue(append([]slog.Attr{slog.Bool("enable", true)}, c.LogAttrs()...)...)
 }

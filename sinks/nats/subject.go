@@ -15,41 +15,27 @@ import (
 // one; 256 bytes are left for the rest of the line.
 const maxSubjectLen = 4096 - 256
 
-// field is an event field a subject template can name.
-type field uint8
+// subjectSyntax is what a Config.Subject may hold: placeholders for all
+// three fields, and literal text without white space, * or >, which no
+// field value can make a valid subject.
+var subjectSyntax = delivery.TemplateSyntax{Fields: delivery.AllFields, Literal: checkSubjectText}
 
-const (
-	fieldNone field = iota // a literal part
-	fieldAggregateType
-	fieldEventType
-	fieldAggregateID
-)
-
-// placeholders maps each allowed placeholder to its field.
-var placeholders = map[string]field{
-	"{aggregate_type}": fieldAggregateType,
-	"{event_type}":     fieldEventType,
-	"{aggregate_id}":   fieldAggregateID,
+// checkSubjectText reports the first byte of lit, literal text of a subject
+// template, that no subject may hold.
+func checkSubjectText(lit string) error {
+	if i := strings.IndexFunc(lit, func(r rune) bool { return r == '}' || badSubjectRune(r) }); i >= 0 {
+		return fmt.Errorf("%q is not allowed; NATS subjects are tokens separated by dots, without white space, * or >, and the placeholders are %s",
+			lit[i], delivery.AllFields.Placeholders())
+	}
+	return nil
 }
-
-const allowedPlaceholders = "{aggregate_type}, {event_type} and {aggregate_id}"
 
 // subjectTemplate is a parsed Config.Subject.
 type subjectTemplate struct {
-	raw   string
-	parts []templatePart
+	delivery.Template
 	// pattern is the subject filter every rendered subject matches when
 	// no field value holds a dot: each token with a placeholder is "*".
 	pattern string
-	// label is the template with {aggregate_id} replaced by "*", or nil
-	// when it does not use {aggregate_id}.
-	label []templatePart
-}
-
-// templatePart is literal text, or a field when field is not fieldNone.
-type templatePart struct {
-	lit   string
-	field field
 }
 
 // parseSubjectTemplate parses a Config.Subject. It fails when the template
@@ -59,34 +45,9 @@ func parseSubjectTemplate(s string) (*subjectTemplate, error) {
 	if s == "" {
 		return nil, fmt.Errorf("subject template is empty; use one such as %q", DefaultSubject)
 	}
-	t := &subjectTemplate{raw: s}
-	for rest := s; rest != ""; {
-		open := strings.IndexByte(rest, '{')
-		if open < 0 {
-			open = len(rest)
-		}
-		if lit := rest[:open]; lit != "" {
-			if i := strings.IndexFunc(lit, func(r rune) bool { return r == '}' || badSubjectRune(r) }); i >= 0 {
-				return nil, fmt.Errorf("subject template %q: %q is not allowed; NATS subjects are tokens separated by dots, without white space, * or >, and the placeholders are %s",
-					s, lit[i], allowedPlaceholders)
-			}
-			t.parts = append(t.parts, templatePart{lit: lit})
-		}
-		rest = rest[open:]
-		if rest == "" {
-			break
-		}
-		end := strings.IndexByte(rest, '}')
-		if end < 0 {
-			return nil, fmt.Errorf("subject template %q: %q is not closed; the allowed placeholders are %s", s, rest, allowedPlaceholders)
-		}
-		name := rest[:end+1]
-		f, ok := placeholders[name]
-		if !ok {
-			return nil, fmt.Errorf("subject template %q: unknown placeholder %q; the allowed placeholders are %s", s, name, allowedPlaceholders)
-		}
-		t.parts = append(t.parts, templatePart{field: f})
-		rest = rest[end+1:]
+	tmpl, err := delivery.ParseTemplate(s, subjectSyntax)
+	if err != nil {
+		return nil, fmt.Errorf("subject template %q: %w", s, err)
 	}
 	// Placeholder names hold no dot, so the template's tokens are the
 	// subjects' tokens, each with or without a placeholder.
@@ -99,16 +60,7 @@ func parseSubjectTemplate(s string) (*subjectTemplate, error) {
 			tokens[i] = "*"
 		}
 	}
-	t.pattern = strings.Join(tokens, ".")
-	if strings.Contains(s, "{aggregate_id}") {
-		for _, p := range t.parts {
-			if p.field == fieldAggregateID {
-				p = templatePart{lit: "*"}
-			}
-			t.label = append(t.label, p)
-		}
-	}
-	return t, nil
+	return &subjectTemplate{Template: tmpl, pattern: strings.Join(tokens, ".")}, nil
 }
 
 // streamSubject returns the stream subject that captures every subject t
@@ -133,59 +85,16 @@ func (t *subjectTemplate) streamSubject() string {
 	return strings.Join(prefix, ".") + ".>"
 }
 
-// render returns the subject t gives ev, valid or not.
-func (t *subjectTemplate) render(ev *schema.Event) string { return render(t.parts, ev) }
-
 // subject returns the subject t gives ev, or a *delivery.PermanentError of
 // delivery.ReasonDestination when NATS would not take it.
 func (t *subjectTemplate) subject(ev *schema.Event) (string, error) {
-	s := t.render(ev)
+	s := t.Render(ev)
 	if err := checkSubject(s); err != nil {
 		return "", &delivery.PermanentError{Reason: delivery.ReasonDestination, Err: fmt.Errorf(
 			"event %s: subject %q from template %q is not a valid NATS subject: %w; change the template, or the event's aggregate type, event type or aggregate ID it uses",
-			ev.ID, s, t.raw, err)}
+			ev.ID, s, t.String(), err)}
 	}
 	return s, nil
-}
-
-// destination returns the name of ev's destination in metrics: its subject
-// with the aggregate ID replaced by "*", so that the label has a bounded
-// number of values.
-func (t *subjectTemplate) destination(ev *schema.Event) string {
-	if t.label == nil {
-		return t.render(ev)
-	}
-	return render(t.label, ev)
-}
-
-// render returns the text of parts for ev.
-func render(parts []templatePart, ev *schema.Event) string {
-	if len(parts) == 1 && parts[0].field == fieldNone {
-		return parts[0].lit
-	}
-	n := 0
-	for _, p := range parts {
-		n += len(p.value(ev))
-	}
-	var b strings.Builder
-	b.Grow(n)
-	for _, p := range parts {
-		b.WriteString(p.value(ev))
-	}
-	return b.String()
-}
-
-// value returns the text p stands for in ev.
-func (p templatePart) value(ev *schema.Event) string {
-	switch p.field {
-	case fieldAggregateType:
-		return ev.AggregateType
-	case fieldEventType:
-		return ev.EventType
-	case fieldAggregateID:
-		return ev.AggregateID
-	}
-	return p.lit
 }
 
 // badSubjectRune reports whether r may not appear in a subject the relay

@@ -89,8 +89,8 @@ func TestRenderSubject(t *testing.T) {
 				}
 				return
 			}
-			if err != nil || got != tt.subject || tmpl.destination(tt.ev) != tt.dest {
-				t.Errorf("subject(%+v) = %q, %v, destination %q; want %q, %q", tt.ev, got, err, tmpl.destination(tt.ev), tt.subject, tt.dest)
+			if err != nil || got != tt.subject || tmpl.Label(tt.ev) != tt.dest {
+				t.Errorf("subject(%+v) = %q, %v, destination %q; want %q, %q", tt.ev, got, err, tmpl.Label(tt.ev), tt.subject, tt.dest)
 			}
 		})
 	}

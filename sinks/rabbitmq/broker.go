@@ -53,7 +53,7 @@ func newBroker(cfg Config, logger *slog.Logger) (*broker, error) {
 		mapper:        m,
 		dialer:        d,
 		exchangeType:  cfg.ExchangeType,
-		setupExchange: m.exchange.literal(),
+		setupExchange: m.exchange.Literal(),
 		dlqType:       cfg.DeadLetterQueueType,
 		room:          cfg.Delivery.MaxBatch,
 		grace:         cfg.UnroutableGrace,

@@ -207,7 +207,7 @@ func (c Config) Validate() error {
 			c.MaxMessageBytes, minMessageBytes, maxMessageBytes, DefaultMaxMessageBytes))
 	}
 	if err == nil {
-		errs = append(errs, c.TLS.validate(uri.Scheme == "amqps")...)
+		errs = append(errs, validateTLS(c.TLS, uri.Scheme == "amqps")...)
 	}
 	if err := c.Delivery.Validate(); err != nil {
 		errs = append(errs, fmt.Errorf("rabbitmq: %w", err))

@@ -38,8 +38,8 @@ func newDialer(cfg Config) (*dialer, error) {
 	}
 	d := &dialer{url: cfg.URL, uri: uri}
 	if uri.Scheme == "amqps" {
-		if d.tls, err = cfg.TLS.config(); err != nil {
-			return nil, err
+		if d.tls, err = cfg.TLS.Config(""); err != nil {
+			return nil, fmt.Errorf("rabbitmq: %w", err)
 		}
 	}
 	// The credentials are given here, not left to the URL, so that

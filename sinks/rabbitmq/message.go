@@ -46,8 +46,8 @@ type message struct {
 // mapper turns events into messages. It holds no connection, so tests use
 // it alone. It is safe for concurrent use.
 type mapper struct {
-	exchange   template
-	routingKey template
+	exchange   delivery.Template
+	routingKey delivery.Template
 	dlq        string
 	maxBytes   int
 }
@@ -69,17 +69,17 @@ func newMapper(cfg Config) (*mapper, error) {
 // destination returns ev's exchange and routing key, or a *PermanentError
 // of ReasonDestination when RabbitMQ would not accept them.
 func (m *mapper) destination(ev *schema.Event) (exchange, key string, err error) {
-	exchange = m.exchange.render(ev, false)
+	exchange = m.exchange.Render(ev)
 	if !legalName(exchange) {
 		return "", "", &delivery.PermanentError{Reason: delivery.ReasonDestination, Err: fmt.Errorf(
 			"event %s: exchange %q from template %q is not a name RabbitMQ accepts (1 to %d bytes of UTF-8); fix the event's aggregate_type %q or event_type %q, or change the exchange template",
-			ev.ID, exchange, m.exchange.raw, maxName, ev.AggregateType, ev.EventType)}
+			ev.ID, exchange, m.exchange.String(), maxName, ev.AggregateType, ev.EventType)}
 	}
-	key = m.routingKey.render(ev, false)
+	key = m.routingKey.Render(ev)
 	if !legalRoutingKey(key) {
 		return "", "", &delivery.PermanentError{Reason: delivery.ReasonDestination, Err: fmt.Errorf(
 			"event %s: routing key of %d bytes from template %q is not one RabbitMQ accepts (at most %d bytes of UTF-8); fix the event's fields or change the routing key template",
-			ev.ID, len(key), m.routingKey.raw, maxName)}
+			ev.ID, len(key), m.routingKey.String(), maxName)}
 	}
 	return exchange, key, nil
 }
@@ -87,7 +87,7 @@ func (m *mapper) destination(ev *schema.Event) (exchange, key string, err error)
 // label returns ev's destination as the metrics name it: the exchange and
 // the routing key with "*" for the aggregate ID.
 func (m *mapper) label(exchange string, ev *schema.Event) string {
-	return exchange + "/" + m.routingKey.render(ev, true)
+	return exchange + "/" + m.routingKey.Label(ev)
 }
 
 // Map returns ev's message: persistent, mandatory, to the exchange and with

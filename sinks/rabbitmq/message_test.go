@@ -241,7 +241,7 @@ func TestParseTemplate(t *testing.T) {
 	for _, tt := range []struct {
 		name    string
 		s       string
-		allowed placeholders
+		allowed delivery.Fields
 		literal bool
 		fail    string
 	}{
@@ -264,8 +264,8 @@ func TestParseTemplate(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			if tmpl.literal() != tt.literal {
-				t.Errorf("parseTemplate(%q).literal() = %v, want %v", tt.s, tmpl.literal(), tt.literal)
+			if tmpl.Literal() != tt.literal {
+				t.Errorf("parseTemplate(%q).Literal() = %v, want %v", tt.s, tmpl.Literal(), tt.literal)
 			}
 		})
 	}

@@ -27,7 +27,7 @@ func (b *broker) setup(ctx context.Context) error {
 	defer func() { _ = ch.Close() }() // nothing to do about a close that fails
 
 	if b.setupExchange {
-		name := b.exchange.raw
+		name := b.exchange.String()
 		err := ch.ExchangeDeclarePassive(name, b.exchangeType, true, false, false, false, nil)
 		if ae := serverError(err); ae != nil && ae.Code == amqp.NotFound {
 			// The failed passive declare closed the channel.
@@ -53,7 +53,7 @@ func (b *broker) setup(ctx context.Context) error {
 		s.remember(name, true)
 	} else {
 		b.log.Info("the exchange template has placeholders, so setup declares no exchange; declare each exchange events go to (durable, type "+b.exchangeType+")",
-			"exchange", b.exchange.raw)
+			"exchange", b.exchange.String())
 	}
 
 	_, err = ch.QueueDeclarePassive(b.dlq, true, false, false, false, nil)

@@ -170,7 +170,7 @@ func (c Config) Validate() error {
 		}
 	}
 	if u != nil {
-		errs = append(errs, c.TLS.validate(u.Scheme == schemeTLS)...)
+		errs = append(errs, validateTLS(c.TLS, u.Scheme == schemeTLS)...)
 	}
 	if err := c.Delivery.Validate(); err != nil {
 		errs = append(errs, fmt.Errorf("redis: %w", err))
@@ -244,9 +244,9 @@ func (c Config) options() (*goredis.Options, error) {
 		opt.Password = c.Password
 	}
 	if opt.TLSConfig != nil {
-		tc, err := c.TLS.config(opt.TLSConfig.ServerName)
+		tc, err := c.TLS.Config(opt.TLSConfig.ServerName)
 		if err != nil {
-			return nil, err
+			return nil, fmt.Errorf("redis: %w", err)
 		}
 		opt.TLSConfig = tc
 	}

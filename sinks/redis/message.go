@@ -37,7 +37,7 @@ type message struct {
 // mapper turns events into entries. It holds no client, so tests use it
 // alone. It is safe for concurrent use.
 type mapper struct {
-	tmpl     template
+	tmpl     delivery.Template
 	dlq      string
 	maxLen   int64
 	maxBytes int
@@ -84,23 +84,24 @@ func (e *entry) add(name string, value any) {
 	}
 }
 
-// Map returns the XADD of ev and its destination for the metrics (see
-// template.render). ev's strings and byte slices are sent as they are, not
-// copied. It fails with a *delivery.PermanentError when the headers are not
-// a JSON object (ReasonHeaders), the stream key is empty or the dead-letter
-// stream's (ReasonDestination), or the entry is larger than
+// Map returns the XADD of ev and its destination for the metrics: the
+// stream key with the aggregate ID, if the template uses it, as "*" (see
+// delivery.Template.Label). ev's strings and byte slices are sent as they
+// are, not copied. It fails with a *delivery.PermanentError when the
+// headers are not a JSON object (ReasonHeaders), the stream key is empty or
+// the dead-letter stream's (ReasonDestination), or the entry is larger than
 // Config.MaxMessageBytes (ReasonSize).
 func (m *mapper) Map(ev *schema.Event) (message, string, error) {
-	key, dest := m.tmpl.render(ev)
+	key := m.tmpl.Render(ev)
 	switch key {
 	case "":
 		return message{}, "", &delivery.PermanentError{Reason: delivery.ReasonDestination, Err: fmt.Errorf(
 			"event %s: stream template %q gives an empty key for aggregate_type %q and event_type %q; fix the event, or change the template",
-			ev.ID, m.tmpl.raw, ev.AggregateType, ev.EventType)}
+			ev.ID, m.tmpl.String(), ev.AggregateType, ev.EventType)}
 	case m.dlq:
 		return message{}, "", &delivery.PermanentError{Reason: delivery.ReasonDestination, Err: fmt.Errorf(
 			"event %s: stream template %q gives %q, the dead-letter stream; fix the event, or change the template or the dead-letter stream",
-			ev.ID, m.tmpl.raw, key)}
+			ev.ID, m.tmpl.String(), key)}
 	}
 	headers := ev.Headers
 	if len(headers) > 0 {
@@ -132,7 +133,7 @@ func (m *mapper) Map(ev *schema.Event) (message, string, error) {
 			"event %s: entry of %d bytes (payload %d) exceeds the %d-byte limit; shrink the payload, or raise the maximum message size (at most the server's proto-max-bulk-len)",
 			ev.ID, e.size, len(ev.Payload), m.maxBytes)}
 	}
-	return message{id: ev.ID, stream: key, args: e.args}, dest, nil
+	return message{id: ev.ID, stream: key, args: e.args}, m.tmpl.Label(ev), nil
 }
 
 // DeadLetter returns the XADD that sets ev aside in the dead-letter stream,
@@ -143,7 +144,7 @@ func (m *mapper) Map(ev *schema.Event) (message, string, error) {
 // delivery.HeaderDLQPayloadOmitted is "true" and there is no payload.
 func (m *mapper) DeadLetter(ev *schema.Event, reason string, cause error, attempts int) (message, string, error) {
 	var dest string
-	if key, _ := m.tmpl.render(ev); ev.Malformed == nil && key != "" && key != m.dlq {
+	if key := m.tmpl.Render(ev); ev.Malformed == nil && key != "" && key != m.dlq {
 		dest = key
 	}
 	hs := delivery.DeadLetterHeaders(ev, reason, cause, attempts, dest)

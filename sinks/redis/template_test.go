@@ -25,9 +25,9 @@ func TestTemplate(t *testing.T) {
 			if err != nil {
 				t.Fatalf("parseTemplate(%q): %v", tc.template, err)
 			}
-			key, dest := tmpl.render(ev)
+			key, dest := tmpl.Render(ev), tmpl.Label(ev)
 			if key != tc.key || dest != tc.dest {
-				t.Errorf("render(%q) = %q, %q; want %q, %q", tc.template, key, dest, tc.key, tc.dest)
+				t.Errorf("Render, Label of %q = %q, %q; want %q, %q", tc.template, key, dest, tc.key, tc.dest)
 			}
 		})
 	}
