@@ -37,8 +37,10 @@ type Config struct {
 	RetryMin, RetryMax time.Duration
 }
 
-// withDefaults returns c with its zero fields set to the defaults.
-func (c Config) withDefaults() Config {
+// WithDefaults returns c with its zero fields set to the defaults: what a
+// Sink runs with. A sink that sizes its client by the batches in flight
+// reads it.
+func (c Config) WithDefaults() Config {
 	if c.MaxBatch == 0 {
 		c.MaxBatch = DefaultMaxBatch
 	}
@@ -69,7 +71,7 @@ func (c Config) Validate() error {
 	if c.RetryMin < 0 || c.RetryMax < 0 {
 		errs = append(errs, fmt.Errorf("delivery: retry backoff %s to %s; use positive durations, or 0 for %s to %s", c.RetryMin, c.RetryMax, DefaultRetryMin, DefaultRetryMax))
 	}
-	if d := c.withDefaults(); d.RetryMin > d.RetryMax {
+	if d := c.WithDefaults(); d.RetryMin > d.RetryMax {
 		errs = append(errs, fmt.Errorf("delivery: retry backoff starts at %s, after its maximum %s", d.RetryMin, d.RetryMax))
 	}
 	return errors.Join(errs...)

@@ -89,14 +89,8 @@ func New(cfg Config, logger *slog.Logger, reg prometheus.Registerer) (*Sink, err
 
 // maxPending returns the most messages delivery with c has in flight.
 func maxPending(c delivery.Config) int {
-	batch, senders := c.MaxBatch, c.Senders
-	if batch == 0 {
-		batch = delivery.DefaultMaxBatch
-	}
-	if senders == 0 {
-		senders = delivery.DefaultSenders
-	}
-	return batch * senders
+	c = c.WithDefaults()
+	return c.MaxBatch * c.Senders
 }
 
 // Send publishes msgs asynchronously and waits for each one's

@@ -171,9 +171,7 @@ func (c Config) withDefaults() Config {
 		c.UnroutableGrace = DefaultUnroutableGrace
 	}
 	c.Delivery.Name = Name
-	if c.Delivery.MaxBatch == 0 {
-		c.Delivery.MaxBatch = delivery.DefaultMaxBatch
-	}
+	c.Delivery = c.Delivery.WithDefaults()
 	return c
 }
 
