@@ -92,7 +92,8 @@ func TestWithDefaults(t *testing.T) {
 		DeadLetterQueueType: QueueClassic,
 		MaxMessageBytes:     16 << 20,
 		UnroutableGrace:     30 * time.Second,
-		Delivery:            delivery.Config{Name: Name, MaxBatch: delivery.DefaultMaxBatch},
+		Delivery: delivery.Config{Name: Name, MaxBatch: delivery.DefaultMaxBatch, Senders: delivery.DefaultSenders,
+			RetryMin: delivery.DefaultRetryMin, RetryMax: delivery.DefaultRetryMax},
 	}
 	if diff := cmp.Diff(want, got); diff != "" {
 		t.Errorf("withDefaults() (-want +got):\n%s", diff)
