@@ -14,6 +14,7 @@ import (
 
 	"github.com/peterbourgon/ff/v3"
 	"github.com/peterbourgon/ff/v3/ffcli"
+	"github.com/twmb/franz-go/pkg/kerr"
 
 	"github.com/outbox-relay/outbox-relay/sinks/kafka"
 )
@@ -273,7 +274,7 @@ func toJSON(l *kafka.Letter) letterJSON {
 		OriginalTopic: l.Original.Topic, Key: string(l.Original.Key), ID: l.ID, EventType: l.EventType,
 		AggregateType: l.AggregateType, Reason: l.Reason, Error: l.Error, Attempts: l.Attempts,
 		Consumer: l.Consumer, Group: l.Group, PayloadOmitted: l.PayloadOmitted, ValueBytes: len(l.Original.Value),
-		Replayable: l.Refusal == "", Refusal: l.Refusal}
+		Replayable: l.Refusal == "", Refusal: refusalText(l)}
 	for _, h := range l.Original.Headers {
 		if h.Key == kafka.HeaderDLQReplayedFrom {
 			continue
@@ -284,6 +285,33 @@ func toJSON(l *kafka.Letter) letterJSON {
 		j.Headers[h.Key] = string(h.Value)
 	}
 	return j
+}
+
+// refusalText is why l cannot be replayed and, when the relay's flags or
+// commands are the way out, which.
+func refusalText(l *kafka.Letter) string {
+	replay := fmt.Sprintf("`outbox-relay replay --since %s --until %s`", l.ID, l.ID)
+	switch l.Refused {
+	case kafka.RefusedNoTopic:
+		return l.Refusal + ": fix the template (--topic) and try again"
+	case kafka.RefusedPayloadOmitted:
+		return l.Refusal + ": raise --kafka-max-message-bytes and the topic's max.message.bytes if it is too large, then run " + replay
+	case kafka.RefusedNoAggregateID, kafka.RefusedHeaders:
+		return l.Refusal + ": fix the row and run " + replay
+	}
+	return l.Refusal
+}
+
+// replayHint adds to err, a dead letter's failed replay, the flags that
+// change the outcome.
+func replayHint(err error) error {
+	switch {
+	case errors.Is(err, kerr.MessageTooLarge), errors.Is(err, kerr.RecordListTooLarge):
+		return fmt.Errorf("%w; raise --kafka-max-message-bytes and the topic's max.message.bytes, then replay it again", err)
+	case errors.Is(err, kerr.UnknownTopicOrPartition):
+		return fmt.Errorf("%w; create the topic, or let the client create it (--kafka-auto-create-topics, if the brokers allow it)", err)
+	}
+	return err
 }
 
 // reasonText is a table's REASON: the relay's reason and error, or the
@@ -338,7 +366,7 @@ func dlqReplay(ctx context.Context, cfg kafka.Config, ro dlqOptions, stdout, std
 		switch {
 		case l.Refusal != "":
 			refused++
-			fmt.Fprintf(stdout, "refused\t%s\tid %s\t%s\n", where, orDash(l.ID), l.Refusal)
+			fmt.Fprintf(stdout, "refused\t%s\tid %s\t%s\n", where, orDash(l.ID), refusalText(l))
 		case ro.dryRun:
 			sent++
 			fmt.Fprintf(stdout, "would send\t%s\tid %s\tto %s\tkey %q\t%d value bytes\t%d headers\n",
@@ -350,7 +378,7 @@ func dlqReplay(ctx context.Context, cfg kafka.Config, ro dlqOptions, stdout, std
 					return fmt.Errorf("interrupted after %d of %d dead letters; %s may or may not have been sent: %w", sent, len(chosen), where, ctx.Err())
 				}
 				failed++
-				fmt.Fprintf(stdout, "failed\t%s\tid %s\t%v\n", where, orDash(l.ID), err)
+				fmt.Fprintf(stdout, "failed\t%s\tid %s\t%v\n", where, orDash(l.ID), replayHint(err))
 				continue
 			}
 			sent++

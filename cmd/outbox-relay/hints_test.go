@@ -6,8 +6,11 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/twmb/franz-go/pkg/kerr"
+
 	"github.com/outbox-relay/outbox-relay/cdc"
 	"github.com/outbox-relay/outbox-relay/relay"
+	"github.com/outbox-relay/outbox-relay/sinks/kafka"
 )
 
 func TestWithHint(t *testing.T) {
@@ -41,5 +44,33 @@ func TestWithHint(t *testing.T) {
 				t.Errorf("withHint(%v) = %q, want it to contain %q", tt.err, got, tt.want)
 			}
 		})
+	}
+}
+
+func TestDeadLetterHints(t *testing.T) {
+	tests := []struct {
+		name string
+		l    kafka.Letter
+		want string
+	}{
+		{"no topic", kafka.Letter{ID: "e1", Refused: kafka.RefusedNoTopic, Refusal: "no legal topic"}, "no legal topic: fix the template (--topic)"},
+		{"payload omitted", kafka.Letter{ID: "e1", Refused: kafka.RefusedPayloadOmitted, Refusal: "too large"}, "raise --kafka-max-message-bytes and the topic's max.message.bytes if it is too large, then run `outbox-relay replay --since e1 --until e1`"},
+		{"no aggregate id", kafka.Letter{ID: "e2", Refused: kafka.RefusedNoAggregateID, Refusal: "no key"}, "no key: fix the row and run `outbox-relay replay --since e2 --until e2`"},
+		{"message", kafka.Letter{ID: "e3", Refused: kafka.RefusedMessagePayloadOmitted, Refusal: "only the WAL held it"}, "only the WAL held it"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if got := refusalText(&tt.l); !strings.Contains(got, tt.want) {
+				t.Errorf("refusalText = %q, want it to contain %q", got, tt.want)
+			}
+		})
+	}
+	big := fmt.Errorf("produce: %w", kerr.MessageTooLarge)
+	if got := replayHint(big); !errors.Is(got, kerr.MessageTooLarge) || !strings.Contains(got.Error(), "--kafka-max-message-bytes") {
+		t.Errorf("replayHint(%v) = %v, want the size flag named", big, got)
+	}
+	other := errors.New("closed")
+	if got := replayHint(other); got != other {
+		t.Errorf("replayHint(%v) = %v, want it unchanged", other, got)
 	}
 }

@@ -83,6 +83,9 @@ type Letter struct {
 	// with HeaderDLQReplayedFrom. Its Topic is empty when the original
 	// topic cannot be named.
 	Original *kgo.Record
+	// Refused is why the letter cannot be replayed, from a closed set
+	// (empty when it can be), for callers that say what to do about it.
+	Refused Refused
 	// Refusal says why the letter cannot be replayed, and what to do
 	// instead; empty when it can.
 	Refusal string
@@ -142,7 +145,7 @@ func ParseLetter(rec *kgo.Record, topic func(*schema.Event) (string, error)) *Le
 		l.Reason, l.Error = value(HeaderDLQReason), value(HeaderDLQError)
 		l.Attempts, _ = strconv.Atoi(value(HeaderDLQAttempts))
 		l.PayloadOmitted = value(HeaderDLQPayloadOmitted) == "true"
-		l.Refusal = relayOriginal(l, rec, orig, get, topic)
+		l.Refused, l.Refusal = relayOriginal(l, rec, orig, get, topic)
 	default:
 		l.Refusal = fmt.Sprintf("it is no dead letter of the relay or of an inbox consumer: it has neither a %s nor an %s header", HeaderDLQReason, HeaderInboxDLQTopic)
 	}
@@ -151,17 +154,42 @@ func ParseLetter(rec *kgo.Record, topic func(*schema.Event) (string, error)) *Le
 	return l
 }
 
+// Refused is why a relay's dead letter cannot be replayed.
+type Refused string
+
+// The reasons a relay's dead letter cannot be replayed.
+const (
+	// RefusedNoTopic: the letter has no dlq_topic header, and the topic
+	// template names no legal topic for its event.
+	RefusedNoTopic Refused = "no_topic"
+	// RefusedPayloadOmitted: the payload was too large to keep; the row
+	// is still in the outbox table unless it was pruned.
+	RefusedPayloadOmitted Refused = "payload_omitted"
+	// RefusedMessagePayloadOmitted: the payload was too large to keep, and
+	// the event came from a logical decoding message, which only the WAL
+	// held.
+	RefusedMessagePayloadOmitted Refused = "message_payload_omitted"
+	// RefusedContent: the letter holds the content of a logical decoding
+	// message that is no outbox event.
+	RefusedContent Refused = "content"
+	// RefusedNoAggregateID: the event has no aggregate ID, so no key.
+	RefusedNoAggregateID Refused = "aggregate_id"
+	// RefusedHeaders: its dlq_headers header is not a JSON object.
+	RefusedHeaders Refused = "headers"
+)
+
 // relayOriginal completes orig, the original record of the relay's dead
 // letter l, and returns why it cannot be replayed, or "". It names the
 // original topic even then, when it can.
-func relayOriginal(l *Letter, rec *kgo.Record, orig *kgo.Record, get func(string) (string, bool), topic func(*schema.Event) (string, error)) string {
+func relayOriginal(l *Letter, rec *kgo.Record, orig *kgo.Record, get func(string) (string, bool), topic func(*schema.Event) (string, error)) (Refused, string) {
+	var topicRefused Refused
 	topicRefusal := ""
 	if t, ok := get(HeaderDLQTopic); ok && legalTopic(t) {
 		orig.Topic = t
 	} else if topic == nil {
-		topicRefusal = fmt.Sprintf("it has no %s header and no topic template was given", HeaderDLQTopic)
+		topicRefused, topicRefusal = RefusedNoTopic, fmt.Sprintf("it has no %s header and no topic template was given", HeaderDLQTopic)
 	} else if t, err := topic(&schema.Event{ID: l.ID, AggregateType: l.AggregateType, AggregateID: string(rec.Key), EventType: l.EventType}); err != nil {
-		topicRefusal = fmt.Sprintf("it has no %s header, and the topic template names no legal topic for it (%v): fix the template (--topic) and try again", HeaderDLQTopic, err)
+		topicRefused, topicRefusal = RefusedNoTopic, fmt.Sprintf("it has no %s header, and the topic template names no legal topic for it (%v)", HeaderDLQTopic, err)
 	} else {
 		orig.Topic = t
 	}
@@ -169,27 +197,27 @@ func relayOriginal(l *Letter, rec *kgo.Record, orig *kgo.Record, get func(string
 	prefix, message := get(HeaderDLQMessagePrefix)
 	if l.PayloadOmitted {
 		if message {
-			return fmt.Sprintf("its payload was too large to keep, and event %s came from a logical decoding message (prefix %q), which only the WAL held: publish it again from the application", l.ID, prefix)
+			return RefusedMessagePayloadOmitted, fmt.Sprintf("its payload was too large to keep, and event %s came from a logical decoding message (prefix %q), which only the WAL held: publish it again from the application", l.ID, prefix)
 		}
-		return fmt.Sprintf("its payload was too large to keep; the row is in the outbox table unless it was pruned: raise --kafka-max-message-bytes and the topic's max.message.bytes if it is too large, then run `outbox-relay replay --since %s --until %s`", l.ID, l.ID)
+		return RefusedPayloadOmitted, "its payload was too large to keep; the row is in the outbox table unless it was pruned"
 	}
 	switch l.Reason {
 	case ReasonContent:
-		return "its value is the content of a logical decoding message that is no outbox event; there is no event to publish: fix the writer and emit the event again"
+		return RefusedContent, "its value is the content of a logical decoding message that is no outbox event; there is no event to publish: fix the writer and emit the event again"
 	case ReasonAggregateID:
-		return fmt.Sprintf("event %s has no aggregate ID, so no key; the relay publishes no event without one: fix the row and run `outbox-relay replay --since %s --until %s`", l.ID, l.ID, l.ID)
+		return RefusedNoAggregateID, fmt.Sprintf("event %s has no aggregate ID, so no key; the relay publishes no event without one", l.ID)
 	}
 	if len(rec.Key) == 0 {
-		return fmt.Sprintf("event %s has no key (aggregate ID); the relay publishes no event without one", l.ID)
+		return RefusedNoAggregateID, fmt.Sprintf("event %s has no key (aggregate ID); the relay publishes no event without one", l.ID)
 	}
 	if js, ok := get(HeaderDLQHeaders); ok {
 		hs, err := appendJSONHeaders(orig.Headers, []byte(js))
 		if err != nil {
-			return fmt.Sprintf("its %s header is not the JSON object the relay maps to headers (%v): fix the row and run `outbox-relay replay --since %s --until %s`", HeaderDLQHeaders, err, l.ID, l.ID)
+			return RefusedHeaders, fmt.Sprintf("its %s header is not the JSON object the relay maps to headers (%v)", HeaderDLQHeaders, err)
 		}
 		orig.Headers = hs
 	}
-	return topicRefusal
+	return topicRefused, topicRefusal
 }
 
 // Letters reads dead-letter topics and republishes their letters. Its
@@ -380,12 +408,12 @@ func (d *Letters) Replay(ctx context.Context, l *Letter) (partition int32, offse
 	case err == nil:
 		return r.Partition, r.Offset, nil
 	case errors.Is(err, kerr.MessageTooLarge), errors.Is(err, kerr.RecordListTooLarge):
-		return 0, 0, fmt.Errorf("produce to topic %q: a record of about %d bytes is too large for --kafka-max-message-bytes (%d) or the topic's max.message.bytes; raise both, then replay it again: %w",
+		return 0, 0, fmt.Errorf("produce to topic %q: a record of about %d bytes is too large for the producer's limit (%d bytes) or the topic's max.message.bytes: %w",
 			rec.Topic, batchBytes(rec), d.maxSize, err)
 	case errors.Is(err, kerr.TopicAuthorizationFailed):
 		return 0, 0, fmt.Errorf("produce to topic %q: the brokers refuse this client's writes; grant it WRITE on the topic: %w", rec.Topic, err)
 	case errors.Is(err, kerr.UnknownTopicOrPartition):
-		return 0, 0, fmt.Errorf("produce to topic %q: no such topic; create it, or let the client create it (--kafka-auto-create-topics, if the brokers allow it): %w", rec.Topic, err)
+		return 0, 0, fmt.Errorf("produce to topic %q: no such topic: %w", rec.Topic, err)
 	default:
 		return 0, 0, fmt.Errorf("produce to topic %q: %w", rec.Topic, err)
 	}

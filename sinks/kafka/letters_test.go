@@ -61,6 +61,7 @@ func TestParseLetter(t *testing.T) {
 	from := []string{kafka.HeaderDLQReplayedFrom, "dead/2/7"}
 	type want struct {
 		kind, topic, refusal string // refusal: a part of it; empty for none
+		refused              kafka.Refused
 		headers              []string
 		at                   time.Time
 		attempts             int
@@ -90,18 +91,18 @@ func TestParseLetter(t *testing.T) {
 			r := relayLetter()
 			r.Headers[2].Value = []byte("bad type!")
 			return r
-		}(), "", want{kind: kafka.KindRelay, refusal: "fix the template (--topic)", at: relayAt, attempts: 2}},
+		}(), "", want{kind: kafka.KindRelay, refusal: "names no legal topic", refused: kafka.RefusedNoTopic, at: relayAt, attempts: 2}},
 		{"payload omitted", relayLetter("dlq_topic", "outbox.order", "dlq_payload_omitted", "true"), "",
-			want{kind: kafka.KindRelay, topic: "outbox.order", refusal: "outbox-relay replay --since e-1 --until e-1", at: relayAt, attempts: 2}},
+			want{kind: kafka.KindRelay, topic: "outbox.order", refusal: "the row is in the outbox table", refused: kafka.RefusedPayloadOmitted, at: relayAt, attempts: 2}},
 		{"payload of a message omitted", relayLetter("dlq_message_prefix", "outbox", "dlq_payload_omitted", "true"), "",
-			want{kind: kafka.KindRelay, topic: "outbox.order", refusal: "only the WAL held", at: relayAt, attempts: 2}},
+			want{kind: kafka.KindRelay, topic: "outbox.order", refusal: "only the WAL held", refused: kafka.RefusedMessagePayloadOmitted, at: relayAt, attempts: 2}},
 		{"no aggregate ID", func() *kgo.Record {
 			r := relayLetter("dlq_reason", "aggregate_id", "dlq_topic", "outbox.order")
 			r.Key = nil
 			return r
-		}(), "", want{kind: kafka.KindRelay, topic: "outbox.order", refusal: "no aggregate ID", at: relayAt, attempts: 2}},
+		}(), "", want{kind: kafka.KindRelay, topic: "outbox.order", refusal: "no aggregate ID", refused: kafka.RefusedNoAggregateID, at: relayAt, attempts: 2}},
 		{"headers not an object", relayLetter("dlq_reason", "headers", "dlq_headers", `[1]`), "",
-			want{kind: kafka.KindRelay, topic: "outbox.order", refusal: "not the JSON object", at: relayAt, attempts: 2}},
+			want{kind: kafka.KindRelay, topic: "outbox.order", refusal: "not the JSON object", refused: kafka.RefusedHeaders, at: relayAt, attempts: 2}},
 		{"inbox", &kgo.Record{Topic: "dead", Partition: 2, Offset: 7, Key: []byte("k"), Value: []byte("v"),
 			Headers: headers("id", "e-9", "traceparent", "00-ab", "dlq_replayed_from", "dead/0/1",
 				"inbox_dlq_topic", "orders", "inbox_dlq_partition", "3", "inbox_dlq_offset", "41",
@@ -127,6 +128,9 @@ func TestParseLetter(t *testing.T) {
 			}
 			if tt.want.refusal == "" && l.Refusal != "" || !strings.Contains(l.Refusal, tt.want.refusal) {
 				t.Errorf("ParseLetter: refusal %q, want one containing %q", l.Refusal, tt.want.refusal)
+			}
+			if tt.want.refused != "" && l.Refused != tt.want.refused {
+				t.Errorf("ParseLetter: refused %q, want %q", l.Refused, tt.want.refused)
 			}
 			if tt.want.refusal != "" {
 				return
