@@ -23,56 +23,47 @@ type metrics struct {
 // reports, at scrape time, the events waiting to be sent alone. It fails if
 // reg already holds them, as it does while another Sink uses it.
 func newMetrics(reg prometheus.Registerer, held func() int) (*metrics, error) {
-	// The series every sink has carry its name, as those of sinks/delivery.
+	// The series every sink has carry its name, as those of sinks/delivery;
+	// each series is named in full.
 	sink := prometheus.Labels{"sink": "kafka"}
 	m := &metrics{
 		reg: reg,
 		published: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Namespace:   "outbox_relay",
-			Name:        "events_published_total",
-			ConstLabels: sink,
+			Name:        "outbox_relay_events_published_total",
 			Help:        "Events Kafka acknowledged, by topic.",
+			ConstLabels: sink,
 		}, []string{"topic"}),
 		publishedBytes: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Namespace:   "outbox_relay",
-			Name:        "published_bytes_total",
-			ConstLabels: sink,
+			Name:        "outbox_relay_published_bytes_total",
 			Help:        "Payload bytes of the events Kafka acknowledged, by topic.",
+			ConstLabels: sink,
 		}, []string{"topic"}),
 		duration: prometheus.NewHistogram(prometheus.HistogramOpts{
-			Namespace:   "outbox_relay",
-			Name:        "publish_duration_seconds",
-			ConstLabels: sink,
+			Name:        "outbox_relay_publish_duration_seconds",
 			Help:        "Time from Publish to Kafka's acknowledgement, for acknowledged events.",
+			ConstLabels: sink,
 			// 1ms to about 33s: a healthy ack takes milliseconds,
 			// retries through a leader election take seconds.
 			Buckets: prometheus.ExponentialBuckets(0.001, 2, 16),
 		}),
+		deadLettered: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name:        "outbox_relay_dlq_events_total",
+			Help:        "Events set aside in the dead-letter topic, by reason.",
+			ConstLabels: sink,
+		}, []string{"reason"}),
+		resentAlone: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "outbox_relay_kafka_resent_alone_total",
+			Help: "Produce attempts of single records, after the broker refused a batch or a topic.",
+		}),
+		topicRefusals: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "outbox_relay_kafka_topic_refusals_total",
+			Help: "Produce attempts the broker refused for the whole topic (not authorized, unknown), by topic; their events are held and retried.",
+		}, []string{"topic"}),
+		held: prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "outbox_relay_kafka_held_events",
+			Help: "Events waiting to be sent one at a time after a refused batch or topic; new events queue behind them.",
+		}, func() float64 { return float64(held()) }),
 	}
-	m.deadLettered = prometheus.NewCounterVec(prometheus.CounterOpts{
-		Namespace:   "outbox_relay",
-		Name:        "dlq_events_total",
-		ConstLabels: sink,
-		Help:        "Events set aside in the dead-letter topic, by reason.",
-	}, []string{"reason"})
-	m.resentAlone = prometheus.NewCounter(prometheus.CounterOpts{
-		Namespace: "outbox_relay",
-		Subsystem: "kafka",
-		Name:      "resent_alone_total",
-		Help:      "Produce attempts of single records, after the broker refused a batch or a topic.",
-	})
-	m.topicRefusals = prometheus.NewCounterVec(prometheus.CounterOpts{
-		Namespace: "outbox_relay",
-		Subsystem: "kafka",
-		Name:      "topic_refusals_total",
-		Help:      "Produce attempts the broker refused for the whole topic (not authorized, unknown), by topic; their events are held and retried.",
-	}, []string{"topic"})
-	m.held = prometheus.NewGaugeFunc(prometheus.GaugeOpts{
-		Namespace: "outbox_relay",
-		Subsystem: "kafka",
-		Name:      "held_events",
-		Help:      "Events waiting to be sent one at a time after a refused batch or topic; new events queue behind them.",
-	}, func() float64 { return float64(held()) })
 	for _, r := range []string{ReasonAggregateID, ReasonTopic, ReasonHeaders, ReasonSize, ReasonRejected, ReasonContent} {
 		m.deadLettered.WithLabelValues(r)
 	}

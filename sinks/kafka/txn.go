@@ -295,20 +295,20 @@ func newTxnMetrics(reg prometheus.Registerer) (*txnMetrics, error) {
 	m := &txnMetrics{
 		reg: reg,
 		committed: prometheus.NewCounter(prometheus.CounterOpts{
-			Namespace: "outbox_relay", Subsystem: "kafka", Name: "transactions_committed_total",
+			Name: "outbox_relay_kafka_transactions_committed_total",
 			Help: "Kafka transactions committed, each with its fence.",
 		}),
 		aborted: prometheus.NewCounter(prometheus.CounterOpts{
-			Namespace: "outbox_relay", Subsystem: "kafka", Name: "transactions_aborted_total",
+			Name: "outbox_relay_kafka_transactions_aborted_total",
 			Help: "Kafka transactions that did not commit (aborted, fenced, or with an unknown outcome).",
 		}),
 		commitDuration: prometheus.NewHistogram(prometheus.HistogramOpts{
-			Namespace: "outbox_relay", Subsystem: "kafka", Name: "transaction_commit_duration_seconds",
+			Name:    "outbox_relay_kafka_transaction_commit_duration_seconds",
 			Help:    "Time CommitTxn took for committed transactions: the flush, the fence record and EndTxn.",
 			Buckets: prometheus.ExponentialBuckets(0.001, 2, 16),
 		}),
 		fence: prometheus.NewGauge(prometheus.GaugeOpts{
-			Namespace: "outbox_relay", Subsystem: "kafka", Name: "fence_lsn",
+			Name: "outbox_relay_kafka_fence_lsn",
 			Help: "The last committed fence: the end LSN of the last PostgreSQL transaction in Kafka, as a number.",
 		}),
 	}
