@@ -45,11 +45,11 @@ type recoveryMetrics struct {
 func newRecoveryMetrics() *recoveryMetrics {
 	return &recoveryMetrics{
 		recoveries: prometheus.NewCounter(prometheus.CounterOpts{
-			Namespace: "outbox_relay", Subsystem: "slot", Name: "recoveries_total",
+			Name: "outbox_relay_slot_recoveries_total",
 			Help: "Lost replication slots recreated under --on-slot-lost=recover.",
 		}),
 		republished: prometheus.NewCounter(prometheus.CounterOpts{
-			Namespace: "outbox_relay", Subsystem: "slot", Name: "recovery_republished_events_total",
+			Name: "outbox_relay_slot_recovery_republished_events_total",
 			Help: "Rows republished from the outbox table by slot recoveries; consumers may have had some of them already (duplicates, same id header).",
 		}),
 	}

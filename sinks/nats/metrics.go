@@ -22,10 +22,8 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 	m := &metrics{
 		reg: reg,
 		duplicates: prometheus.NewCounter(prometheus.CounterOpts{
-			Namespace: "outbox_relay",
-			Subsystem: "nats",
-			Name:      "duplicates_total",
-			Help:      "Messages JetStream acknowledged as duplicates of one its stream stored within the duplicate window, and did not store again: messages sent again after a lost acknowledgement or a relay restart.",
+			Name: "outbox_relay_nats_duplicates_total",
+			Help: "Messages JetStream acknowledged as duplicates of one its stream stored within the duplicate window, and did not store again: messages sent again after a lost acknowledgement or a relay restart.",
 		}),
 	}
 	if err := reg.Register(m.duplicates); err != nil {
