@@ -307,7 +307,7 @@ func refusalText(l *kafka.Letter) string {
 func replayHint(err error) error {
 	switch {
 	case errors.Is(err, kerr.MessageTooLarge), errors.Is(err, kerr.RecordListTooLarge):
-		return fmt.Errorf("%w; raise --kafka-max-message-bytes and the topic's max.message.bytes, then replay it again", err)
+		return fmt.Errorf("%w; raise both (--kafka-max-message-bytes and the topic's max.message.bytes), then replay it again", err)
 	case errors.Is(err, kerr.UnknownTopicOrPartition):
 		return fmt.Errorf("%w; create the topic, or let the client create it (--kafka-auto-create-topics, if the brokers allow it)", err)
 	}
