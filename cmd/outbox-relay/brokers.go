@@ -3,6 +3,7 @@ package main
 import (
 	"flag"
 
+	"github.com/outbox-relay/outbox-relay/sinks/delivery"
 	"github.com/outbox-relay/outbox-relay/sinks/nats"
 	"github.com/outbox-relay/outbox-relay/sinks/rabbitmq"
 	"github.com/outbox-relay/outbox-relay/sinks/redis"
@@ -32,11 +33,7 @@ func bindNATS(fs *flag.FlagSet, c *Config) {
 	fs.StringVar(&c.natsCredsFile, "nats-creds-file", "", "NATS credentials file (user JWT and nkey seed) of a decentralized account")
 	t := &n.TLS
 	fs.BoolVar(&t.Enable, "nats-tls", false, "connect to NATS with TLS (also implied by a tls:// URL)")
-	fs.StringVar(&t.CAFile, "nats-tls-ca-file", "", "PEM file of the CAs that sign the servers' certificates; empty trusts the system's")
-	fs.StringVar(&t.CertFile, "nats-tls-cert-file", "", "PEM client certificate, for servers that require one")
-	fs.StringVar(&t.KeyFile, "nats-tls-key-file", "", "PEM private key of --nats-tls-cert-file")
-	fs.StringVar(&t.ServerName, "nats-tls-server-name", "", "host name the servers' certificates must hold; empty means each server's host")
-	fs.BoolVar(&t.InsecureSkipVerify, "nats-tls-insecure-skip-verify", false, "accept any server certificate (tests only)")
+	bindTLSFiles(fs, "nats", "the servers' certificates", "each server's host", &t.TLSFiles)
 }
 
 // defaultRedisURL is --redis-url's default: a server on this host. The
@@ -55,11 +52,7 @@ func bindRedis(fs *flag.FlagSet, c *Config) {
 	fs.StringVar(&r.Password, "redis-password", "", "Redis password, instead of the URL's; prefer --redis-password-file")
 	fs.StringVar(&c.redisPasswordFile, "redis-password-file", "", "file holding the Redis password, instead of --redis-password")
 	t := &r.TLS
-	fs.StringVar(&t.CAFile, "redis-tls-ca-file", "", "PEM file of the CAs that sign the server's certificate (rediss:// URLs); empty trusts the system's")
-	fs.StringVar(&t.CertFile, "redis-tls-cert-file", "", "PEM client certificate, for servers that require one")
-	fs.StringVar(&t.KeyFile, "redis-tls-key-file", "", "PEM private key of --redis-tls-cert-file")
-	fs.StringVar(&t.ServerName, "redis-tls-server-name", "", "host name the server's certificate must hold; empty means the URL's host")
-	fs.BoolVar(&t.InsecureSkipVerify, "redis-tls-insecure-skip-verify", false, "accept any server certificate (tests only)")
+	bindTLSFiles(fs, "redis", "the server's certificate (rediss:// URLs)", "the URL's host", t)
 }
 
 // defaultRabbitMQURL is --rabbitmq-url's default: a server on this host.
@@ -80,9 +73,16 @@ func bindRabbitMQ(fs *flag.FlagSet, c *Config) {
 	fs.StringVar(&r.Password, "rabbitmq-password", "", "RabbitMQ password, instead of the URL's; prefer --rabbitmq-password-file")
 	fs.StringVar(&c.rabbitmqPasswordFile, "rabbitmq-password-file", "", "file holding the RabbitMQ password, instead of --rabbitmq-password")
 	t := &r.TLS
-	fs.StringVar(&t.CAFile, "rabbitmq-tls-ca-file", "", "PEM file of the CAs that sign the server's certificate (amqps:// URLs); empty trusts the system's")
-	fs.StringVar(&t.CertFile, "rabbitmq-tls-cert-file", "", "PEM client certificate, for servers that require one")
-	fs.StringVar(&t.KeyFile, "rabbitmq-tls-key-file", "", "PEM private key of --rabbitmq-tls-cert-file")
-	fs.StringVar(&t.ServerName, "rabbitmq-tls-server-name", "", "host name the server's certificate must hold; empty means the URL's host")
-	fs.BoolVar(&t.InsecureSkipVerify, "rabbitmq-tls-insecure-skip-verify", false, "accept any server certificate (tests only)")
+	bindTLSFiles(fs, "rabbitmq", "the server's certificate (amqps:// URLs)", "the URL's host", t)
+}
+
+// bindTLSFiles binds --<broker>-tls-ca-file, -cert-file, -key-file,
+// -server-name and -insecure-skip-verify to t; certs names what the CAs
+// sign, and host what the certificate must name by default.
+func bindTLSFiles(fs *flag.FlagSet, broker, certs, host string, t *delivery.TLSFiles) {
+	fs.StringVar(&t.CAFile, broker+"-tls-ca-file", "", "PEM file of the CAs that sign "+certs+"; empty trusts the system's")
+	fs.StringVar(&t.CertFile, broker+"-tls-cert-file", "", "PEM client certificate, for servers that require one (mutual TLS)")
+	fs.StringVar(&t.KeyFile, broker+"-tls-key-file", "", "PEM private key of --"+broker+"-tls-cert-file")
+	fs.StringVar(&t.ServerName, broker+"-tls-server-name", "", "host name the certificate must hold; empty means "+host)
+	fs.BoolVar(&t.InsecureSkipVerify, broker+"-tls-insecure-skip-verify", false, "accept any server certificate (tests only: anyone on the path can read and change the traffic)")
 }

@@ -138,11 +138,7 @@ func bindRun(fs *flag.FlagSet, c *Config) {
 func bindKafkaSecurity(fs *flag.FlagSet, c *Config) {
 	t, s := &c.Kafka.TLS, &c.Kafka.SASL
 	fs.BoolVar(&t.Enable, "kafka-tls", false, "connect to the brokers with TLS")
-	fs.StringVar(&t.CAFile, "kafka-tls-ca-file", "", "PEM file of the CAs that sign the brokers' certificates; empty trusts the system's")
-	fs.StringVar(&t.CertFile, "kafka-tls-cert-file", "", "PEM client certificate for brokers that require one (mutual TLS)")
-	fs.StringVar(&t.KeyFile, "kafka-tls-key-file", "", "PEM private key of --kafka-tls-cert-file")
-	fs.StringVar(&t.ServerName, "kafka-tls-server-name", "", "host name the brokers' certificates must hold; empty means each broker's host")
-	fs.BoolVar(&t.InsecureSkipVerify, "kafka-tls-insecure-skip-verify", false, "accept any broker certificate (tests only: anyone on the path can read and change the traffic)")
+	bindTLSFiles(fs, "kafka", "the brokers' certificates", "each broker's host", &t.TLSFiles)
 	fs.StringVar(&s.Mechanism, "kafka-sasl-mechanism", "", "SASL mechanism: PLAIN, SCRAM-SHA-256, SCRAM-SHA-512 or OAUTHBEARER; empty for none")
 	fs.StringVar(&s.Username, "kafka-sasl-username", "", "SASL username (PLAIN, SCRAM)")
 	fs.StringVar(&s.Password, "kafka-sasl-password", "", "SASL password (PLAIN, SCRAM); prefer --kafka-sasl-password-file")
