@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"hash/fnv"
 	"math/rand/v2"
+	"net/http"
 	"os"
 	"slices"
 	"strconv"
@@ -363,5 +364,35 @@ func testSinkPoison(t *testing.T, sc sinkCase) {
 		}
 	}
 	t.Logf("%d poison rows committed, each dead-lettered (%d dead letters)", len(want), len(got))
+	r.stop(p)
+}
+
+// TestSinkReadiness: /readyz follows the broker of a sink other than Kafka:
+// ready while NATS answers, not ready, naming it, once it has not answered
+// for three health intervals, ready again once it is back; /healthz stays
+// 200 throughout, since the relay itself is fine.
+func TestSinkReadiness(t *testing.T) {
+	t.Parallel() // beside TestSinks, with a slot of its own
+	e := newEnvSlot(t, pgtest.NewDatabase(t), "sink_readiness")
+	b := startNATS(t)
+	r, _ := newSinkRun(t, e, b)
+	p := r.relay()
+	p.waitStreaming(time.Minute)
+	addr := p.metricsAddr(t)
+	ready := func() (bool, string) {
+		code, body := get(addr, "/readyz")
+		return code == http.StatusOK, fmt.Sprint(code, " ", body)
+	}
+	eventually(t, 30*time.Second, "/readyz ready", ready)
+	b.stop(t)
+	eventually(t, time.Minute, "/readyz fails, naming the broker, while NATS is down", func() (bool, string) {
+		ok, why := ready()
+		return !ok && strings.Contains(why, "no nats broker answers"), why
+	})
+	if code, body := get(addr, "/healthz"); code != http.StatusOK {
+		t.Errorf("/healthz = %d %q while NATS is down, want 200", code, body)
+	}
+	b.start(t)
+	eventually(t, time.Minute, "/readyz recovers", ready)
 	r.stop(p)
 }
