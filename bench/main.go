@@ -83,7 +83,7 @@
 // every row from its commit to the same kind of consumer; the relay's
 // end-to-end histogram gives commit to acknowledgement. Every workload
 // reports the quantiles of the relay's outbox_relay_stage_latency_seconds
-// histogram by stage (receive, publish, acknowledge), n/a if the relay does
+// histogram by stage (send, receive, publish, acknowledge), n/a if the relay does
 // not export it, and the relay's and the broker's CPU time per row.
 //
 // The report checks the targets of the performance issue: W4 ≥ 0.8 ×

@@ -57,6 +57,9 @@ func describeMachine(ctx context.Context, srv *server, relayBin string) (machine
 	if b, err := os.ReadFile("/proc/sys/kernel/osrelease"); err == nil {
 		m.Kernel = "Linux " + strings.TrimSpace(string(b))
 	}
+	if b, err := os.ReadFile("/proc/sys/kernel/sched_autogroup_enabled"); err == nil {
+		m.Kernel += ", autogroup scheduling " + map[bool]string{true: "on", false: "off"}[strings.TrimSpace(string(b)) == "1"]
+	}
 	m.Load = loadAverage()
 	conn, err := srv.connect(ctx, "")
 	if err != nil {
@@ -79,7 +82,7 @@ func describeMachine(ctx context.Context, srv *server, relayBin string) (machine
 	}
 	m.PGSettings = strings.Join(settings, ", ")
 	if srv.local() {
-		m.PostgreSQL += " (private cluster, cdc/pgtest)"
+		m.PostgreSQL += " (private cluster, cdc/pgtest, in the benchmark's session)"
 	} else {
 		m.PostgreSQL += " (--pg-dsn)"
 	}
@@ -226,13 +229,13 @@ func (r report) text() string {
 			fmt.Fprintf(&b, "Bucket bounds: %s ms. ", boundsText(rs[0].buckets))
 		}
 		fmt.Fprintf(&b, "\"consumer\" is exact per row, a close cousin rather than a bound: from the writer's commit returning to a consumer in the benchmark receiving the record (read_committed, fetch max wait %s), fetch included;", consumerFetchMaxWait)
-		b.WriteString(" \"seconds p99 ≤ limit\" counts the one-second windows (by commit time) whose consumer-measured p99 was at most the limit, 5 ms for at-least-once, which tells steady slowness from bursts. Lag is pg_current_wal_lsn() − confirmed_flush_lsn sampled every 250 ms. The stage columns are p50 / p99 / p999 in ms of the relay's `" + metricStage + "` histogram over the measured rows (n/a if the relay does not export it): **receive** is the commit, by the server's clock, to the relay reading the row from the replication stream, **publish** that read to handing the row to the Kafka sink, **acknowledge** the hand-over to Kafka's acknowledgement.")
+		b.WriteString(" \"seconds p99 ≤ limit\" counts the one-second windows (by commit time) whose consumer-measured p99 was at most the limit, 5 ms for at-least-once, which tells steady slowness from bursts. Lag is pg_current_wal_lsn() − confirmed_flush_lsn sampled every 250 ms. The stage columns are p50 / p99 / p999 in ms of the relay's `" + metricStage + "` histogram over the measured rows (n/a if the relay does not export it): " + stagesText)
 		if r.anyExactlyOnce() {
 			fmt.Fprintf(&b, " For the -EO workloads read_committed is the only isolation at which exactly-once holds: a row arrives once the Kafka transaction holding it has committed, so its latency includes the wait for the transaction interval (%s) and the commit; the relay's histogram and produce → ack still stop at Kafka's acknowledgement inside the open transaction, before the row is visible. For exactly-once the limit of \"seconds p99 ≤ limit\" is the transaction interval + 10 ms, %s.", r.opts.txnInterval, ms(r.eoLatencyLimit()))
 		}
 		b.WriteString("\n\n")
-		b.WriteString("| workload | tx/s | p50 ms | p99 ms | p999 ms | produce → ack p50 ms | produce → ack p99 ms | consumer p50 ms | consumer p99 ms | consumer p999 ms | consumer max ms | seconds p99 ≤ limit | receive p50 / p99 / p999 ms | publish p50 / p99 / p999 ms | acknowledge p50 / p99 / p999 ms | lag p50 KB | lag max KB | relay CPU µs/row | broker CPU µs/row | relay peak RSS MB |\n")
-		b.WriteString("|---|" + strings.Repeat("---:|", 19) + "\n")
+		b.WriteString("| workload | tx/s | p50 ms | p99 ms | p999 ms | produce → ack p50 ms | produce → ack p99 ms | consumer p50 ms | consumer p99 ms | consumer p999 ms | consumer max ms | seconds p99 ≤ limit | send p50 / p99 / p999 ms | receive p50 / p99 / p999 ms | publish p50 / p99 / p999 ms | acknowledge p50 / p99 / p999 ms | lag p50 KB | lag max KB | relay CPU µs/row | broker CPU µs/row | relay peak RSS MB |\n")
+		b.WriteString("|---|" + strings.Repeat("---:|", 20) + "\n")
 		for _, w := range latency {
 			rs := byW[w]
 			hq := func(q float64) string {
@@ -249,11 +252,11 @@ func (r report) text() string {
 					return r.consumed[q] * 1e3
 				})
 			}
-			fmt.Fprintf(&b, "| %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s |\n", w,
+			fmt.Fprintf(&b, "| %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s |\n", w,
 				stat(rs, "%.0f", func(r result) float64 { return r.rate }),
 				hq(0.5), hq(0.99), hq(0.999), pq(0.5), pq(0.99), cq(0.5), cq(0.99), cq(0.999), cq(1),
 				goodSeconds(rs),
-				stageCell(rs, "receive", quantiles), stageCell(rs, "publish", quantiles), stageCell(rs, "acknowledge", quantiles),
+				stageCell(rs, "send", quantiles), stageCell(rs, "receive", quantiles), stageCell(rs, "publish", quantiles), stageCell(rs, "acknowledge", quantiles),
 				stat(rs, "%.0f", func(r result) float64 { return r.lagP50 / 1e3 }),
 				stat(rs, "%.0f", func(r result) float64 { return r.lagMax / 1e3 }),
 				stat(rs, "%.2f", result.cpuPerRow),

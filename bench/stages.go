@@ -11,11 +11,11 @@ import (
 // export them gets n/a in the report.
 
 // stages are the values of metricStage's label stage, in the order a row
-// passes them: receive is the transaction's commit (the server's clock) to
-// the relay reading the row from the replication stream, publish that read
-// to handing the row to the Kafka sink, acknowledge that hand-over to
-// Kafka's acknowledgement.
-var stages = []string{"receive", "publish", "acknowledge"}
+// passes them; stagesText says what each times.
+var stages = []string{"send", "receive", "publish", "acknowledge"}
+
+// stagesText describes stages for the report.
+const stagesText = "**send** is the transaction's commit to the server sending the row on the replication stream, both by the server's clock: the WAL flush, the walsender waking up and decoding, and a walsender held up by a relay that reads nothing; **receive** is that send to the relay reading the row; **publish** is that read to handing the row to the sink; **acknowledge** is the hand-over to the broker's acknowledgement."
 
 // stageLatency is the quantiles of each stage, by stage then quantile. A
 // stage the relay does not export is missing; nil means none is exported.
@@ -63,7 +63,7 @@ func stageCell(rs []result, st string, qs []float64) string {
 // backlogStagesText writes the table of the backlog workloads' stage
 // latency: p50 and p99 of each stage, over the whole drain.
 func backlogStagesText(b *strings.Builder, byW map[string][]result, backlog []string) {
-	b.WriteString("\nPer-stage latency of the drain, ms, from the relay's `" + metricStage + "` histogram (interpolated inside buckets, the bucket shown as (lower, upper]; n/a if the relay does not export it): **receive** is the transaction's commit, by the server's clock, to the relay reading the row from the replication stream, which for a backlog includes the time the row waited for the relay to start; **publish** is that read to handing the row to the Kafka sink; **acknowledge** is the hand-over to Kafka's acknowledgement.\n\n")
+	b.WriteString("\nPer-stage latency of the drain, ms, from the relay's `" + metricStage + "` histogram (interpolated inside buckets, the bucket shown as (lower, upper]; n/a if the relay does not export it): " + stagesText + " For a backlog, send includes the time the row waited for the relay to start.\n\n")
 	b.WriteString("| workload |")
 	for _, st := range stages {
 		fmt.Fprintf(b, " %s p50 ms | %s p99 ms |", st, st)

@@ -8,8 +8,8 @@ import (
 )
 
 // stagePage is a relay's page with metricStage: receive and publish
-// observed, acknowledge with no observations, and a series of another
-// metric that must not mix in.
+// observed, acknowledge with no observations, no send (a relay from before
+// that stage), and a series of another metric that must not mix in.
 const stagePage = `# HELP outbox_relay_stage_latency_seconds Latency of each stage.
 # TYPE outbox_relay_stage_latency_seconds histogram
 outbox_relay_stage_latency_seconds_bucket{stage="receive",le="0.001"} 50
@@ -134,8 +134,8 @@ func TestBacklogStagesText(t *testing.T) {
 		}
 	}
 	want := map[string]string{
-		"W1": "| W1 | 1 (0, 1] | 1.98 (1, 2] | 0.5 (0, 1] | 0.99 (0, 1] | n/a | n/a |",
-		"W2": "| W2 | n/a | n/a | n/a | n/a | n/a | n/a |",
+		"W1": "| W1 | n/a | n/a | 1 (0, 1] | 1.98 (1, 2] | 0.5 (0, 1] | 0.99 (0, 1] | n/a | n/a |",
+		"W2": "| W2 | n/a | n/a | n/a | n/a | n/a | n/a | n/a | n/a |",
 	}
 	if diff := cmp.Diff(want, rows); diff != "" {
 		t.Errorf("backlogStagesText rows (-want +got):\n%s", diff)

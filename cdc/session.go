@@ -258,7 +258,7 @@ func (ss *session) handle(ctx context.Context, xld pglogrepl.XLogData, at time.T
 		if err := decodeInsert(buf, rel.bind, &ss.ev); err != nil {
 			return fmt.Errorf("decode insert into %s at %s: %w", rel.name, xld.WALStart, err)
 		}
-		ss.ev.Table, ss.ev.Received = rel.name, at
+		ss.ev.Table, ss.ev.Sent, ss.ev.Received = rel.name, xld.ServerTime, at
 		s.m.rows.Inc()
 		if err := ss.h.Insert(ctx, &ss.ev); err != nil {
 			return &handlerError{err}
@@ -322,7 +322,7 @@ func (ss *session) message(ctx context.Context, xld pglogrepl.XLogData, at time.
 	if err := content.Decode(b, &ss.ev); err != nil {
 		s.log.Debug("message content is no outbox event; handing it on as poison", "lsn", m.LSN.String(), "err", err)
 	}
-	ss.ev.Prefix, ss.ev.Received = s.cfg.MessagePrefix, at
+	ss.ev.Prefix, ss.ev.Sent, ss.ev.Received = s.cfg.MessagePrefix, xld.ServerTime, at
 	s.m.messages.Inc()
 	if err := ss.h.Insert(ctx, &ss.ev); err != nil {
 		return &handlerError{err}

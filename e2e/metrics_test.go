@@ -172,9 +172,9 @@ func TestMetricsDuringRun(t *testing.T) {
 	if n := value(m, "outbox_relay_end_to_end_latency_seconds", nil); n < 200 {
 		t.Errorf("end-to-end latency observations = %v, want ≥ 200", n)
 	}
-	// Each stage of the latency is timed for every event: the stream
-	// stamped when it read the row.
-	for _, stage := range []string{"receive", "publish", "acknowledge"} {
+	// Each stage of the latency is timed for every event: the server
+	// stamped when it sent the row, the stream when it read it.
+	for _, stage := range []string{"send", "receive", "publish", "acknowledge"} {
 		if n := value(m, "outbox_relay_stage_latency_seconds", map[string]string{"stage": stage}); n < 200 {
 			t.Errorf("stage_latency_seconds{stage=%s} observations = %v, want ≥ 200", stage, n)
 		}

@@ -21,8 +21,8 @@ type metrics struct {
 	latency                                 prometheus.Histogram
 	// Stages of latency, which add up to latency: commit to the row read
 	// from the stream, read to handed to the Sink, handed to acknowledged.
-	stages                        *prometheus.HistogramVec
-	receive, publish, acknowledge prometheus.Observer
+	stages                              *prometheus.HistogramVec
+	send, receive, publish, acknowledge prometheus.Observer
 
 	publishErrors, deadLetterErrors prometheus.Counter
 }
@@ -78,13 +78,15 @@ func newMetrics(reg prometheus.Registerer, cfg Config, r *Relay) (*metrics, erro
 		stages: prometheus.NewHistogramVec(prometheus.HistogramOpts{
 			Name: "outbox_relay_stage_latency_seconds",
 			Help: "Time each event spends in each stage between commit and acknowledgement: " +
-				"receive, from the transaction's commit (by the database server's clock) to the relay reading the row from the replication stream; " +
+				"send, from the transaction's commit to the database server sending the row on the replication stream (both by the server's clock); " +
+				"receive, from the server sending the row to the relay reading it; " +
 				"publish, from reading it to handing it to the sink; acknowledge, from handing it to the sink to the sink's acknowledgement.",
 			Buckets: latencyBuckets,
 		}, []string{"stage"}),
 		publishErrors:    errorcount.New(errorcount.Publish),
 		deadLetterErrors: errorcount.New(errorcount.DeadLetter),
 	}
+	m.send = m.stages.WithLabelValues("send")
 	m.receive = m.stages.WithLabelValues("receive")
 	m.publish = m.stages.WithLabelValues("publish")
 	m.acknowledge = m.stages.WithLabelValues("acknowledge")

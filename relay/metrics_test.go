@@ -141,6 +141,7 @@ func TestMetrics(t *testing.T) {
 		// The events came from no stream (Received is zero): only the
 		// acknowledgement stage is timed.
 		"outbox_relay_stage_latency_seconds{stage=receive}":     {"HISTOGRAM", 0},
+		"outbox_relay_stage_latency_seconds{stage=send}":        {"HISTOGRAM", 0},
 		"outbox_relay_stage_latency_seconds{stage=publish}":     {"HISTOGRAM", 0},
 		"outbox_relay_stage_latency_seconds{stage=acknowledge}": {"HISTOGRAM", 2},
 		"outbox_relay_replayed_rows_skipped_total":              {"COUNTER", 0},
@@ -158,17 +159,21 @@ func TestMetrics(t *testing.T) {
 	}
 }
 
-// TestStageLatency checks that the three stages time what they say and add
-// up to the end-to-end latency.
+// TestStageLatency checks that the stages time what they say and add up to
+// the end-to-end latency, with and without the server's send time.
 func TestStageLatency(t *testing.T) {
 	h := &held{}
 	r, _ := newTestRelay(t, Config{}, h.sink())
 	committed := time.Now().Add(-3 * time.Second)
+	sent := committed.Add(time.Second / 2) // half a second in the server
 	received := committed.Add(time.Second) // a second to reach the relay
 	r.Begin(commitLSN(0), committed)
 	for i := range 2 {
 		ev := newEvent(fmt.Sprint(i), 10)
 		ev.Received = received
+		if i == 0 {
+			ev.Sent = sent
+		}
 		if err := r.Insert(t.Context(), ev); err != nil {
 			t.Fatalf("Insert = %v", err)
 		}
@@ -184,15 +189,20 @@ func TestStageLatency(t *testing.T) {
 		}
 		return m.GetHistogram().GetSampleCount(), m.GetHistogram().GetSampleSum()
 	}
+	nSend, send := sum(r.m.send)
 	nReceive, receive := sum(r.m.receive)
 	nPublish, publish := sum(r.m.publish)
 	nAck, ack := sum(r.m.acknowledge)
 	nTotal, total := sum(r.m.latency)
-	if nReceive != 2 || nPublish != 2 || nAck != 2 || nTotal != 2 {
-		t.Fatalf("observations: receive %d, publish %d, acknowledge %d, end to end %d; want 2 each", nReceive, nPublish, nAck, nTotal)
+	if nSend != 1 || nReceive != 2 || nPublish != 2 || nAck != 2 || nTotal != 2 {
+		t.Fatalf("observations: send %d, receive %d, publish %d, acknowledge %d, end to end %d; want 1 send (one event has a send time), 2 of each other",
+			nSend, nReceive, nPublish, nAck, nTotal)
 	}
-	if receive != 2 {
-		t.Errorf("receive stage sums to %.6fs, want 2s (1s each)", receive)
+	if send != 0.5 {
+		t.Errorf("send stage sums to %.6fs, want 0.5s", send)
+	}
+	if receive != 1.5 {
+		t.Errorf("receive stage sums to %.6fs, want 1.5s (0.5s from the send, 1s from the commit without one)", receive)
 	}
 	if publish < 2*2 || publish > 2*2.5 { // Received was 2s before Insert
 		t.Errorf("publish stage sums to %.6fs, want about 4s (2s each)", publish)
@@ -200,8 +210,8 @@ func TestStageLatency(t *testing.T) {
 	if ack < 2*0.02 {
 		t.Errorf("acknowledge stage sums to %.6fs, want at least 40ms (20ms each)", ack)
 	}
-	if d := total - (receive + publish + ack); d < -1e-3 || d > 1e-3 {
-		t.Errorf("stages sum to %.6fs, end to end %.6fs: they should add up", receive+publish+ack, total)
+	if d := total - (send + receive + publish + ack); d < -1e-3 || d > 1e-3 {
+		t.Errorf("stages sum to %.6fs, end to end %.6fs: they should add up", send+receive+publish+ack, total)
 	}
 }
 

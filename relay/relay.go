@@ -184,7 +184,12 @@ func (r *Relay) Insert(ctx context.Context, ev *schema.Event) error {
 	p := newPending()
 	p.r, p.ctx, p.seq, p.size, p.ev, p.handed = r, ctx, r.seq, size, *ev, time.Now()
 	if !ev.Received.IsZero() {
-		r.m.receive.Observe(max(0, ev.Received.Sub(ev.CommitTime).Seconds()))
+		if ev.Sent.IsZero() {
+			r.m.receive.Observe(max(0, ev.Received.Sub(ev.CommitTime).Seconds()))
+		} else {
+			r.m.send.Observe(max(0, ev.Sent.Sub(ev.CommitTime).Seconds()))
+			r.m.receive.Observe(max(0, ev.Received.Sub(ev.Sent).Seconds()))
+		}
 		r.m.publish.Observe(p.handed.Sub(ev.Received).Seconds())
 	}
 	r.sink.Publish(ctx, ev, p.done)

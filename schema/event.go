@@ -29,6 +29,10 @@ type Event struct {
 	Position Position
 	// CommitTime is when the event's transaction committed, by the server's clock.
 	CommitTime time.Time
+	// Sent is when the server sent the row's message on the replication
+	// stream, by the server's clock; zero when the event did not come from
+	// one.
+	Sent time.Time
 	// Received is when the relay read the row from the replication stream,
 	// by the relay's clock; zero when the event did not come from one.
 	Received time.Time
