@@ -151,6 +151,7 @@ type options struct {
 	relayEnv      []string
 	sinks         []string // --sinks: kafka runs every workload, the others W1 and W2
 	sinkScale     float64  // --sink-scale: the other sinks' scale, when smaller than scale
+	autogroupOff  bool     // --sched-autogroup=off
 	// txnInterval is the relay's --kafka-transaction-interval: its
 	// default, or OUTBOX_RELAY_KAFKA_TRANSACTION_INTERVAL of --relay-env.
 	txnInterval time.Duration
@@ -166,7 +167,7 @@ const defaultTxnInterval = 100 * time.Millisecond
 const envTxnInterval = "OUTBOX_RELAY_KAFKA_TRANSACTION_INTERVAL"
 
 func parseFlags(args []string) (options, error) {
-	var o options
+	o := options{autogroupOff: true}
 	fs := flag.NewFlagSet("bench", flag.ContinueOnError)
 	fs.StringVar(&o.pgDSN, "pg-dsn", "", "PostgreSQL server to benchmark against (a role that may create databases and slots); empty starts a private one")
 	fs.BoolVar(&o.pgFsync, "pg-fsync", true, "fsync of the private PostgreSQL (synchronous_commit stays on); false measures without the WAL flush to disk. Ignored with --pg-dsn")
@@ -190,6 +191,14 @@ func parseFlags(args []string) (options, error) {
 	fs.StringVar(&o.profileW, "profile-workload", "W2", "workload of the --profile run: W1, W2 or W4, or one of them with -EO")
 	sinks := fs.String("sinks", strings.Join(sinkNames, ","), "brokers to run through, comma-separated: kafka runs every workload of --workloads, nats, rabbitmq and redis their W1 and W2")
 	fs.Float64Var(&o.sinkScale, "sink-scale", defaultSinkScale, "multiplies the row counts of W1 and W2 through nats, rabbitmq and redis, instead of --scale when smaller")
+	fs.Func("sched-autogroup", "off turns Linux's autogroup scheduling off for the benchmark and on again after it (as root; see bench/autogroup.go), keep leaves it as it is", func(v string) error {
+		switch v {
+		case "off", "keep":
+			o.autogroupOff = v == "off"
+			return nil
+		}
+		return fmt.Errorf("want off or keep, not %q", v)
+	})
 	fs.DurationVar(&o.runTimeout, "run-timeout", 15*time.Minute, "longest one run may take")
 	fs.Func("relay-env", "OUTBOX_RELAY_NAME=value for the relay, to measure a setting other than its default; repeatable", func(kv string) error {
 		if !strings.HasPrefix(kv, "OUTBOX_RELAY_") || !strings.Contains(kv, "=") {
@@ -292,6 +301,11 @@ func run(args []string) error {
 	defer os.RemoveAll(tmp)
 
 	b := &bench{o: o, relayBin: relayBin, tmp: tmp, started: time.Now()}
+	restore, err := setAutogroup(o.autogroupOff, b.logf)
+	if err != nil {
+		return err
+	}
+	defer restore()
 	if o.brokers == "" || slices.Contains(o.sinks, sinkNATS) {
 		if b.brokerBin, err = brokerBinary(ctx, o.brokerBin, tmp); err != nil {
 			return err

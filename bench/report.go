@@ -57,8 +57,8 @@ func describeMachine(ctx context.Context, srv *server, relayBin string) (machine
 	if b, err := os.ReadFile("/proc/sys/kernel/osrelease"); err == nil {
 		m.Kernel = "Linux " + strings.TrimSpace(string(b))
 	}
-	if b, err := os.ReadFile("/proc/sys/kernel/sched_autogroup_enabled"); err == nil {
-		m.Kernel += ", autogroup scheduling " + map[bool]string{true: "on", false: "off"}[strings.TrimSpace(string(b)) == "1"]
+	if st := autogroupState(); st != "" {
+		m.Kernel += ", autogroup scheduling " + st
 	}
 	m.Load = loadAverage()
 	conn, err := srv.connect(ctx, "")
