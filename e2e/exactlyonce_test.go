@@ -235,10 +235,13 @@ func TestExactlyOnceTakeover(t *testing.T) {
 // restart by the test), and a read_committed consumer must see every
 // committed row once, in order, even after the PostgreSQL restart, where
 // at-least-once may deliver again (FACTS.md): the fence skips what Kafka
-// already holds.
+// already holds. The faults run beside each other, each with its own
+// database, slot and broker (the restart with its own server): most of each
+// is waiting out a fault.
 func TestExactlyOnceFaults(t *testing.T) {
 	t.Run("broker refuses writes", func(t *testing.T) {
-		e := newEnv(t)
+		t.Parallel()
+		e := newEnvSlot(t, pgtest.NewDatabase(t), "eo_refuses")
 		r := newExactlyOnceRun(t, e)
 		p := r.eoRelay()
 		p.waitStreaming(time.Minute)
@@ -254,8 +257,9 @@ func TestExactlyOnceFaults(t *testing.T) {
 		// As TestFaultBrokerUnreachable: 10 s with new connections
 		// refused, then 10 s with them held unanswered. A Kafka commit
 		// waiting meanwhile goes through once the broker answers again.
+		t.Parallel()
 		var ln *severable
-		e := newEnvOn(t, pgtest.NewDatabase(t), kfake.ListenFn(listenSeverable(&ln)))
+		e := newEnvSlot(t, pgtest.NewDatabase(t), "eo_unreachable", kfake.ListenFn(listenSeverable(&ln)))
 		r := newExactlyOnceRun(t, e)
 		p := r.eoRelay()
 		p.waitStreaming(time.Minute)
@@ -266,6 +270,7 @@ func TestExactlyOnceFaults(t *testing.T) {
 	})
 
 	t.Run("postgres restart immediate", func(t *testing.T) {
+		t.Parallel()
 		const big = 3000
 		cluster := privateCluster(t)
 		e := newEnvOn(t, cluster.NewDatabase(t))
@@ -281,8 +286,9 @@ func TestExactlyOnceFaults(t *testing.T) {
 	})
 
 	t.Run("walsender terminated", func(t *testing.T) {
+		t.Parallel()
 		const big = 3000
-		e := newEnv(t)
+		e := newEnvSlot(t, pgtest.NewDatabase(t), "eo_walsender")
 		r := newExactlyOnceRun(t, e)
 		p := r.eoRelay()
 		p.waitStreaming(time.Minute)

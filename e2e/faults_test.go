@@ -402,7 +402,8 @@ func (r *faultRun) kill9Repeatedly(p *proc, minKills int) *report {
 // NOT_ENOUGH_REPLICAS, while writers run: the same relay process must
 // ride it out and deliver everything.
 func TestFaultBrokerRejectsProduce(t *testing.T) {
-	e := newEnv(t)
+	t.Parallel()
+	e := newEnvSlot(t, pgtest.NewDatabase(t), "fault_rejects")
 	r := newFaultRun(t, e)
 	p := r.relay()
 	p.waitStreaming(time.Minute)
@@ -569,8 +570,9 @@ func (r *faultRun) cutBroker(ln *severable) {
 // a severable listener, so it advertises the address the relay reaches
 // it by. The same relay process must ride both out.
 func TestFaultBrokerUnreachable(t *testing.T) {
+	t.Parallel() // beside the other broker and server faults, with a slot of its own
 	var ln *severable
-	e := newEnvOn(t, pgtest.NewDatabase(t), kfake.ListenFn(listenSeverable(&ln)))
+	e := newEnvSlot(t, pgtest.NewDatabase(t), "fault_unreachable", kfake.ListenFn(listenSeverable(&ln)))
 	r := newFaultRun(t, e)
 	p := r.relay()
 	p.waitStreaming(time.Minute)
@@ -589,6 +591,7 @@ func TestFaultBrokerUnreachable(t *testing.T) {
 // reconnect and deliver everything. PostgreSQL 15 may send again rows the
 // relay had confirmed (FACTS.md): duplicates are reported, not failed.
 func TestFaultPostgresRestart(t *testing.T) {
+	t.Parallel()
 	const big = 20000
 	cluster := privateCluster(t)
 	e := newEnvOn(t, cluster.NewDatabase(t))
@@ -610,8 +613,9 @@ func TestFaultPostgresRestart(t *testing.T) {
 // resume after the rows it published), then twice more a few seconds
 // apart. The same relay process must reconnect and deliver everything.
 func TestFaultWalsenderTerminated(t *testing.T) {
+	t.Parallel()
 	const big = 20000
-	e := newEnv(t)
+	e := newEnvSlot(t, pgtest.NewDatabase(t), "fault_walsender")
 	r := newFaultRun(t, e)
 	p := r.relay()
 	p.waitStreaming(time.Minute)
