@@ -19,8 +19,9 @@ type metrics struct {
 	transactions                            prometheus.Counter
 	replayed                                prometheus.Counter
 	latency                                 prometheus.Histogram
-	// Stages of latency, which add up to latency: commit to the row read
-	// from the stream, read to handed to the Sink, handed to acknowledged.
+	// Stages of latency, which add up to latency: commit to the server
+	// sending the row, sent to read from the stream, read to handed to the
+	// Sink, handed to acknowledged.
 	stages                              *prometheus.HistogramVec
 	send, receive, publish, acknowledge prometheus.Observer
 
