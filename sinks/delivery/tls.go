@@ -12,6 +12,7 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
+	"strings"
 )
 
 // TLSFiles are the settings of a client's TLS connection. The zero value
@@ -56,6 +57,24 @@ func (f TLSFiles) Given() []string {
 		}
 	}
 	return given
+}
+
+// Validate reports what is wrong with f for the sink named sink, each error
+// prefixed with that name: when on is false, that settings are given while
+// TLS is off, saying why it is off (off) and how to turn it on (turnOn);
+// when on, Check's errors.
+func (f TLSFiles) Validate(sink string, on bool, off, turnOn string) []error {
+	if !on {
+		if given := f.Given(); len(given) > 0 {
+			return []error{fmt.Errorf("%s: TLS settings (%s) are given but %s; %s, or remove them", sink, strings.Join(given, ", "), off, turnOn)}
+		}
+		return nil
+	}
+	var errs []error
+	for _, err := range f.Check() {
+		errs = append(errs, fmt.Errorf("%s: %w", sink, err))
+	}
+	return errs
 }
 
 // Check reports what is wrong with f for a connection that uses TLS: a

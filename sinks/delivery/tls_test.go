@@ -191,6 +191,25 @@ func TestGiven(t *testing.T) {
 	}
 }
 
+// TestValidate checks the sink's prefix and the two cases: settings given
+// while TLS is off, and Check's errors while it is on.
+func TestValidate(t *testing.T) {
+	t.Parallel()
+	off := TLSFiles{CAFile: "ca.pem", ServerName: "h"}
+	errs := off.Validate("redis", false, "the URL is redis://", "use rediss://")
+	want := "redis: TLS settings (a CA file, a server name) are given but the URL is redis://; use rediss://, or remove them"
+	if len(errs) != 1 || errs[0].Error() != want {
+		t.Errorf("Validate with TLS off = %v, want [%s]", errs, want)
+	}
+	if errs := (TLSFiles{}).Validate("redis", false, "off", "on"); errs != nil {
+		t.Errorf("Validate of no settings with TLS off = %v, want none", errs)
+	}
+	errs = TLSFiles{CertFile: "c.pem"}.Validate("kafka", true, "off", "on")
+	if len(errs) != 1 || !strings.HasPrefix(errs[0].Error(), "kafka: TLS client certificate c.pem has no key file") {
+		t.Errorf("Validate with TLS on = %v, want Check's error prefixed with kafka:", errs)
+	}
+}
+
 func TestLogValue(t *testing.T) {
 	t.Parallel()
 	for _, tt := range []struct {

@@ -45,17 +45,7 @@ type TLSConfig struct {
 
 // validate reports what is wrong with c, loading its files to check them.
 func (c TLSConfig) validate() []error {
-	if !c.Enable {
-		if given := c.Given(); len(given) > 0 {
-			return []error{fmt.Errorf("kafka: TLS settings (%s) are given but TLS is not enabled; enable TLS, or remove them", strings.Join(given, ", "))}
-		}
-		return nil
-	}
-	var errs []error
-	for _, err := range c.Check() {
-		errs = append(errs, fmt.Errorf("kafka: %w", err))
-	}
-	return errs
+	return c.Validate("kafka", c.Enable, "TLS is not enabled", "enable TLS")
 }
 
 // clientConfig reads c's files and returns the client's TLS configuration,

@@ -228,17 +228,7 @@ func (c TLSConfig) on(serverURL string) bool { return c.Enable || urlWantsTLS(se
 
 // validate reports what is wrong with c, loading its files to check them.
 func (c TLSConfig) validate(serverURL string) []error {
-	if !c.on(serverURL) {
-		if given := c.Given(); len(given) > 0 {
-			return []error{fmt.Errorf("nats: TLS settings (%s) are given but TLS is not enabled; enable TLS, or remove them", strings.Join(given, ", "))}
-		}
-		return nil
-	}
-	var errs []error
-	for _, err := range c.Check() {
-		errs = append(errs, fmt.Errorf("nats: %w", err))
-	}
-	return errs
+	return c.Validate("nats", c.on(serverURL), "TLS is not enabled", "enable TLS")
 }
 
 // clientConfig reads c's files and returns the client's TLS configuration,

@@ -205,7 +205,7 @@ func (c Config) Validate() error {
 			c.MaxMessageBytes, minMessageBytes, maxMessageBytes, DefaultMaxMessageBytes))
 	}
 	if err == nil {
-		errs = append(errs, validateTLS(c.TLS, uri.Scheme == "amqps")...)
+		errs = append(errs, c.TLS.Validate("rabbitmq", uri.Scheme == "amqps", "the URL is amqp://", "use amqps:// (port 5671 by default)")...)
 	}
 	if err := c.Delivery.Validate(); err != nil {
 		errs = append(errs, fmt.Errorf("rabbitmq: %w", err))

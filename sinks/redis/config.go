@@ -170,7 +170,7 @@ func (c Config) Validate() error {
 		}
 	}
 	if u != nil {
-		errs = append(errs, validateTLS(c.TLS, u.Scheme == schemeTLS)...)
+		errs = append(errs, c.TLS.Validate("redis", u.Scheme == schemeTLS, "the URL is redis://", "use rediss:// to connect with TLS")...)
 	}
 	if err := c.Delivery.Validate(); err != nil {
 		errs = append(errs, fmt.Errorf("redis: %w", err))
