@@ -168,13 +168,7 @@ func prepareSink(sink, addr string) error {
 	if err != nil {
 		return fmt.Errorf("open a channel to %s: %w", addr, err)
 	}
-	if _, err := ch.QueueDeclare(rabbitmqQueue, true, false, false, false, nil); err != nil {
-		return fmt.Errorf("declare queue %s: %w", rabbitmqQueue, err)
-	}
-	if err := ch.QueueBind(rabbitmqQueue, "#", rabbitmqExchange, false, nil); err != nil {
-		return fmt.Errorf("bind queue %s to exchange %s: %w", rabbitmqQueue, rabbitmqExchange, err)
-	}
-	return nil
+	return rabbitmqtest.BindQueue(ch, rabbitmqExchange, rabbitmqQueue)
 }
 
 // dialRabbitMQ connects to the RabbitMQ node at url, giving up after five

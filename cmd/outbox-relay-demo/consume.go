@@ -14,6 +14,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/outbox-relay/outbox-relay/sinks/delivery"
+	"github.com/outbox-relay/outbox-relay/sinks/rabbitmq/rabbitmqtest"
 )
 
 // The consumers read with each broker's own Go client, none of the relay's
@@ -142,13 +143,7 @@ func bindRabbitMQ(url string) error {
 	if err != nil {
 		return fmt.Errorf("open a channel: %w", err)
 	}
-	if _, err := ch.QueueDeclare(rabbitmqQueue, true, false, false, false, nil); err != nil {
-		return fmt.Errorf("declare queue %s: %w", rabbitmqQueue, err)
-	}
-	if err := ch.QueueBind(rabbitmqQueue, "#", rabbitmqExchange, false, nil); err != nil {
-		return fmt.Errorf("bind queue %s to exchange %s: %w", rabbitmqQueue, rabbitmqExchange, err)
-	}
-	return nil
+	return rabbitmqtest.BindQueue(ch, rabbitmqExchange, rabbitmqQueue)
 }
 
 // consumeRabbitMQ prints every message of rabbitmqQueue, acknowledging
@@ -194,25 +189,11 @@ func consumeRabbitMQ(ctx context.Context, url string, out *printer, st *stats) e
 		}
 		st.consume()
 		out.say("consumer", "%s/%s tag=%d key=%s %-9s position=%s value=%s", m.Exchange, m.RoutingKey, m.DeliveryTag,
-			header(m.Headers, delivery.HeaderAggregateID), header(m.Headers, delivery.HeaderEventType), header(m.Headers, delivery.HeaderPosition), m.Body)
+			rabbitmqtest.HeaderText(m.Headers[delivery.HeaderAggregateID]), rabbitmqtest.HeaderText(m.Headers[delivery.HeaderEventType]),
+			rabbitmqtest.HeaderText(m.Headers[delivery.HeaderPosition]), m.Body)
 		if err := m.Ack(false); err != nil {
 			return fmt.Errorf("consumer: acknowledge message %d of queue %s: %w", m.DeliveryTag, rabbitmqQueue, err)
 		}
-	}
-}
-
-// header returns the value of the header key of t as text; the relay
-// sends its headers as strings.
-func header(t amqp.Table, key string) string {
-	switch v := t[key].(type) {
-	case nil:
-		return ""
-	case string:
-		return v
-	case []byte:
-		return string(v)
-	default:
-		return fmt.Sprint(v)
 	}
 }
 

@@ -90,14 +90,23 @@ func (s *Server) Bind(t testing.TB, exchange, queue string) {
 	defer s.rd.mu.Unlock()
 	ch, err := s.channelLocked()
 	if err == nil {
-		_, err = ch.QueueDeclare(queue, true, false, false, false, nil)
-	}
-	if err == nil {
-		err = ch.QueueBind(queue, "#", exchange, false, nil)
+		err = BindQueue(ch, exchange, queue)
 	}
 	if err != nil {
-		t.Fatalf("rabbitmqtest: bind queue %q to exchange %q: %v", queue, exchange, err)
+		t.Fatalf("rabbitmqtest: %v", err)
 	}
+}
+
+// BindQueue is Bind on the channel ch, for programs: it declares queue,
+// durable, and binds it to exchange with the binding key "#".
+func BindQueue(ch *amqp.Channel, exchange, queue string) error {
+	if _, err := ch.QueueDeclare(queue, true, false, false, false, nil); err != nil {
+		return fmt.Errorf("declare queue %s: %w", queue, err)
+	}
+	if err := ch.QueueBind(queue, "#", exchange, false, nil); err != nil {
+		return fmt.Errorf("bind queue %s to exchange %s: %w", queue, exchange, err)
+	}
+	return nil
 }
 
 // Read takes every message ready in queue, acknowledging it, and returns
@@ -175,11 +184,11 @@ func convert(d amqp.Delivery, order []string) sinktest.Message {
 		m.Destination = d.Exchange + "/" + d.RoutingKey
 	}
 	if k, ok := d.Headers[delivery.HeaderAggregateID]; ok {
-		m.Key = text(k)
+		m.Key = HeaderText(k)
 	}
 	for _, k := range order {
 		if v, ok := d.Headers[k]; ok {
-			m.Headers = append(m.Headers, delivery.Header{Key: k, Value: []byte(text(v))})
+			m.Headers = append(m.Headers, delivery.Header{Key: k, Value: []byte(HeaderText(v))})
 		}
 	}
 	var rest []string
@@ -190,14 +199,17 @@ func convert(d amqp.Delivery, order []string) sinktest.Message {
 	}
 	sort.Strings(rest)
 	for _, k := range rest {
-		m.Headers = append(m.Headers, delivery.Header{Key: k, Value: []byte(text(d.Headers[k]))})
+		m.Headers = append(m.Headers, delivery.Header{Key: k, Value: []byte(HeaderText(d.Headers[k]))})
 	}
 	return m
 }
 
-// text returns a header value as text.
-func text(v any) string {
+// HeaderText returns a header value as text ("" for none): the relay
+// sends its headers as strings.
+func HeaderText(v any) string {
 	switch v := v.(type) {
+	case nil:
+		return ""
 	case string:
 		return v
 	case []byte:
