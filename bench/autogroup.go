@@ -13,14 +13,14 @@ import (
 // Every PostgreSQL backend makes itself a session leader, so under
 // autogroup the walsender gets one backend's share against the
 // benchmark's writers: with 8 writers on 2 cores W3's p99 was about 100 ms
-// with it on and about 5 ms with it off, the relay's own stages unchanged.
+// with it on and about 7 ms with it off, the relay's own stages unchanged.
 // A server on a machine of its own does not share its CPU with the load.
 const autogroupFile = "/proc/sys/kernel/sched_autogroup_enabled"
 
 // setAutogroup turns autogroup scheduling off when off is true and it is on,
-// and returns a function that restores it, and what the report should say.
-// A kernel without autogroup, or one the benchmark may not change (not
-// root), is left as it is: the report says so.
+// and returns a function that turns it on again. A kernel without
+// autogroup, or one the benchmark may not change (not root), is left as it
+// is; autogroupState tells the report which was in force.
 func setAutogroup(off bool, logf func(string, ...any)) (restore func(), err error) {
 	restore = func() {}
 	b, err := os.ReadFile(autogroupFile)

@@ -136,34 +136,12 @@ func TestDemoSinks(t *testing.T) {
 			}
 		}
 		cmd.Env = append(cmd.Env, "PATH="+t.TempDir())
-		b, err := cmd.CombinedOutput()
-		var exit *exec.ExitError
-		if !errors.As(err, &exit) || exit.ExitCode() != 1 {
-			t.Errorf("demo -sink redis without redis-server exited with %v, want exit status 1:\n%s", err, b)
-		}
-		const want = "install the redis-server package, or use -sink kafka"
-		if !strings.Contains(string(b), want) {
-			t.Errorf("demo -sink redis without redis-server does not say %q:\n%s", want, b)
-		}
-		if strings.Contains(string(b), "PostgreSQL") {
-			t.Errorf("demo -sink redis without redis-server started PostgreSQL first:\n%s", b)
-		}
+		checkMissingServer(t, cmd, "redis", "redis-server")
 	})
 	t.Run("no rabbitmq-server", func(t *testing.T) {
 		cmd := exec.Command(bin, "-relay", relayBin, "-sink", "rabbitmq")
 		cmd.Env = append(os.Environ(), "OUTBOX_RELAY_RABBITMQ_BINDIR="+t.TempDir())
-		b, err := cmd.CombinedOutput()
-		var exit *exec.ExitError
-		if !errors.As(err, &exit) || exit.ExitCode() != 1 {
-			t.Errorf("demo -sink rabbitmq without rabbitmq-server exited with %v, want exit status 1:\n%s", err, b)
-		}
-		const want = "install the rabbitmq-server package, or use -sink kafka"
-		if !strings.Contains(string(b), want) {
-			t.Errorf("demo -sink rabbitmq without rabbitmq-server does not say %q:\n%s", want, b)
-		}
-		if strings.Contains(string(b), "PostgreSQL") {
-			t.Errorf("demo -sink rabbitmq without rabbitmq-server started PostgreSQL first:\n%s", b)
-		}
+		checkMissingServer(t, cmd, "rabbitmq", "rabbitmq-server")
 	})
 	t.Run("redis interrupted", func(t *testing.T) {
 		out, err := interruptDemo(t, exec.Command(bin, "-relay", relayBin, "-sink", "redis", "-every", "100ms"), false)
@@ -400,4 +378,22 @@ func control(file *os.File, f func(fd int) error) error {
 		return err
 	}
 	return ferr
+}
+
+// checkMissingServer runs the demo cmd, for sink, on a machine without
+// the broker's server program: it must exit 1 saying which package to
+// install, before it starts PostgreSQL.
+func checkMissingServer(t *testing.T, cmd *exec.Cmd, sink, server string) {
+	t.Helper()
+	b, err := cmd.CombinedOutput()
+	var exit *exec.ExitError
+	if !errors.As(err, &exit) || exit.ExitCode() != 1 {
+		t.Errorf("demo -sink %s without %s exited with %v, want exit status 1:\n%s", sink, server, err, b)
+	}
+	if want := "install the " + server + " package, or use -sink kafka"; !strings.Contains(string(b), want) {
+		t.Errorf("demo -sink %s without %s does not say %q:\n%s", sink, server, want, b)
+	}
+	if strings.Contains(string(b), "PostgreSQL") {
+		t.Errorf("demo -sink %s without %s started PostgreSQL first:\n%s", sink, server, b)
+	}
 }
