@@ -11,19 +11,17 @@ import (
 // metrics are the Relay's series, each named in full,
 // outbox_relay_<name>_<unit>. Gauges of what the Relay tracks anyway (in
 // flight, flushed, lag) and of its configured bounds are read at scrape
-// time, so that publishing an event updates no gauge.
+// time, so that publishing an event updates no gauge; so are the latency
+// histograms (hist.go).
 type metrics struct {
 	inflightEvents, inflightBytes           prometheus.GaugeFunc
 	inflightEventsLimit, inflightBytesLimit prometheus.GaugeFunc
 	flushedLSN, lag                         prometheus.GaugeFunc
 	transactions                            prometheus.Counter
 	replayed                                prometheus.Counter
-	latency                                 prometheus.Histogram
-	// Stages of latency, which add up to latency: commit to the server
-	// sending the row, sent to read from the stream, read to handed to the
-	// Sink, handed to acknowledged.
-	stages                              *prometheus.HistogramVec
-	send, receive, publish, acknowledge prometheus.Observer
+	// The end-to-end latency and its stages, kept by the Relay under its
+	// mutex (hist.go).
+	histograms *histograms
 
 	publishErrors, deadLetterErrors prometheus.Counter
 }
@@ -71,32 +69,16 @@ func newMetrics(reg prometheus.Registerer, cfg Config, r *Relay) (*metrics, erro
 			Name: "outbox_relay_replayed_rows_skipped_total",
 			Help: "Rows sent again by PostgreSQL after a reconnect and read past because they were already published.",
 		}),
-		latency: prometheus.NewHistogram(prometheus.HistogramOpts{
-			Name:    "outbox_relay_end_to_end_latency_seconds",
-			Help:    "Time from a transaction's commit to the sink's acknowledgement of each of its events.",
-			Buckets: latencyBuckets,
-		}),
-		stages: prometheus.NewHistogramVec(prometheus.HistogramOpts{
-			Name: "outbox_relay_stage_latency_seconds",
-			Help: "Time each event spends in each stage between commit and acknowledgement: " +
-				"send, from the transaction's commit to the database server sending the row on the replication stream (both by the server's clock); " +
-				"receive, from the server sending the row to the relay reading it; " +
-				"publish, from reading it to handing it to the sink; acknowledge, from handing it to the sink to the sink's acknowledgement.",
-			Buckets: latencyBuckets,
-		}, []string{"stage"}),
+		histograms:       newHistograms(r),
 		publishErrors:    errorcount.New(errorcount.Publish),
 		deadLetterErrors: errorcount.New(errorcount.DeadLetter),
 	}
-	m.send = m.stages.WithLabelValues("send")
-	m.receive = m.stages.WithLabelValues("receive")
-	m.publish = m.stages.WithLabelValues("publish")
-	m.acknowledge = m.stages.WithLabelValues("acknowledge")
 	if reg == nil {
 		return m, nil
 	}
 	for _, c := range []prometheus.Collector{
 		m.inflightEvents, m.inflightBytes, m.inflightEventsLimit, m.inflightBytesLimit, m.flushedLSN, m.lag,
-		m.transactions, m.replayed, m.latency, m.stages, m.publishErrors, m.deadLetterErrors,
+		m.transactions, m.replayed, m.histograms, m.publishErrors, m.deadLetterErrors,
 	} {
 		if err := reg.Register(c); err != nil {
 			return nil, fmt.Errorf("register relay metrics: %w", err)
@@ -104,8 +86,3 @@ func newMetrics(reg prometheus.Registerer, cfg Config, r *Relay) (*metrics, erro
 	}
 	return m, nil
 }
-
-// latencyBuckets bound the latency histograms, in seconds: fine below 50 ms,
-// with bounds at 5 and 25 ms so that p99 and p999 targets can be read off
-// exactly.
-var latencyBuckets = []float64{0.0005, 0.001, 0.002, 0.003, 0.005, 0.0075, 0.01, 0.015, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30}

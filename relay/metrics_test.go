@@ -71,6 +71,28 @@ func gathered(t *testing.T, reg *prometheus.Registry) map[string]sample {
 	return got
 }
 
+// histogram returns the observation count and sum of the histogram reg
+// serves as name, with label stage unless stage is empty.
+func histogram(t *testing.T, reg *prometheus.Registry, name, stage string) (uint64, float64) {
+	t.Helper()
+	mfs, err := reg.Gather()
+	if err != nil {
+		t.Fatalf("Gather = %v", err)
+	}
+	for _, mf := range mfs {
+		if mf.GetName() != name {
+			continue
+		}
+		for _, m := range mf.GetMetric() {
+			if stage == "" || (len(m.GetLabel()) == 1 && m.GetLabel()[0].GetValue() == stage) {
+				return m.GetHistogram().GetSampleCount(), m.GetHistogram().GetSampleSum()
+			}
+		}
+	}
+	t.Fatalf("no histogram %s{stage=%q} gathered", name, stage)
+	return 0, 0
+}
+
 func TestMetrics(t *testing.T) {
 	h := &held{}
 	r, reg := newTestRelay(t, Config{MaxInflightEvents: 7, MaxInflightBytes: 1 << 20}, h.sink())
@@ -95,7 +117,7 @@ func TestMetrics(t *testing.T) {
 				t.Errorf("%s: %s = %v, want %v", step, c.name, c.got, c.want)
 			}
 		}
-		if got := uint64(metricValue(t, r.m.latency)); got != w.latency {
+		if got, _ := histogram(t, reg, "outbox_relay_end_to_end_latency_seconds", ""); got != w.latency {
 			t.Errorf("%s: outbox_relay_end_to_end_latency_seconds count = %d, want %d", step, got, w.latency)
 		}
 	}
@@ -163,7 +185,7 @@ func TestMetrics(t *testing.T) {
 // the end-to-end latency, with and without the server's send time.
 func TestStageLatency(t *testing.T) {
 	h := &held{}
-	r, _ := newTestRelay(t, Config{}, h.sink())
+	r, reg := newTestRelay(t, Config{}, h.sink())
 	committed := time.Now().Add(-3 * time.Second)
 	sent := committed.Add(time.Second / 2) // half a second in the server
 	received := committed.Add(time.Second) // a second to reach the relay
@@ -182,18 +204,12 @@ func TestStageLatency(t *testing.T) {
 	time.Sleep(20 * time.Millisecond) // the sink takes its time
 	h.ackAll(t)
 
-	sum := func(o prometheus.Observer) (uint64, float64) {
-		var m dto.Metric
-		if err := o.(prometheus.Metric).Write(&m); err != nil {
-			t.Fatalf("write histogram: %v", err)
-		}
-		return m.GetHistogram().GetSampleCount(), m.GetHistogram().GetSampleSum()
-	}
-	nSend, send := sum(r.m.send)
-	nReceive, receive := sum(r.m.receive)
-	nPublish, publish := sum(r.m.publish)
-	nAck, ack := sum(r.m.acknowledge)
-	nTotal, total := sum(r.m.latency)
+	const stage = "outbox_relay_stage_latency_seconds"
+	nSend, send := histogram(t, reg, stage, "send")
+	nReceive, receive := histogram(t, reg, stage, "receive")
+	nPublish, publish := histogram(t, reg, stage, "publish")
+	nAck, ack := histogram(t, reg, stage, "acknowledge")
+	nTotal, total := histogram(t, reg, "outbox_relay_end_to_end_latency_seconds", "")
 	if nSend != 1 || nReceive != 2 || nPublish != 2 || nAck != 2 || nTotal != 2 {
 		t.Fatalf("observations: send %d, receive %d, publish %d, acknowledge %d, end to end %d; want 1 send (one event has a send time), 2 of each other",
 			nSend, nReceive, nPublish, nAck, nTotal)

@@ -35,6 +35,7 @@ type Relay struct {
 
 	mu             sync.Mutex
 	wm             watermark
+	stages         stages // served by metrics.histograms
 	inflightEvents int
 	inflightBytes  int
 	err            error
@@ -164,6 +165,7 @@ func (r *Relay) Insert(ctx context.Context, ev *schema.Event) error {
 	ev.Position = r.replay.next()
 	ev.CommitTime = r.commitTime
 	size := ev.Size()
+	handed := time.Now()
 
 	r.mu.Lock()
 	if r.err != nil {
@@ -174,6 +176,9 @@ func (r *Relay) Insert(ctx context.Context, ev *schema.Event) error {
 	r.wm.add(r.seq)
 	r.inflightEvents++
 	r.inflightBytes += size
+	if !ev.Received.IsZero() {
+		r.stages.read(ev, handed)
+	}
 	r.mu.Unlock()
 
 	// The sink's delivery must outlive a cancelled stream: shutdown drains
@@ -182,16 +187,7 @@ func (r *Relay) Insert(ctx context.Context, ev *schema.Event) error {
 		ctx = context.WithoutCancel(ctx)
 	}
 	p := newPending()
-	p.r, p.ctx, p.seq, p.size, p.ev, p.handed = r, ctx, r.seq, size, *ev, time.Now()
-	if !ev.Received.IsZero() {
-		if ev.Sent.IsZero() {
-			r.m.receive.Observe(max(0, ev.Received.Sub(ev.CommitTime).Seconds()))
-		} else {
-			r.m.send.Observe(max(0, ev.Sent.Sub(ev.CommitTime).Seconds()))
-			r.m.receive.Observe(max(0, ev.Received.Sub(ev.Sent).Seconds()))
-		}
-		r.m.publish.Observe(p.handed.Sub(ev.Received).Seconds())
-	}
+	p.r, p.ctx, p.seq, p.size, p.ev, p.handed = r, ctx, r.seq, size, *ev, handed
 	r.sink.Publish(ctx, ev, p.done)
 	return nil
 }
@@ -270,6 +266,10 @@ func (r *Relay) sinkFailed(ctx context.Context, p *pending, err error) {
 func (r *Relay) settle(p *pending, err error) {
 	seq, size, committed, handed, id, pos := p.seq, p.size, p.ev.CommitTime, p.handed, p.ev.ID, p.ev.Position
 	p.release()
+	var now time.Time
+	if err == nil {
+		now = time.Now()
+	}
 	r.mu.Lock()
 	wasFull := r.fullLocked()
 	r.inflightEvents--
@@ -277,6 +277,8 @@ func (r *Relay) settle(p *pending, err error) {
 	halted := false
 	if err == nil {
 		r.wm.ack(seq)
+		r.stages.latency.observe(now.Sub(committed).Seconds())
+		r.stages.acknowledge.observe(now.Sub(handed).Seconds())
 	} else if r.err == nil {
 		r.err = fmt.Errorf("publish event %s (row %d of the transaction committed at %s): %w", id, pos.Index, pos.CommitLSN, err)
 		close(r.failed)
@@ -290,11 +292,6 @@ func (r *Relay) settle(p *pending, err error) {
 
 	if halted {
 		r.halt(err)
-	}
-	if err == nil {
-		now := time.Now()
-		r.m.latency.Observe(now.Sub(committed).Seconds())
-		r.m.acknowledge.Observe(now.Sub(handed).Seconds())
 	}
 	if signal {
 		select {
