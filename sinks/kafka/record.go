@@ -65,8 +65,9 @@ type mapper struct {
 // null value, a tombstone on compacted topics), and header values taken
 // from ev.Headers alias it unless they had escapes; the key, the first four
 // header values and a replay's start time share one new buffer. The
-// timestamp is left for franz-go to set when producing, so retention counts from publishing, not
-// from the commit, and a replayed backlog is not expired at once.
+// timestamp is left zero for Sink.Publish to set to the time it publishes,
+// so retention counts from publishing, not from the commit, and a replayed
+// backlog is not expired at once.
 //
 // Headers are HeaderID, HeaderEventType, HeaderAggregateType and
 // HeaderPosition, for a replayed event HeaderReplayed and

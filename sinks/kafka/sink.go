@@ -181,6 +181,9 @@ func (s *Sink) Publish(ctx context.Context, ev *schema.Event, done func(error)) 
 		return
 	}
 	f.ctx, f.id, f.start, f.done = ctx, ev.ID, start, done
+	// The record's timestamp, which franz-go would otherwise read the
+	// clock for again.
+	f.rec.Timestamp = start
 	s.inflight.add()
 	// While records wait to be sent alone, events queue behind them. (The
 	// idle check first spares the closure on the hot path.)

@@ -235,8 +235,10 @@ func TestPublish(t *testing.T) {
 	a := newAcks(t)
 	var events []*schema.Event
 	payloadBytes := make(map[string]int)
+	published := time.Now().Truncate(time.Millisecond) // Kafka keeps milliseconds
 	for i, typ := range []string{"order", "invoice", "order", "customer", "order", "invoice"} {
 		ev := event(typ, typ+"-1", i)
+		ev.CommitTime = published.Add(-time.Hour)
 		if i%2 == 0 {
 			ev.Headers = []byte(`{"trace_id": "t` + strconv.Itoa(i) + `", "attempt": 2, "id": "forged"}`)
 		}
@@ -247,6 +249,7 @@ func TestPublish(t *testing.T) {
 	if err := s.Flush(ctx); err != nil {
 		t.Fatalf("Flush: %v", err)
 	}
+	flushed := time.Now()
 	if got := a.count(); got != len(events) {
 		t.Fatalf("after Flush, done called for %d events, want %d", got, len(events))
 	}
@@ -255,6 +258,13 @@ func TestPublish(t *testing.T) {
 	}
 
 	recs, hwm := consume(t, c, len(events), "outbox.order", "outbox.invoice", "outbox.customer")
+	for _, r := range recs {
+		// The time of publishing, not the commit an hour earlier: retention
+		// counts from publishing.
+		if r.Timestamp.Before(published) || r.Timestamp.After(flushed) {
+			t.Errorf("record %s has timestamp %v, want the time of Publish, %v to %v", header(r, "id"), r.Timestamp, published, flushed)
+		}
+	}
 	if hwm != int64(len(events)) {
 		t.Errorf("topics hold %d records, want %d", hwm, len(events))
 	}
