@@ -173,6 +173,24 @@ func (r result) consumerRatio() float64 {
 	return r.ceiling / r.consumer
 }
 
+// freeRelayRatio is the highest ratio to pg_recvlogical the run's machine
+// allowed a relay that spent no CPU at all: the walsender, the broker and
+// this program (the consumer) still spend what they spent in the run, the
+// walsender on one core and all three on the machine's cores, so the drain
+// takes at least the longer of the two. It leaves out other processes and
+// assumes their CPU does not depend on the relay's; -1 when one of the
+// three was not measured.
+func (r result) freeRelayRatio(cores int) float64 {
+	if r.ceiling <= 0 || r.senderCPU < 0 || r.brokerCPU < 0 || r.benchCPU < 0 || cores < 1 {
+		return -1
+	}
+	least := max(r.senderCPU, (r.senderCPU+r.brokerCPU+r.benchCPU)/float64(cores))
+	if least <= 0 {
+		return -1
+	}
+	return r.ceiling / least
+}
+
 // cpuPerRow is the relay's CPU time, start-up included, over the rows of
 // the run, in µs.
 func (r result) cpuPerRow() float64 { return r.relayCPU / float64(r.rows) * 1e6 }

@@ -35,6 +35,7 @@ func verdict(ok bool) string {
 // targets checks the figures against the project's goals.
 func (r report) targets(byW map[string][]result) []string {
 	var out []string
+	cores := r.machine.Cores
 	ratioLine := func(w string, goal float64, byConsumer bool) {
 		rs := byW[w]
 		if len(rs) == 0 {
@@ -43,17 +44,23 @@ func (r report) targets(byW map[string][]result) []string {
 		relay := median(values(rs, result.ratio))
 		ack := median(values(rs, result.ackRatio))
 		cons := median(values(rs, result.consumerRatio))
+		// What the machine left to the relay: a target above it needs the
+		// other processes' CPU, not only the relay's.
+		free := ""
+		if f := median(values(rs, func(r result) float64 { return r.freeRelayRatio(cores) })); f >= 0 {
+			free = fmt.Sprintf("; a relay spending no CPU could have reached %.2f here, the walsender, broker and consumer spending what they did on %d cores", f, cores)
+		}
 		switch {
 		case !byConsumer:
 			line := fmt.Sprintf("%s relay ≥ %g × pg_recvlogical (median, to the slot's confirmation): %.2f, %s (to ack %.2f", w, goal, relay, verdict(relay >= goal), ack)
 			if cons >= 0 {
 				line += fmt.Sprintf(", to consumer %.2f", cons)
 			}
-			out = append(out, line+")")
+			out = append(out, line+")"+free)
 		case cons < 0:
 			out = append(out, fmt.Sprintf("%s ≥ %g × pg_recvlogical with the consumer in the loop: not measured (--consume=false); relay to confirm %.2f", w, goal, relay))
 		default:
-			out = append(out, fmt.Sprintf("%s ≥ %g × pg_recvlogical with the consumer in the loop (median, until the consumer had every row): %.2f, %s (relay to confirm %.2f, to ack %.2f)", w, goal, cons, verdict(cons >= goal), relay, ack))
+			out = append(out, fmt.Sprintf("%s ≥ %g × pg_recvlogical with the consumer in the loop (median, until the consumer had every row): %.2f, %s (relay to confirm %.2f, to ack %.2f)%s", w, goal, cons, verdict(cons >= goal), relay, ack, free))
 		}
 	}
 	ratioLine("W4", 0.8, false)

@@ -18,6 +18,7 @@ func TestTargets(t *testing.T) {
 		name  string
 		opts  options
 		fsync string
+		cores int
 		byW   map[string][]result
 		want  []string
 	}{
@@ -30,6 +31,25 @@ func TestTargets(t *testing.T) {
 				"W4 relay ≥ 0.8 × pg_recvlogical (median, to the slot's confirmation): 0.50, **not met** (to ack 0.50)",
 				"W4 relay peak RSS ≤ 64 MB: 100.0 MB at most, **not met**",
 				"W2 ≥ 1.2 × pg_recvlogical with the consumer in the loop (median, until the consumer had every row): 1.25, **met** (relay to confirm 2.00, to ack 2.00)",
+				"W2 relay CPU ≤ 1.5 µs per row: 1.20 µs, **met**",
+			},
+		},
+		{
+			name:  "CPU of the others measured",
+			opts:  options{w3Writers: 8},
+			fsync: "on",
+			cores: 2,
+			// W4: the others spent 10 CPU-s, 5 s on two cores, against
+			// pg_recvlogical's 1 s. W2: the walsender's 8 s on one core
+			// bound it, not the others' 6 s on two.
+			byW: map[string][]result{
+				"W4": {func() result { r := w4; r.senderCPU, r.brokerCPU, r.benchCPU = 4, 3, 3; return r }()},
+				"W2": {func() result { r := w2; r.senderCPU, r.brokerCPU, r.benchCPU = 8, 2, 2; return r }()},
+			},
+			want: []string{
+				"W4 relay ≥ 0.8 × pg_recvlogical (median, to the slot's confirmation): 0.50, **not met** (to ack 0.50); a relay spending no CPU could have reached 0.20 here, the walsender, broker and consumer spending what they did on 2 cores",
+				"W4 relay peak RSS ≤ 64 MB: 100.0 MB at most, **not met**",
+				"W2 ≥ 1.2 × pg_recvlogical with the consumer in the loop (median, until the consumer had every row): 1.25, **met** (relay to confirm 2.00, to ack 2.00); a relay spending no CPU could have reached 1.25 here, the walsender, broker and consumer spending what they did on 2 cores",
 				"W2 relay CPU ≤ 1.5 µs per row: 1.20 µs, **met**",
 			},
 		},
@@ -57,7 +77,7 @@ func TestTargets(t *testing.T) {
 		},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			r := report{opts: tc.opts, machine: machine{Fsync: tc.fsync}}
+			r := report{opts: tc.opts, machine: machine{Fsync: tc.fsync, Cores: tc.cores}}
 			got := r.targets(tc.byW)
 			if diff := cmp.Diff(tc.want, got); diff != "" {
 				t.Errorf("targets (-want +got):\n%s", diff)
@@ -73,5 +93,27 @@ func TestPeakRSS(t *testing.T) {
 	}
 	if w, mb := (report{}).peakRSS(byW); w != "W1" || mb != 90 {
 		t.Errorf("peakRSS = %s, %g MB, want W1, 90 MB", w, mb)
+	}
+}
+
+func TestFreeRelayRatio(t *testing.T) {
+	base := result{ceiling: 6, senderCPU: 3, brokerCPU: 4, benchCPU: 1}
+	for _, tc := range []struct {
+		name  string
+		r     result
+		cores int
+		want  float64
+	}{
+		{"the others on two cores", base, 2, 6.0 / 4},
+		{"the walsender on one core", base, 4, 6.0 / 3},
+		{"one core", base, 1, 6.0 / 8},
+		{"broker not measured", func() result { r := base; r.brokerCPU = -1; return r }(), 2, -1},
+		{"walsender not measured", func() result { r := base; r.senderCPU = -1; return r }(), 2, -1},
+		{"no pg_recvlogical", func() result { r := base; r.ceiling = -1; return r }(), 2, -1},
+		{"nothing spent", result{ceiling: 6}, 2, -1},
+	} {
+		if got := tc.r.freeRelayRatio(tc.cores); got != tc.want {
+			t.Errorf("%s: freeRelayRatio(%d) = %g, want %g", tc.name, tc.cores, got, tc.want)
+		}
 	}
 }
