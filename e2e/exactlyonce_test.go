@@ -1,6 +1,7 @@
 package e2e
 
 import (
+	"errors"
 	"fmt"
 	"math/rand/v2"
 	"strings"
@@ -10,6 +11,7 @@ import (
 
 	"github.com/jackc/pglogrepl"
 	"github.com/twmb/franz-go/pkg/kfake"
+	"github.com/twmb/franz-go/pkg/kmsg"
 
 	"github.com/outbox-relay/outbox-relay/cdc/pgtest"
 )
@@ -266,6 +268,55 @@ func TestExactlyOnceFaults(t *testing.T) {
 		pid := p.cmd.Process.Pid
 		r.startWriters(&workload{Rows: 6000, RollbackRatio: 0.1, HeaderRatio: 0.1, MessageRatio: 0.3, Pause: 100 * time.Millisecond})
 		r.cutBroker(ln)
+		r.finishExactlyOnce(p, pid)
+	})
+
+	t.Run("broker gone during a commit", func(t *testing.T) {
+		// The broker drops the connection carrying a Kafka commit
+		// (EndTxn, not processed) and refuses new ones for 3 s, so the
+		// client gives the commit up with its outcome unknown. The same
+		// process must start its stream and producer again from the
+		// last committed fence, once the broker is back.
+		t.Parallel()
+		var ln *severable
+		e := newEnvSlot(t, pgtest.NewDatabase(t), "eo_commit_cut", kfake.ListenFn(listenSeverable(&ln)))
+		r := newExactlyOnceRun(t, e)
+		p := r.eoRelay()
+		p.waitStreaming(time.Minute)
+		pid := p.cmd.Process.Pid
+		r.startWriters(&workload{Rows: 3000, RollbackRatio: 0.1, HeaderRatio: 0.1, MessageRatio: 0.3, Pause: 50 * time.Millisecond})
+
+		time.Sleep(1500 * time.Millisecond)
+		cut := make(chan error, 1)
+		e.broker.ControlKey(int16(kmsg.EndTxn), func(req kmsg.Request) (kmsg.Response, error, bool) {
+			if !req.(*kmsg.EndTxnRequest).Commit {
+				return nil, nil, false // an abort goes through; the control stays
+			}
+			cut <- ln.cut(refuse)
+			return nil, errors.New("connection cut during the commit"), true
+		})
+		select {
+		case err := <-cut:
+			if err != nil {
+				t.Fatalf("cut: %v", err)
+			}
+		case <-time.After(30 * time.Second):
+			t.Fatal("the relay sent no Kafka commit within 30s")
+		}
+		time.Sleep(3 * time.Second)
+		if err := ln.heal(); err != nil {
+			t.Fatalf("heal: %v", err)
+		}
+		if !r.stillWriting() {
+			t.Error("the writers finished before the cut ended; it must hit them mid-stream")
+		}
+		eventually(t, time.Minute, "the relay counts its restart", func() (bool, string) {
+			m := metricLines(t, p, "outbox_relay_kafka_transaction_restarts_total")
+			return m == "outbox_relay_kafka_transaction_restarts_total=1", m
+		})
+		if !strings.Contains(p.logText(), "did not commit for certain") {
+			t.Errorf("the relay logged no restart:\n%s", p.logText())
+		}
 		r.finishExactlyOnce(p, pid)
 	})
 

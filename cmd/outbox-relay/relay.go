@@ -22,7 +22,8 @@ const brokerCheckTimeout = 10 * time.Second
 // relayUntilDone runs the daemon: the replication stream, the relay core and
 // the metrics server, until ctx ends or one of them fails. When the slot is
 // lost it stops, or under --on-slot-lost=recover recovers it (slotlost.go)
-// and runs again.
+// and runs again; under exactly-once, a Kafka transaction that did not
+// commit for certain makes it run again too (restart.go).
 func relayUntilDone(ctx context.Context, cfg Config, stderr io.Writer) error {
 	logger := cfg.logger(stderr)
 	logger.Info("starting", "version", version, "commit", commit, "cdc", cfg.CDC, "sink", cfg.Sink, cfg.Sink, cfg.sinkConfig())
@@ -32,9 +33,19 @@ func relayUntilDone(ctx context.Context, cfg Config, stderr io.Writer) error {
 		logger.Warn("--pprof is deprecated; use --pprof-addr="+defaultPprofAddr, "addr", cfg.PprofAddr)
 	}
 	rm := newRecoveryMetrics()
+	rs := newRestarter(logger)
 	for {
-		flushed, err := relayOnce(ctx, cfg, logger, rm)
-		if err == nil || ctx.Err() != nil || !slotLost(err, cfg) {
+		flushed, err := relayOnce(ctx, cfg, logger, rm, rs)
+		if err == nil || ctx.Err() != nil {
+			return err
+		}
+		if cfg.Relay.Delivery == relay.DeliveryExactlyOnce && rs.again(ctx, err, flushed) {
+			continue
+		}
+		if ctx.Err() != nil {
+			return nil
+		}
+		if !slotLost(err, cfg) {
 			return err
 		}
 		if cfg.OnSlotLost != onSlotLostRecover {
@@ -51,7 +62,7 @@ func relayUntilDone(ctx context.Context, cfg Config, stderr io.Writer) error {
 
 // relayOnce is one run of the daemon, with a registry of its own; it also
 // returns the last position the relay core acknowledged.
-func relayOnce(ctx context.Context, cfg Config, logger *slog.Logger, rm *recoveryMetrics) (pglogrepl.LSN, error) {
+func relayOnce(ctx context.Context, cfg Config, logger *slog.Logger, rm *recoveryMetrics, rs *restarter) (pglogrepl.LSN, error) {
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(
 		collectors.NewGoCollector(),
@@ -61,13 +72,25 @@ func relayOnce(ctx context.Context, cfg Config, logger *slog.Logger, rm *recover
 	if err := rm.register(reg); err != nil {
 		return 0, err
 	}
-	return relayWith(ctx, cfg, logger, reg)
+	if cfg.Relay.Delivery == relay.DeliveryExactlyOnce {
+		if err := rs.register(reg); err != nil {
+			return 0, err
+		}
+	}
+	return relayWith(ctx, cfg, logger, reg, rs.pending())
 }
 
 // relayWith runs the stream, the relay core and the metrics server,
-// registering their metrics with reg.
-func relayWith(ctx context.Context, cfg Config, logger *slog.Logger, reg *prometheus.Registry) (pglogrepl.LSN, error) {
-	sink, err := openSink(ctx, cfg, logger, reg)
+// registering their metrics with reg. A restart waits for the brokers to
+// answer instead of failing its start-up check.
+func relayWith(ctx context.Context, cfg Config, logger *slog.Logger, reg *prometheus.Registry, restart bool) (pglogrepl.LSN, error) {
+	var sink brokerSink
+	var err error
+	if restart {
+		sink, err = openSinkWaiting(ctx, cfg, logger, reg)
+	} else {
+		sink, err = openSink(ctx, cfg, logger, reg)
+	}
 	if err != nil {
 		if ctx.Err() != nil {
 			return 0, nil

@@ -356,12 +356,5 @@ func (p *pacer) wait(ctx context.Context, n int64) error {
 	if ahead < 2*time.Millisecond {
 		return ctx.Err()
 	}
-	t := time.NewTimer(ahead)
-	defer t.Stop()
-	select {
-	case <-t.C:
-		return nil
-	case <-ctx.Done():
-		return ctx.Err()
-	}
+	return sleep(ctx, ahead)
 }

@@ -132,6 +132,23 @@ func openSink(ctx context.Context, cfg Config, logger *slog.Logger, reg promethe
 	return s, nil
 }
 
+// openSinkWaiting is openSink for a restart: while no broker answers, it
+// logs why and tries again, with a backoff, until one does or ctx ends.
+func openSinkWaiting(ctx context.Context, cfg Config, logger *slog.Logger, reg prometheus.Registerer) (brokerSink, error) {
+	bo := restartBackOff()
+	for {
+		s, err := openSink(ctx, cfg, logger, reg)
+		if err == nil || ctx.Err() != nil {
+			return s, err
+		}
+		wait := bo.NextBackOff()
+		logger.Warn("waiting for the broker before starting again", "sink", cfg.Sink, "in", wait.String(), "err", err)
+		if err := sleep(ctx, wait); err != nil {
+			return nil, err
+		}
+	}
+}
+
 // bindSink binds --sink.
 func bindSink(fs *flag.FlagSet, c *Config) {
 	fs.StringVar(&c.Sink, "sink", sinkKafka, "broker the events go to: "+strings.Join(sinkNames, ", ")+"; each has flags of its own (--kafka-*, --nats-*, --rabbitmq-*, --redis-*)")
