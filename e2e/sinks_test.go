@@ -220,7 +220,6 @@ func testSinkBrokerRestart(t *testing.T, sc sinkCase) {
 	r, f := newSinkRun(t, e, b)
 	p := r.relay()
 	p.waitStreaming(time.Minute)
-	pid := p.cmd.Process.Pid
 	r.startWriters(sinkWorkload(2500))
 	time.Sleep(2 * time.Second)
 	down := time.Now()
@@ -229,7 +228,7 @@ func testSinkBrokerRestart(t *testing.T, sc sinkCase) {
 	b.start(t)
 	t.Logf("broker down for %s", ms(time.Since(down)))
 	r.waitWriters()
-	r.finishSameProcess(p, pid)
+	r.finishSameProcess(p)
 	f.checkPlaces(t)
 }
 
