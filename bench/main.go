@@ -72,7 +72,9 @@
 // CPU starting).
 //
 // W1, W2 and W4 insert the backlog with the relay stopped (not timed), copy
-// the slot and time pg_recvlogical draining the copy, and
+// the slot twice and time pg_recvlogical draining one copy before the relay
+// and the other after it, the faster drain being the ceiling (a drain
+// slowed by the machine would flatter the relay), and
 // pg_logical_slot_peek_binary_changes decoding another in SQL, then time
 // the relay from its start until Kafka acknowledged the last row and the
 // slot's confirmed_flush_lsn reached the WAL position after the backlog.

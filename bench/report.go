@@ -201,7 +201,7 @@ func (r report) text() string {
 		if r.opts.consume {
 			b.WriteString("Meanwhile a read_committed consumer in the benchmark counts the relay's records, and the run ends once it has every row as well: \"to consumer\" stops the clock when it received the last one. ")
 		}
-		b.WriteString("pg_recvlogical drains a copy of the same slot first: the ceiling logical decoding sets for a streaming client. It is a client-bound ceiling: it makes two write() calls per message, and the walsender serving it works harder than the one serving the relay, so the relay can pass it. \"SQL decode\" is pg_logical_slot_peek_binary_changes decoding another copy inside a backend (no walsender, network or client): what decoding alone costs. \"to ack\" stops the clock when the relay's published count reaches the row count instead of at the confirmation, which comes with the next status update (`--status-interval`, 1 s).\n\n")
+		b.WriteString("pg_recvlogical drains a copy of the same slot before the relay and another copy after it; the faster of the two drains is the ceiling logical decoding sets for a streaming client, so that a drain slowed by the machine does not flatter the relay. It is a client-bound ceiling: it makes two write() calls per message, and the walsender serving it works harder than the one serving the relay, so the relay can pass it. \"SQL decode\" is pg_logical_slot_peek_binary_changes decoding another copy inside a backend (no walsender, network or client): what decoding alone costs. \"to ack\" stops the clock when the relay's published count reaches the row count instead of at the confirmation, which comes with the next status update (`--status-interval`, 1 s).\n\n")
 		b.WriteString("| workload | rows | relay rows/s | payload MB/s | to consumer rows/s | pg_recvlogical rows/s | SQL decode rows/s | relay ÷ pg_recvlogical | to ack ÷ pg_recvlogical | to consumer ÷ pg_recvlogical | relay CPU µs/row | relay peak RSS MB | broker CPU µs/row | insert s (not timed) |\n")
 		b.WriteString("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n")
 		for _, w := range backlog {
@@ -290,8 +290,8 @@ func (r report) text() string {
 	}
 
 	b.WriteString("\n### Every run\n\n")
-	b.WriteString("Seconds; a workload through another sink than Kafka names it: W1 (nats). CPU is user + system time from /proc/PID/stat; \"bench CPU\" is the benchmark's own process from the relay's start until its consumer had every row (the consumer, mostly); the walsender columns are the server process decoding for the relay and for pg_recvlogical (n/a for an external server). \"busy\" is the share of the whole machine's CPU in use (/proc/stat) while the relay, or pg_recvlogical, was timed; for W3, while the measured rows were written. It shows how much the machine was shared.\n\n")
-	b.WriteString("| workload | run | rows | insert | pg_recvlogical | relay to ack | relay to confirm | to consumer | relay CPU | relay RSS MB | broker CPU | bench CPU | walsender CPU (relay) | walsender CPU (pg_recvlogical) | pg_recvlogical CPU | busy (relay) | busy (pg_recvlogical) | published |\n")
+	b.WriteString("Seconds; a workload through another sink than Kafka names it: W1 (nats). CPU is user + system time from /proc/PID/stat; \"bench CPU\" is the benchmark's own process from the relay's start until its consumer had every row (the consumer, mostly); \"pg_recvlogical\" shows its drain before the relay / after it, the faster one being the ceiling, whose CPU columns are shown; the walsender columns are the server process decoding for the relay and for pg_recvlogical (n/a for an external server). \"busy\" is the share of the whole machine's CPU in use (/proc/stat) while the relay, or pg_recvlogical, was timed; for W3, while the measured rows were written. It shows how much the machine was shared.\n\n")
+	b.WriteString("| workload | run | rows | insert | pg_recvlogical before / after | relay to ack | relay to confirm | to consumer | relay CPU | relay RSS MB | broker CPU | bench CPU | walsender CPU (relay) | walsender CPU (pg_recvlogical) | pg_recvlogical CPU | busy (relay) | busy (pg_recvlogical) | published |\n")
 	b.WriteString("|---|" + strings.Repeat("---:|", 17) + "\n")
 	all := r.results
 	if r.profile != nil {
@@ -303,7 +303,7 @@ func (r report) text() string {
 			run = "profile"
 		}
 		fmt.Fprintf(&b, "| %s | %s | %d | %s | %s | %s | %s | %s | %.2f | %.1f | %s | %s | %s | %s | %s | %s | %s | %.0f |\n",
-			res.title(), run, res.rows, opt(res.insert, "%.1f", res.hist == nil), opt(res.ceiling, "%.2f", true),
+			res.title(), run, res.rows, opt(res.insert, "%.1f", res.hist == nil), res.drainsText(),
 			opt(res.ack, "%.2f", res.hist == nil), opt(res.relay, "%.2f", res.hist == nil), opt(res.consumer, "%.2f", res.hist == nil),
 			res.relayCPU, float64(res.relayRSS)/1e6, opt(res.brokerCPU, "%.2f", true), opt(res.benchCPU, "%.2f", true),
 			opt(res.senderCPU, "%.2f", true), opt(res.ceilingWS, "%.2f", true), opt(res.ceilingCPU, "%.2f", true),
@@ -473,4 +473,17 @@ func opt(v float64, format string, applies bool) string {
 		return "n/a"
 	}
 	return fmt.Sprintf(format, v)
+}
+
+// drainsText is r's pg_recvlogical drains in seconds, before the relay /
+// after it; n/a if there were none.
+func (r result) drainsText() string {
+	if len(r.drains) == 0 {
+		return "n/a"
+	}
+	parts := make([]string, len(r.drains))
+	for i, d := range r.drains {
+		parts[i] = fmt.Sprintf("%.2f", d)
+	}
+	return strings.Join(parts, " / ")
 }

@@ -24,6 +24,7 @@ const (
 	databasePrefix = "outbox_bench_"
 	slotName       = "outbox_bench"
 	ceilingSlot    = "outbox_bench_ceiling"
+	ceilingAfter   = "outbox_bench_ceiling_after" // pg_recvlogical's copy drained after the relay
 	publication    = "outbox_relay"
 )
 
@@ -157,7 +158,7 @@ func (s *server) freshDatabase(ctx context.Context, database string) error {
 	defer conn.Close(context.WithoutCancel(ctx))
 	// Slots are per server: one a crashed run left in another database
 	// would shadow this run's.
-	if err := dropSlots(ctx, conn, `slot_name IN ($1, $2)`, slotName, ceilingSlot); err != nil {
+	if err := dropSlots(ctx, conn, `slot_name IN ($1, $2, $3)`, slotName, ceilingSlot, ceilingAfter); err != nil {
 		return err
 	}
 	if _, err := conn.Exec(ctx, "CREATE DATABASE "+pgx.Identifier{database}.Sanitize()); err != nil {
