@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"math/rand/v2"
+	"net/http"
 	"strings"
 	"syscall"
 	"testing"
@@ -300,7 +301,26 @@ func TestExactlyOnceFaults(t *testing.T) {
 		case <-time.After(30 * time.Second):
 			t.Fatal("the relay sent no Kafka commit within 30s")
 		}
-		time.Sleep(3 * time.Second)
+		// While the restart waits for the broker, the process is alive
+		// and not ready, and says why. The broker stays away for 3 s, and
+		// until the relay has been seen waiting (15 s at most).
+		addr := p.metricsAddr(t)
+		var waiting bool
+		var probes string
+		for start := time.Now(); time.Since(start) < 3*time.Second || (!waiting && time.Since(start) < 15*time.Second); time.Sleep(100 * time.Millisecond) {
+			rc, rbody := get(addr, "/readyz")
+			hc, hbody := get(addr, "/healthz")
+			probes = fmt.Sprintf("/readyz %d %q, /healthz %d %q", rc, rbody, hc, hbody)
+			if rc == http.StatusServiceUnavailable && strings.Contains(rbody, "restarting") {
+				waiting = true
+				if hc != http.StatusOK {
+					t.Errorf("while the restart waits: %s; want /healthz 200", probes)
+				}
+			}
+		}
+		if !waiting {
+			t.Errorf("the restart was never seen waiting: last %s; want /readyz 503 saying it restarts", probes)
+		}
 		if err := ln.heal(); err != nil {
 			t.Fatalf("heal: %v", err)
 		}

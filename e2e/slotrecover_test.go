@@ -3,6 +3,7 @@ package e2e
 import (
 	"context"
 	"fmt"
+	"net/http"
 	"slices"
 	"strings"
 	"sync"
@@ -158,6 +159,18 @@ func testSlotInvalidatedRecover(t *testing.T, horizon, killed bool) {
 		eventually(t, time.Minute, "the recovering relay created the new slot", func() (bool, string) {
 			return strings.Contains(p.logText(), "slot created with an exported snapshot"), p.logText()
 		})
+		// A recovery held up keeps the process alive for a liveness
+		// probe, not ready, saying why, and its metrics served.
+		addr := p.metricsAddr(t)
+		if code, body := get(addr, "/healthz"); code != http.StatusOK || !strings.Contains(body, "recovering") {
+			t.Errorf("/healthz during the recovery = %d %q, want 200 saying it recovers", code, body)
+		}
+		if code, body := get(addr, "/readyz"); code != http.StatusServiceUnavailable || !strings.Contains(body, "recovering") {
+			t.Errorf("/readyz during the recovery = %d %q, want 503 saying it recovers", code, body)
+		}
+		if v := value(scrape(t, addr), "outbox_relay_build_info", nil); v != 1 {
+			t.Errorf("outbox_relay_build_info during the recovery = %v, want 1", v)
+		}
 		p.kill()
 		var began, slotLeft bool
 		e.query(t, 10*time.Second, func(ctx context.Context, conn *pgx.Conn) error {

@@ -9,20 +9,7 @@ import (
 	"net/http"
 	"net/http/pprof"
 	"time"
-
-	"github.com/prometheus/client_golang/prometheus"
-	"github.com/prometheus/client_golang/prometheus/promhttp"
 )
-
-// metricsHandler serves /metrics, /healthz and /readyz, and nothing else:
-// the metrics address usually listens on every interface.
-func metricsHandler(reg *prometheus.Registry, h *health) http.Handler {
-	mux := http.NewServeMux()
-	mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg}))
-	mux.Handle("/healthz", probe(h.live))
-	mux.Handle("/readyz", probe(h.ready))
-	return mux
-}
 
 // pprofHandler serves the Go profiles under /debug/pprof/, except
 // /debug/pprof/cmdline: the command line may hold secrets.
@@ -36,15 +23,12 @@ func pprofHandler() http.Handler {
 	return mux
 }
 
-// serveHTTP serves handler on addr until ctx ends. what names the server in
-// logs and errors ("metrics", "pprof"), flag the flag that sets addr.
-func serveHTTP(ctx context.Context, what, flag, addr string, handler http.Handler, logger *slog.Logger) error {
-	ln, err := net.Listen("tcp", addr)
-	if err != nil {
-		return fmt.Errorf("listen for %s on %s: %w; set --%s to a free address, or empty to disable", what, addr, err, flag)
-	}
+// serveHTTP serves handler on ln until ctx ends. what names the server in
+// logs and errors ("metrics", "pprof").
+func serveHTTP(ctx context.Context, what string, ln net.Listener, handler http.Handler, logger *slog.Logger) error {
+	addr := ln.Addr().String()
 	srv := &http.Server{Handler: handler, ReadHeaderTimeout: 10 * time.Second}
-	logger.Info("serving "+what, "addr", ln.Addr().String())
+	logger.Info("serving "+what, "addr", addr)
 	errc := make(chan error, 1)
 	go func() { errc <- srv.Serve(ln) }()
 	select {

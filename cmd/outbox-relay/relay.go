@@ -8,7 +8,6 @@ import (
 
 	"github.com/jackc/pglogrepl"
 	"github.com/prometheus/client_golang/prometheus"
-	"github.com/prometheus/client_golang/prometheus/collectors"
 
 	"github.com/outbox-relay/outbox-relay/cdc"
 	"github.com/outbox-relay/outbox-relay/relay"
@@ -23,8 +22,9 @@ const brokerCheckTimeout = 10 * time.Second
 // the metrics server, until ctx ends or one of them fails. When the slot is
 // lost it stops, or under --on-slot-lost=recover recovers it (slotlost.go)
 // and runs again; under exactly-once, a Kafka transaction that did not
-// commit for certain makes it run again too (restart.go).
-func relayUntilDone(ctx context.Context, cfg Config, stderr io.Writer) error {
+// commit for certain makes it run again too (restart.go). The HTTP servers
+// outlive the runs (endpoint.go).
+func relayUntilDone(ctx context.Context, cfg Config, stderr io.Writer) (err error) {
 	logger := cfg.logger(stderr)
 	logger.Info("starting", "version", version, "commit", commit, "cdc", cfg.CDC, "sink", cfg.Sink, cfg.Sink, cfg.sinkConfig())
 	applyMemoryLimit(cfg.MemoryLimit, cfg.Relay.MaxInflightBytes, logger)
@@ -32,15 +32,39 @@ func relayUntilDone(ctx context.Context, cfg Config, stderr io.Writer) error {
 	if cfg.pprof {
 		logger.Warn("--pprof is deprecated; use --pprof-addr="+defaultPprofAddr, "addr", cfg.PprofAddr)
 	}
+	ep := newEndpoint()
 	rm := newRecoveryMetrics()
+	if err := rm.register(ep.base); err != nil {
+		return err
+	}
 	rs := newRestarter(logger)
+	if cfg.Relay.Delivery == relay.DeliveryExactlyOnce {
+		if err := rs.register(ep.base); err != nil {
+			return err
+		}
+	}
+	// A server failing stops the runs; its error is the daemon's.
+	ctx, fail := context.WithCancelCause(ctx)
+	defer fail(nil)
+	srv, err := startServers(cfg, ep, logger, fail)
+	if err != nil {
+		return err
+	}
+	defer func() {
+		if serr := srv.close(); serr != nil && err == nil {
+			err = serr
+		}
+	}()
 	for {
-		flushed, err := relayOnce(ctx, cfg, logger, rm, rs)
+		flushed, err := relayWith(ctx, cfg, logger, ep, rs.pending())
 		if err == nil || ctx.Err() != nil {
 			return err
 		}
-		if cfg.Relay.Delivery == relay.DeliveryExactlyOnce && rs.again(ctx, err, flushed) {
-			continue
+		if cfg.Relay.Delivery == relay.DeliveryExactlyOnce && txnRestartable(err) {
+			ep.detach("restarting: the last Kafka transaction did not commit for certain")
+			if rs.again(ctx, err, flushed) {
+				continue
+			}
 		}
 		if ctx.Err() != nil {
 			return nil
@@ -51,6 +75,7 @@ func relayUntilDone(ctx context.Context, cfg Config, stderr io.Writer) error {
 		if cfg.OnSlotLost != onSlotLostRecover {
 			return lostSlotError(ctx, cfg, err, flushed)
 		}
+		ep.detach("recovering the lost replication slot")
 		if err := recoverSlot(ctx, cfg, logger, rm); err != nil {
 			if ctx.Err() != nil {
 				return nil
@@ -60,30 +85,13 @@ func relayUntilDone(ctx context.Context, cfg Config, stderr io.Writer) error {
 	}
 }
 
-// relayOnce is one run of the daemon, with a registry of its own; it also
-// returns the last position the relay core acknowledged.
-func relayOnce(ctx context.Context, cfg Config, logger *slog.Logger, rm *recoveryMetrics, rs *restarter) (pglogrepl.LSN, error) {
+// relayWith is one run of the daemon: the stream, the relay core and their
+// helpers, with a registry of their metrics that ep serves, with the run's
+// probes, while the run goes on; it also returns the last position the
+// relay core acknowledged. A restart waits for the brokers to answer
+// instead of failing its start-up check.
+func relayWith(ctx context.Context, cfg Config, logger *slog.Logger, ep *endpoint, restart bool) (pglogrepl.LSN, error) {
 	reg := prometheus.NewRegistry()
-	reg.MustRegister(
-		collectors.NewGoCollector(),
-		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
-		buildInfo(),
-	)
-	if err := rm.register(reg); err != nil {
-		return 0, err
-	}
-	if cfg.Relay.Delivery == relay.DeliveryExactlyOnce {
-		if err := rs.register(reg); err != nil {
-			return 0, err
-		}
-	}
-	return relayWith(ctx, cfg, logger, reg, rs.pending())
-}
-
-// relayWith runs the stream, the relay core and the metrics server,
-// registering their metrics with reg. A restart waits for the brokers to
-// answer instead of failing its start-up check.
-func relayWith(ctx context.Context, cfg Config, logger *slog.Logger, reg *prometheus.Registry, restart bool) (pglogrepl.LSN, error) {
 	var sink brokerSink
 	var err error
 	if restart {
@@ -130,16 +138,8 @@ func relayWith(ctx context.Context, cfg Config, logger *slog.Logger, reg *promet
 	if cfg.PruneOlderThan > 0 {
 		actors = append(actors, newJanitor(cfg.CDC, cfg.PruneOlderThan, cfg.PruneInterval, logger, cm).Run)
 	}
-	if cfg.MetricsAddr != "" {
-		actors = append(actors, func(ctx context.Context) error {
-			return serveHTTP(ctx, "metrics", "metrics-addr", cfg.MetricsAddr, metricsHandler(reg, h), logger)
-		})
-	}
-	if cfg.PprofAddr != "" {
-		actors = append(actors, func(ctx context.Context) error {
-			return serveHTTP(ctx, "pprof", "pprof-addr", cfg.PprofAddr, pprofHandler(), logger)
-		})
-	}
+	ep.attach(reg, h.live, h.ready)
+	defer ep.detach("stopping")
 	if err := p.Run(ctx, actors...); err != nil {
 		return p.Relay.Flushed(), err
 	}

@@ -75,7 +75,8 @@ func newRestarter(logger *slog.Logger) *restarter {
 	}
 }
 
-// register adds the restart counter to a run's registry.
+// register adds the restart counter to the daemon's registry, which
+// outlives its runs.
 func (r *restarter) register(reg prometheus.Registerer) error {
 	if err := reg.Register(r.restarts); err != nil {
 		return fmt.Errorf("register restart metrics: %w", err)
