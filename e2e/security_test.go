@@ -3,17 +3,10 @@ package e2e
 import (
 	"bytes"
 	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/tls"
 	"crypto/x509"
-	"crypto/x509/pkix"
-	"encoding/pem"
 	"fmt"
-	"math/big"
 	mrand "math/rand/v2"
-	"net"
 	"net/url"
 	"os"
 	"os/user"
@@ -31,6 +24,7 @@ import (
 	"github.com/twmb/franz-go/pkg/sasl/scram"
 
 	"github.com/outbox-relay/outbox-relay/cdc/pgtest"
+	"github.com/outbox-relay/outbox-relay/internal/testpki"
 )
 
 // refuseWithin is how soon the relay must exit when the brokers or
@@ -282,68 +276,22 @@ func newTestPKI(t *testing.T) *testPKI {
 	if err := os.Chmod(dir, 0o755); err != nil {
 		t.Fatal(err)
 	}
-	p := &testPKI{dir: dir, caPool: x509.NewCertPool()}
-	caKey, ca := p.cert(t, nil, nil, &x509.Certificate{Subject: pkix.Name{CommonName: "test CA"}, IsCA: true,
-		BasicConstraintsValid: true, KeyUsage: x509.KeyUsageCertSign})
-	_, other := p.cert(t, nil, nil, &x509.Certificate{Subject: pkix.Name{CommonName: "other CA"}, IsCA: true,
-		BasicConstraintsValid: true, KeyUsage: x509.KeyUsageCertSign})
-	p.caPool.AddCert(ca)
-	p.caFile = p.write(t, "ca.pem", "CERTIFICATE", ca.Raw, 0o644)
-	p.otherCAFile = p.write(t, "other-ca.pem", "CERTIFICATE", other.Raw, 0o644)
-
-	p.serverCert, p.serverCertFile, p.serverKey = p.leaf(t, caKey, ca, "server", &x509.Certificate{
-		Subject: pkix.Name{CommonName: "127.0.0.1"}, DNSNames: []string{"localhost"}, IPAddresses: []net.IP{net.IPv4(127, 0, 0, 1)},
-		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}})
-	p.clientCert, p.clientCertFile, p.clientKey = p.leaf(t, caKey, ca, "client", &x509.Certificate{
-		Subject: pkix.Name{CommonName: "outbox-relay"}, ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}})
-	return p
-}
-
-// cert creates a certificate from tmpl with a new key, signed by parent, or
-// self-signed if parent is nil.
-func (p *testPKI) cert(t *testing.T, parentKey *ecdsa.PrivateKey, parent, tmpl *x509.Certificate) (*ecdsa.PrivateKey, *x509.Certificate) {
-	t.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	tp, err := testpki.Write(dir)
 	if err != nil {
 		t.Fatal(err)
 	}
-	tmpl.SerialNumber = big.NewInt(mrand.Int64())
-	tmpl.NotBefore, tmpl.NotAfter = time.Now().Add(-time.Hour), time.Now().Add(24*time.Hour)
-	if parent == nil {
-		parent, parentKey = tmpl, key
+	return &testPKI{
+		dir:            dir,
+		caFile:         tp.Path(testpki.CAFile),
+		otherCAFile:    tp.Path(testpki.OtherCAFile),
+		serverCertFile: tp.Path(testpki.ServerCertFile),
+		serverKey:      tp.Path(testpki.ServerKeyFile),
+		clientCertFile: tp.Path(testpki.ClientCertFile),
+		clientKey:      tp.Path(testpki.ClientKeyFile),
+		caPool:         tp.Roots,
+		serverCert:     tp.Server,
+		clientCert:     tp.Client,
 	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, parent, &key.PublicKey, parentKey)
-	if err != nil {
-		t.Fatal(err)
-	}
-	c, err := x509.ParseCertificate(der)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return key, c
-}
-
-// leaf creates a certificate signed by the CA and writes it and its key.
-func (p *testPKI) leaf(t *testing.T, caKey *ecdsa.PrivateKey, ca *x509.Certificate, name string, tmpl *x509.Certificate) (tls.Certificate, string, string) {
-	t.Helper()
-	tmpl.KeyUsage = x509.KeyUsageDigitalSignature
-	key, c := p.cert(t, caKey, ca, tmpl)
-	der, err := x509.MarshalPKCS8PrivateKey(key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return tls.Certificate{Certificate: [][]byte{c.Raw}, PrivateKey: key},
-		p.write(t, name+".pem", "CERTIFICATE", c.Raw, 0o644),
-		p.write(t, name+"-key.pem", "PRIVATE KEY", der, 0o600)
-}
-
-func (p *testPKI) write(t *testing.T, name, typ string, der []byte, mode os.FileMode) string {
-	t.Helper()
-	path := filepath.Join(p.dir, name)
-	if err := os.WriteFile(path, pem.EncodeToMemory(&pem.Block{Type: typ, Bytes: der}), mode); err != nil {
-		t.Fatal(err)
-	}
-	return path
 }
 
 // TestSecurityKafkaMutualTLS runs the relay against brokers that require TLS

@@ -3,18 +3,11 @@ package kafka_test
 import (
 	"bytes"
 	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/tls"
 	"crypto/x509"
-	"crypto/x509/pkix"
-	"encoding/pem"
 	"errors"
 	"fmt"
 	"log/slog"
-	"math/big"
-	"net"
 	"os"
 	"path/filepath"
 	"strings"
@@ -29,6 +22,7 @@ import (
 	"github.com/twmb/franz-go/pkg/sasl/plain"
 	"github.com/twmb/franz-go/pkg/sasl/scram"
 
+	"github.com/outbox-relay/outbox-relay/internal/testpki"
 	"github.com/outbox-relay/outbox-relay/sinks/delivery"
 	"github.com/outbox-relay/outbox-relay/sinks/kafka"
 )
@@ -267,88 +261,20 @@ type pki struct {
 
 func newPKI(t *testing.T) *pki {
 	t.Helper()
-	p := &pki{dir: t.TempDir()}
-	caKey, caCert := newCA(t, "outbox-relay test CA")
-	_, otherCA := newCA(t, "some other CA")
-	p.caFile = p.writePEM(t, "ca.pem", "CERTIFICATE", caCert.Raw)
-	p.otherCAFile = p.writePEM(t, "other-ca.pem", "CERTIFICATE", otherCA.Raw)
-	p.caPool = x509.NewCertPool()
-	p.caPool.AddCert(caCert)
-
-	p.serverCert = issue(t, caKey, caCert, &x509.Certificate{
-		Subject:     pkix.Name{CommonName: "kafka.test"},
-		DNSNames:    []string{"localhost", "kafka.test"},
-		IPAddresses: []net.IP{net.IPv4(127, 0, 0, 1)},
-		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
-	})
-	p.clientCert = issue(t, caKey, caCert, &x509.Certificate{
-		Subject:     pkix.Name{CommonName: "outbox-relay"},
-		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth},
-	})
-	p.clientCertFile = p.writePEM(t, "client.pem", "CERTIFICATE", p.clientCert.Certificate[0])
-	der, err := x509.MarshalPKCS8PrivateKey(p.clientCert.PrivateKey)
+	tp, err := testpki.Write(t.TempDir(), "kafka.test")
 	if err != nil {
 		t.Fatal(err)
 	}
-	p.clientKeyFile = p.writePEM(t, "client-key.pem", "PRIVATE KEY", der)
-	return p
-}
-
-func newCA(t *testing.T, name string) (*ecdsa.PrivateKey, *x509.Certificate) {
-	t.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
+	return &pki{
+		dir:            tp.Dir,
+		caFile:         tp.Path(testpki.CAFile),
+		otherCAFile:    tp.Path(testpki.OtherCAFile),
+		caPool:         tp.Roots,
+		serverCert:     tp.Server,
+		clientCert:     tp.Client,
+		clientCertFile: tp.Path(testpki.ClientCertFile),
+		clientKeyFile:  tp.Path(testpki.ClientKeyFile),
 	}
-	tmpl := &x509.Certificate{
-		SerialNumber:          big.NewInt(1),
-		Subject:               pkix.Name{CommonName: name},
-		NotBefore:             time.Now().Add(-time.Hour),
-		NotAfter:              time.Now().Add(24 * time.Hour),
-		KeyUsage:              x509.KeyUsageCertSign | x509.KeyUsageCRLSign,
-		BasicConstraintsValid: true,
-		IsCA:                  true,
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cert, err := x509.ParseCertificate(der)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return key, cert
-}
-
-// issue returns a certificate for tmpl with a new key, signed by the CA.
-func issue(t *testing.T, caKey *ecdsa.PrivateKey, ca *x509.Certificate, tmpl *x509.Certificate) tls.Certificate {
-	t.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	serial, err := rand.Int(rand.Reader, big.NewInt(1<<62))
-	if err != nil {
-		t.Fatal(err)
-	}
-	tmpl.SerialNumber = serial
-	tmpl.NotBefore = time.Now().Add(-time.Hour)
-	tmpl.NotAfter = time.Now().Add(24 * time.Hour)
-	tmpl.KeyUsage = x509.KeyUsageDigitalSignature
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca, &key.PublicKey, caKey)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return tls.Certificate{Certificate: [][]byte{der}, PrivateKey: key}
-}
-
-func (p *pki) writePEM(t *testing.T, name, typ string, der []byte) string {
-	t.Helper()
-	path := filepath.Join(p.dir, name)
-	if err := os.WriteFile(path, pem.EncodeToMemory(&pem.Block{Type: typ, Bytes: der}), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	return path
 }
 
 // serverTLS returns the brokers' TLS configuration; clientAuth says whether

@@ -2,21 +2,13 @@ package nats_test
 
 import (
 	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/tls"
-	"crypto/x509"
-	"crypto/x509/pkix"
-	"encoding/pem"
-	"math/big"
 	"net"
-	"os"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/outbox-relay/outbox-relay/internal/testpki"
 	"github.com/outbox-relay/outbox-relay/sinks/delivery"
 	"github.com/outbox-relay/outbox-relay/sinks/nats"
 	"github.com/outbox-relay/outbox-relay/sinks/nats/natstest"
@@ -25,51 +17,6 @@ import (
 // pingTimeout bounds a Ping that is to fail: the client tries a server
 // again every 200ms in these tests.
 const pingTimeout = 2 * time.Second
-
-// certs is a CA and a certificate it signed for 127.0.0.1.
-type certs struct {
-	caFile string
-	server tls.Certificate
-}
-
-// newCerts makes a CA and a server certificate for 127.0.0.1, and writes
-// the CA's certificate to a file.
-func newCerts(t *testing.T) certs {
-	t.Helper()
-	key := func() *ecdsa.PrivateKey {
-		k, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-		if err != nil {
-			t.Fatal(err)
-		}
-		return k
-	}
-	caKey, srvKey := key(), key()
-	now := time.Now()
-	ca := &x509.Certificate{
-		SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "natstest CA"},
-		NotBefore: now.Add(-time.Hour), NotAfter: now.Add(time.Hour),
-		IsCA: true, BasicConstraintsValid: true, KeyUsage: x509.KeyUsageCertSign,
-	}
-	caDER, err := x509.CreateCertificate(rand.Reader, ca, ca, &caKey.PublicKey, caKey)
-	if err != nil {
-		t.Fatal(err)
-	}
-	leaf := &x509.Certificate{
-		SerialNumber: big.NewInt(2), Subject: pkix.Name{CommonName: "127.0.0.1"},
-		NotBefore: now.Add(-time.Hour), NotAfter: now.Add(time.Hour),
-		IPAddresses: []net.IP{net.IPv4(127, 0, 0, 1)}, ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
-		KeyUsage: x509.KeyUsageDigitalSignature,
-	}
-	leafDER, err := x509.CreateCertificate(rand.Reader, leaf, ca, &srvKey.PublicKey, caKey)
-	if err != nil {
-		t.Fatal(err)
-	}
-	caFile := filepath.Join(t.TempDir(), "ca.pem")
-	if err := os.WriteFile(caFile, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: caDER}), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	return certs{caFile: caFile, server: tls.Certificate{Certificate: [][]byte{leafDER}, PrivateKey: srvKey}}
-}
 
 // freeURL returns the URL of a loopback port nothing listens on.
 func freeURL(t *testing.T) string {
@@ -90,8 +37,11 @@ func TestPing(t *testing.T) {
 	if testing.Short() {
 		t.Skip("slow: each failing Ping waits its whole timeout, 2s")
 	}
-	c := newCerts(t)
-	serverTLS := &tls.Config{Certificates: []tls.Certificate{c.server}, MinVersion: tls.VersionTLS12}
+	pki, err := testpki.Write(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	serverTLS := &tls.Config{Certificates: []tls.Certificate{pki.Server}, MinVersion: tls.VersionTLS12}
 	for _, tt := range []struct {
 		name string
 		opts natstest.Options
@@ -130,7 +80,7 @@ func TestPing(t *testing.T) {
 		{
 			name: "TrustedCertificate",
 			opts: natstest.Options{TLS: serverTLS},
-			cfg:  nats.Config{TLS: nats.TLSConfig{Enable: true, TLSFiles: delivery.TLSFiles{CAFile: c.caFile}}},
+			cfg:  nats.Config{TLS: nats.TLSConfig{Enable: true, TLSFiles: delivery.TLSFiles{CAFile: pki.Path(testpki.CAFile)}}},
 		},
 		{
 			// The client turns TLS on by itself when the server requires

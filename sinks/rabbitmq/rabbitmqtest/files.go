@@ -1,21 +1,15 @@
 package rabbitmqtest
 
 import (
-	"crypto/ecdsa"
-	"crypto/elliptic"
 	"crypto/rand"
-	"crypto/x509"
-	"crypto/x509/pkix"
 	"encoding/hex"
-	"encoding/pem"
 	"fmt"
-	"math/big"
-	"net"
 	"os"
 	"path/filepath"
 	"strconv"
 	"strings"
-	"time"
+
+	"github.com/outbox-relay/outbox-relay/internal/testpki"
 )
 
 // writeFiles writes the node's configuration, plugin list and Erlang
@@ -100,66 +94,13 @@ type tlsFiles struct {
 // writeCertificates writes a CA and a certificate it signed for 127.0.0.1
 // and localhost, valid for a day, into dir.
 func writeCertificates(dir string) (*tlsFiles, error) {
-	caKey, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	pki, err := testpki.Write(dir)
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("write certificates: %w", err)
 	}
-	now := time.Now()
-	caTmpl := &x509.Certificate{
-		SerialNumber:          big.NewInt(1),
-		Subject:               pkix.Name{CommonName: "rabbitmqtest CA"},
-		NotBefore:             now.Add(-time.Hour),
-		NotAfter:              now.Add(24 * time.Hour),
-		IsCA:                  true,
-		KeyUsage:              x509.KeyUsageCertSign | x509.KeyUsageDigitalSignature,
-		BasicConstraintsValid: true,
-	}
-	caDER, err := x509.CreateCertificate(rand.Reader, caTmpl, caTmpl, &caKey.PublicKey, caKey)
-	if err != nil {
-		return nil, err
-	}
-	ca, err := x509.ParseCertificate(caDER)
-	if err != nil {
-		return nil, err
-	}
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		return nil, err
-	}
-	tmpl := &x509.Certificate{
-		SerialNumber: big.NewInt(2),
-		Subject:      pkix.Name{CommonName: "localhost"},
-		NotBefore:    now.Add(-time.Hour),
-		NotAfter:     now.Add(24 * time.Hour),
-		KeyUsage:     x509.KeyUsageDigitalSignature,
-		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
-		DNSNames:     []string{"localhost"},
-		IPAddresses:  []net.IP{net.IPv4(127, 0, 0, 1)},
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca, &key.PublicKey, caKey)
-	if err != nil {
-		return nil, err
-	}
-	keyDER, err := x509.MarshalECPrivateKey(key)
-	if err != nil {
-		return nil, err
-	}
-	f := &tlsFiles{
-		ca:   filepath.Join(dir, "ca.pem"),
-		cert: filepath.Join(dir, "server.pem"),
-		key:  filepath.Join(dir, "server-key.pem"),
-	}
-	for _, w := range []struct {
-		path, typ string
-		der       []byte
-	}{
-		{f.ca, "CERTIFICATE", caDER},
-		{f.cert, "CERTIFICATE", der},
-		{f.key, "EC PRIVATE KEY", keyDER},
-	} {
-		if err := os.WriteFile(w.path, pem.EncodeToMemory(&pem.Block{Type: w.typ, Bytes: w.der}), 0o600); err != nil {
-			return nil, fmt.Errorf("write %s: %w", w.path, err)
-		}
-	}
-	return f, nil
+	return &tlsFiles{
+		ca:   pki.Path(testpki.CAFile),
+		cert: pki.Path(testpki.ServerCertFile),
+		key:  pki.Path(testpki.ServerKeyFile),
+	}, nil
 }

@@ -18,6 +18,8 @@ import (
 	"time"
 
 	goredis "github.com/redis/go-redis/v9"
+
+	"github.com/outbox-relay/outbox-relay/internal/testpki"
 )
 
 // EnvServer names the redis-server program to run instead of the one on
@@ -238,8 +240,8 @@ func (s *Server) configure(port int, opts Options) {
 		s.args = append(s.args,
 			"--port", "0",
 			"--tls-port", strconv.Itoa(port),
-			"--tls-cert-file", filepath.Join(s.Dir, serverCertFile),
-			"--tls-key-file", filepath.Join(s.Dir, serverKeyFile),
+			"--tls-cert-file", filepath.Join(s.Dir, testpki.ServerCertFile),
+			"--tls-key-file", filepath.Join(s.Dir, testpki.ServerKeyFile),
 			"--tls-ca-cert-file", s.CAFile,
 			"--tls-auth-clients", auth)
 	} else {
