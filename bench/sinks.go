@@ -159,7 +159,7 @@ func prepareSink(sink, addr string) error {
 	if sink != sinkRabbitMQ {
 		return nil
 	}
-	conn, err := dialRabbitMQ(addr)
+	conn, err := rabbitmqtest.DialAs(addr, "outbox-relay-bench")
 	if err != nil {
 		return err
 	}
@@ -169,19 +169,6 @@ func prepareSink(sink, addr string) error {
 		return fmt.Errorf("open a channel to %s: %w", addr, err)
 	}
 	return rabbitmqtest.BindQueue(ch, rabbitmqExchange, rabbitmqQueue)
-}
-
-// dialRabbitMQ connects to the RabbitMQ node at url, giving up after five
-// seconds.
-func dialRabbitMQ(url string) (*amqp.Connection, error) {
-	conn, err := amqp.DialConfig(url, amqp.Config{
-		Dial:       amqp.DefaultDial(5 * time.Second),
-		Properties: amqp.Table{"connection_name": "outbox-relay-bench"},
-	})
-	if err != nil {
-		return nil, fmt.Errorf("connect to %s: %w", url, err)
-	}
-	return conn, nil
 }
 
 // newSinkReceiver connects a consumer of the rows of aggregate type
@@ -238,7 +225,7 @@ func natsReceiver(ctx context.Context, url, subject string, rows int64) (*receiv
 // rabbitmqReceiver is newSinkReceiver's RabbitMQ consumer of
 // rabbitmqQueue.
 func rabbitmqReceiver(url string, rows int64) (*receiver, error) {
-	conn, err := dialRabbitMQ(url)
+	conn, err := rabbitmqtest.DialAs(url, "outbox-relay-bench")
 	if err != nil {
 		return nil, err
 	}
@@ -377,7 +364,7 @@ func rabbitmqVersion() (string, error) {
 		return "", fmt.Errorf("start rabbitmq-server: %w", err)
 	}
 	defer s.Close()
-	conn, err := dialRabbitMQ(s.URL)
+	conn, err := rabbitmqtest.DialAs(s.URL, "outbox-relay-bench")
 	if err != nil {
 		return "", err
 	}

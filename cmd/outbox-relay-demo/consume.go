@@ -116,25 +116,13 @@ const rabbitmqQueue = "outbox-relay-demo"
 // the demo's consumer ahead.
 const rabbitmqPrefetch = 100
 
-// dialRabbitMQ connects to the node at url, giving up after five seconds.
-func dialRabbitMQ(url string) (*amqp.Connection, error) {
-	conn, err := amqp.DialConfig(url, amqp.Config{
-		Dial:       amqp.DefaultDial(5 * time.Second),
-		Properties: amqp.Table{"connection_name": "outbox-relay-demo"},
-	})
-	if err != nil {
-		return nil, fmt.Errorf("connect to %s: %w", url, err)
-	}
-	return conn, nil
-}
-
 // bindRabbitMQ declares rabbitmqQueue, durable, and binds it to
 // rabbitmqExchange, which the relay's setup declared, with the binding key
 // "#", so that it receives every event: RabbitMQ drops what reaches no
 // queue, and the relay holds an event no queue is bound for. It must run
 // before the writer starts.
 func bindRabbitMQ(url string) error {
-	conn, err := dialRabbitMQ(url)
+	conn, err := rabbitmqtest.DialAs(url, "outbox-relay-demo")
 	if err != nil {
 		return err
 	}
@@ -149,7 +137,7 @@ func bindRabbitMQ(url string) error {
 // consumeRabbitMQ prints every message of rabbitmqQueue, acknowledging
 // each once printed.
 func consumeRabbitMQ(ctx context.Context, url string, out *printer, st *stats) error {
-	conn, err := dialRabbitMQ(url)
+	conn, err := rabbitmqtest.DialAs(url, "outbox-relay-demo")
 	if err != nil {
 		return fmt.Errorf("consumer: %w", err)
 	}

@@ -343,6 +343,20 @@ func dial(url string, timeout time.Duration) (*amqp.Connection, error) {
 	return amqp.DialConfig(url, amqp.Config{Dial: amqp.DefaultDial(timeout)})
 }
 
+// DialAs connects to the node at url with the connection name name, which
+// the node's management tools show, giving up after five seconds: for
+// programs around a node, such as a demo's or a benchmark's consumer.
+func DialAs(url, name string) (*amqp.Connection, error) {
+	conn, err := amqp.DialConfig(url, amqp.Config{
+		Dial:       amqp.DefaultDial(5 * time.Second),
+		Properties: amqp.Table{"connection_name": name},
+	})
+	if err != nil {
+		return nil, fmt.Errorf("connect to %s: %w", url, err)
+	}
+	return conn, nil
+}
+
 // freePorts returns n distinct free TCP ports of 127.0.0.1. Another process
 // may take one before the node does; the start then fails.
 func freePorts(n int) ([]int, error) {
