@@ -256,7 +256,6 @@ func TestSecuritySASL(t *testing.T) {
 // testPKI is a certificate authority with a server certificate for
 // 127.0.0.1 and localhost and a client certificate, as PEM files.
 type testPKI struct {
-	dir                       string
 	caFile, otherCAFile       string
 	serverCertFile, serverKey string
 	clientCertFile, clientKey string
@@ -281,7 +280,6 @@ func newTestPKI(t *testing.T) *testPKI {
 		t.Fatal(err)
 	}
 	return &testPKI{
-		dir:            dir,
 		caFile:         tp.Path(testpki.CAFile),
 		otherCAFile:    tp.Path(testpki.OtherCAFile),
 		serverCertFile: tp.Path(testpki.ServerCertFile),

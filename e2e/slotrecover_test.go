@@ -168,8 +168,13 @@ func testSlotInvalidatedRecover(t *testing.T, horizon, killed bool) {
 		if code, body := get(addr, "/readyz"); code != http.StatusServiceUnavailable || !strings.Contains(body, "recovering") {
 			t.Errorf("/readyz during the recovery = %d %q, want 503 saying it recovers", code, body)
 		}
-		if v := value(scrape(t, addr), "outbox_relay_build_info", nil); v != 1 {
+		mfs := scrape(t, addr)
+		if v := value(mfs, "outbox_relay_build_info", nil); v != 1 {
 			t.Errorf("outbox_relay_build_info during the recovery = %v, want 1", v)
+		}
+		// What the alert on no instance streaming reads.
+		if _, ok := mfs["outbox_relay_streaming"]; !ok || value(mfs, "outbox_relay_streaming", nil) != 0 {
+			t.Errorf("outbox_relay_streaming during the recovery: present %v, value %v; want 0", ok, value(mfs, "outbox_relay_streaming", nil))
 		}
 		p.kill()
 		var began, slotLeft bool

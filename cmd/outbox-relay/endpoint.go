@@ -23,6 +23,11 @@ import (
 // takes longer than its threshold, which would then start over for ever.
 type endpoint struct {
 	base *prometheus.Registry // the process's metrics, kept across runs
+	// idle is what a run would say of its stream, served between runs:
+	// outbox_relay_streaming 0, so that the alert on no instance streaming
+	// fires for a relay held between runs (a recovery, a restart waiting
+	// for a broker) as it does for one that streams nothing.
+	idle *prometheus.Registry
 
 	mu      sync.Mutex
 	run     *runView // nil between runs
@@ -44,7 +49,12 @@ func newEndpoint() *endpoint {
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 		buildInfo(),
 	)
-	return &endpoint{base: base, between: "starting"}
+	idle := prometheus.NewRegistry()
+	idle.MustRegister(prometheus.NewGauge(prometheus.GaugeOpts{
+		Name: "outbox_relay_streaming",
+		Help: "1 while this relay streams from the slot, else 0.",
+	}))
+	return &endpoint{base: base, idle: idle, between: "starting"}
 }
 
 // attach serves a run's metrics, reg, and its probes, live and ready.
@@ -70,13 +80,13 @@ func (e *endpoint) current() (*runView, string) {
 	return e.run, e.between
 }
 
-// Gather gathers the process's metrics and the current run's.
+// Gather gathers the process's metrics and the current run's, or between
+// runs outbox_relay_streaming 0.
 func (e *endpoint) Gather() ([]*dto.MetricFamily, error) {
-	gs := prometheus.Gatherers{e.base}
 	if run, _ := e.current(); run != nil {
-		gs = append(gs, run.reg)
+		return prometheus.Gatherers{e.base, run.reg}.Gather()
 	}
-	return gs.Gather()
+	return prometheus.Gatherers{e.base, e.idle}.Gather()
 }
 
 // live answers /healthz: the run's liveness, or alive between runs.

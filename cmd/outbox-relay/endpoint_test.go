@@ -42,13 +42,18 @@ func TestEndpointAcrossRuns(t *testing.T) {
 		if strings.Contains(body, "outbox_relay_test_run_total") {
 			t.Errorf("/metrics between runs still serves the run's metrics")
 		}
+		if !strings.Contains(body, "\noutbox_relay_streaming 0\n") {
+			t.Errorf("/metrics between runs lacks outbox_relay_streaming 0, which the no-instance-streaming alert reads:\n%s", body)
+		}
 	}
 	between("starting")
 
 	reg := prometheus.NewRegistry()
 	c := prometheus.NewCounter(prometheus.CounterOpts{Name: "outbox_relay_test_run_total", Help: "A run's counter."})
 	c.Add(3)
-	reg.MustRegister(c)
+	streaming := prometheus.NewGauge(prometheus.GaugeOpts{Name: "outbox_relay_streaming", Help: "1 while this relay streams from the slot, else 0."})
+	streaming.Set(1)
+	reg.MustRegister(c, streaming)
 	e.attach(reg,
 		func() (bool, string) { return false, "wedged" },
 		func() (bool, string) { return true, "streaming" })
@@ -59,9 +64,9 @@ func TestEndpointAcrossRuns(t *testing.T) {
 		t.Errorf("/readyz during a run = %d %q, want the run's 200 streaming", code, body)
 	}
 	_, body := get(t, h, "/metrics")
-	for _, want := range []string{"outbox_relay_test_run_total 3", "outbox_relay_build_info"} {
+	for _, want := range []string{"outbox_relay_test_run_total 3", "outbox_relay_build_info", "\noutbox_relay_streaming 1\n"} {
 		if !strings.Contains(body, want) {
-			t.Errorf("/metrics during a run lacks %q", want)
+			t.Errorf("/metrics during a run lacks %q:\n%s", want, body)
 		}
 	}
 

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"io"
 	"log/slog"
 	"time"
@@ -51,8 +52,10 @@ func relayUntilDone(ctx context.Context, cfg Config, stderr io.Writer) (err erro
 		return err
 	}
 	defer func() {
-		if serr := srv.close(); serr != nil && err == nil {
-			err = serr
+		// A server's failure ended the runs: it is the cause, whatever
+		// the run returned on its way out.
+		if serr := srv.close(); serr != nil {
+			err = errors.Join(serr, err)
 		}
 	}()
 	for {
