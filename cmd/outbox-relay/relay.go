@@ -85,6 +85,7 @@ func relayUntilDone(ctx context.Context, cfg Config, stderr io.Writer) (err erro
 			}
 			return err
 		}
+		ep.detach("starting on the recovered slot")
 	}
 }
 
