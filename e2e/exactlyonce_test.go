@@ -69,9 +69,7 @@ func TestExactlyOnceKill9(t *testing.T) {
 	const minKills, maxKills, minInWindow = 9, 20, 2
 	e := newEnv(t)
 	r := newExactlyOnceRun(t, e)
-	p := r.eoRelay()
-	p.waitStreaming(time.Minute)
-	r.startWriters(&workload{Rows: 10000, RollbackRatio: 0.1, HeaderRatio: 0.1, BigTxnRows: 1500, Pause: 25 * time.Millisecond})
+	p := r.streaming(r.eoRelay(), &workload{Rows: 10000, RollbackRatio: 0.1, HeaderRatio: 0.1, BigTxnRows: 1500, Pause: 25 * time.Millisecond})
 
 	var kills, whileWriting, midStream, afterCommit, inWindow, starting int
 	for kills < minKills || (kills < maxKills && (inWindow < minInWindow || r.stillWriting())) {
@@ -246,9 +244,7 @@ func TestExactlyOnceFaults(t *testing.T) {
 		t.Parallel()
 		e := newEnvSlot(t, pgtest.NewDatabase(t), "eo_refuses")
 		r := newExactlyOnceRun(t, e)
-		p := r.eoRelay()
-		p.waitStreaming(time.Minute)
-		r.startWriters(&workload{Rows: 4500, RollbackRatio: 0.1, HeaderRatio: 0.1, MessageRatio: 0.3, Pause: 60 * time.Millisecond})
+		p := r.streaming(r.eoRelay(), &workload{Rows: 4500, RollbackRatio: 0.1, HeaderRatio: 0.1, MessageRatio: 0.3, Pause: 60 * time.Millisecond})
 
 		time.Sleep(1500 * time.Millisecond)
 		r.brokerRefusesProduce()
@@ -263,9 +259,7 @@ func TestExactlyOnceFaults(t *testing.T) {
 		var ln *severable
 		e := newEnvSlot(t, pgtest.NewDatabase(t), "eo_unreachable", kfake.ListenFn(listenSeverable(&ln)))
 		r := newExactlyOnceRun(t, e)
-		p := r.eoRelay()
-		p.waitStreaming(time.Minute)
-		r.startWriters(&workload{Rows: 6000, RollbackRatio: 0.1, HeaderRatio: 0.1, MessageRatio: 0.3, Pause: 100 * time.Millisecond})
+		p := r.streaming(r.eoRelay(), &workload{Rows: 6000, RollbackRatio: 0.1, HeaderRatio: 0.1, MessageRatio: 0.3, Pause: 100 * time.Millisecond})
 		r.cutBroker(ln)
 		r.finishExactlyOnce(p)
 	})
@@ -280,9 +274,7 @@ func TestExactlyOnceFaults(t *testing.T) {
 		var ln *severable
 		e := newEnvSlot(t, pgtest.NewDatabase(t), "eo_commit_cut", kfake.ListenFn(listenSeverable(&ln)))
 		r := newExactlyOnceRun(t, e)
-		p := r.eoRelay()
-		p.waitStreaming(time.Minute)
-		r.startWriters(&workload{Rows: 3000, RollbackRatio: 0.1, HeaderRatio: 0.1, MessageRatio: 0.3, Pause: 50 * time.Millisecond})
+		p := r.streaming(r.eoRelay(), &workload{Rows: 3000, RollbackRatio: 0.1, HeaderRatio: 0.1, MessageRatio: 0.3, Pause: 50 * time.Millisecond})
 
 		time.Sleep(1500 * time.Millisecond)
 		cut := make(chan error, 1)
@@ -343,9 +335,7 @@ func TestExactlyOnceFaults(t *testing.T) {
 		cluster := privateCluster(t)
 		e := newEnvOn(t, cluster.NewDatabase(t))
 		r := newExactlyOnceRun(t, e)
-		p := r.eoRelay()
-		p.waitStreaming(time.Minute)
-		r.startWriters(&workload{Rows: 4000, RollbackRatio: 0.1, HeaderRatio: 0.1, BigTxnRows: big, Pause: 50 * time.Millisecond, Reconnect: true})
+		p := r.streaming(r.eoRelay(), &workload{Rows: 4000, RollbackRatio: 0.1, HeaderRatio: 0.1, BigTxnRows: big, Pause: 50 * time.Millisecond, Reconnect: true})
 
 		r.waitTxnOf(big)
 		r.restartPostgres(cluster, p, big, 3*time.Second)
@@ -357,9 +347,7 @@ func TestExactlyOnceFaults(t *testing.T) {
 		const big = 3000
 		e := newEnvSlot(t, pgtest.NewDatabase(t), "eo_walsender")
 		r := newExactlyOnceRun(t, e)
-		p := r.eoRelay()
-		p.waitStreaming(time.Minute)
-		r.startWriters(&workload{Rows: 3600, RollbackRatio: 0.1, HeaderRatio: 0.1, BigTxnRows: big, Pause: 50 * time.Millisecond})
+		p := r.streaming(r.eoRelay(), &workload{Rows: 3600, RollbackRatio: 0.1, HeaderRatio: 0.1, BigTxnRows: big, Pause: 50 * time.Millisecond})
 
 		r.waitTxnOf(big)
 		r.terminateWalsender(p, 1, fmt.Sprintf("right after a %d-row transaction committed", big))

@@ -76,6 +76,15 @@ func (r *faultRun) startWriters(w *workload) {
 	r.done = w.start(r.t.Context(), r.e.dsn, &r.l)
 }
 
+// streaming waits until p streams, then starts the workload w, and returns
+// p: the start of most fault tests.
+func (r *faultRun) streaming(p *proc, w *workload) *proc {
+	r.t.Helper()
+	p.waitStreaming(time.Minute)
+	r.startWriters(w)
+	return p
+}
+
 // stillWriting reports whether the writers are still at work.
 func (r *faultRun) stillWriting() bool {
 	if r.writing {
@@ -329,9 +338,7 @@ func ms(d time.Duration) time.Duration { return d.Round(time.Millisecond) }
 func TestFaultKill9Repeated(t *testing.T) {
 	e := newEnv(t)
 	r := newFaultRun(t, e)
-	p := r.relay()
-	p.waitStreaming(time.Minute)
-	r.startWriters(&workload{Rows: 5000, RollbackRatio: 0.1, HeaderRatio: 0.1, BigTxnRows: 1500, Pause: 40 * time.Millisecond})
+	p := r.streaming(r.relay(), &workload{Rows: 5000, RollbackRatio: 0.1, HeaderRatio: 0.1, BigTxnRows: 1500, Pause: 40 * time.Millisecond})
 	r.kill9Repeatedly(p, 5)
 }
 
@@ -405,9 +412,7 @@ func TestFaultBrokerRejectsProduce(t *testing.T) {
 	t.Parallel()
 	e := newEnvSlot(t, pgtest.NewDatabase(t), "fault_rejects")
 	r := newFaultRun(t, e)
-	p := r.relay()
-	p.waitStreaming(time.Minute)
-	r.startWriters(&workload{Rows: 4000, RollbackRatio: 0.1, HeaderRatio: 0.1, MessageRatio: 0.3, Pause: 100 * time.Millisecond})
+	p := r.streaming(r.relay(), &workload{Rows: 4000, RollbackRatio: 0.1, HeaderRatio: 0.1, MessageRatio: 0.3, Pause: 100 * time.Millisecond})
 
 	time.Sleep(3 * time.Second)
 	r.brokerRefusesProduce()
@@ -573,9 +578,7 @@ func TestFaultBrokerUnreachable(t *testing.T) {
 	var ln *severable
 	e := newEnvSlot(t, pgtest.NewDatabase(t), "fault_unreachable", kfake.ListenFn(listenSeverable(&ln)))
 	r := newFaultRun(t, e)
-	p := r.relay()
-	p.waitStreaming(time.Minute)
-	r.startWriters(&workload{Rows: 6000, RollbackRatio: 0.1, HeaderRatio: 0.1, MessageRatio: 0.3, Pause: 100 * time.Millisecond})
+	p := r.streaming(r.relay(), &workload{Rows: 6000, RollbackRatio: 0.1, HeaderRatio: 0.1, MessageRatio: 0.3, Pause: 100 * time.Millisecond})
 
 	r.cutBroker(ln)
 	r.finishSameProcess(p)
@@ -594,9 +597,7 @@ func TestFaultPostgresRestart(t *testing.T) {
 	cluster := privateCluster(t)
 	e := newEnvOn(t, cluster.NewDatabase(t))
 	r := newFaultRun(t, e)
-	p := r.relay()
-	p.waitStreaming(time.Minute)
-	r.startWriters(&workload{Rows: 4000, RollbackRatio: 0.1, HeaderRatio: 0.1, BigTxnRows: big, Pause: 80 * time.Millisecond, Reconnect: true})
+	p := r.streaming(r.relay(), &workload{Rows: 4000, RollbackRatio: 0.1, HeaderRatio: 0.1, BigTxnRows: big, Pause: 80 * time.Millisecond, Reconnect: true})
 
 	r.waitTxnOf(big)
 	r.restartPostgres(cluster, p, big, 4*time.Second)
@@ -614,9 +615,7 @@ func TestFaultWalsenderTerminated(t *testing.T) {
 	const big = 20000
 	e := newEnvSlot(t, pgtest.NewDatabase(t), "fault_walsender")
 	r := newFaultRun(t, e)
-	p := r.relay()
-	p.waitStreaming(time.Minute)
-	r.startWriters(&workload{Rows: 5000, RollbackRatio: 0.1, HeaderRatio: 0.1, BigTxnRows: big, Pause: 80 * time.Millisecond})
+	p := r.streaming(r.relay(), &workload{Rows: 5000, RollbackRatio: 0.1, HeaderRatio: 0.1, BigTxnRows: big, Pause: 80 * time.Millisecond})
 
 	r.waitTxnOf(big)
 	for i := 1; i <= 3; i++ {

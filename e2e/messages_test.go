@@ -209,8 +209,6 @@ func TestMessagesMalformedDeadLettered(t *testing.T) {
 func TestFaultKill9Messages(t *testing.T) {
 	e := newEnv(t)
 	r := newFaultRun(t, e)
-	p := r.relay()
-	p.waitStreaming(time.Minute)
-	r.startWriters(&workload{Rows: 2500, RollbackRatio: 0.1, HeaderRatio: 0.1, MessageRatio: 0.75, Pause: 40 * time.Millisecond})
+	p := r.streaming(r.relay(), &workload{Rows: 2500, RollbackRatio: 0.1, HeaderRatio: 0.1, MessageRatio: 0.75, Pause: 40 * time.Millisecond})
 	r.kill9Repeatedly(p, 4)
 }

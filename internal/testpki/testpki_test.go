@@ -26,14 +26,16 @@ func TestWrite(t *testing.T) {
 		}
 		return pool
 	}
-	server, err := tls.LoadX509KeyPair(p.Path(ServerCertFile), p.Path(ServerKeyFile))
-	if err != nil {
-		t.Fatal(err)
+	// LoadX509KeyPair also checks that each key matches its certificate,
+	// and parses the certificate into Leaf.
+	load := func(cert, key string) *x509.Certificate {
+		c, err := tls.LoadX509KeyPair(p.Path(cert), p.Path(key))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return c.Leaf
 	}
-	leaf, err := x509.ParseCertificate(server.Certificate[0])
-	if err != nil {
-		t.Fatal(err)
-	}
+	leaf := load(ServerCertFile, ServerKeyFile)
 	for _, name := range []string{"localhost", "127.0.0.1", "kafka.test"} {
 		if _, err := leaf.Verify(x509.VerifyOptions{DNSName: name, Roots: pool(CAFile)}); err != nil {
 			t.Errorf("server certificate for %s under the CA: %v", name, err)
@@ -42,15 +44,7 @@ func TestWrite(t *testing.T) {
 	if _, err := leaf.Verify(x509.VerifyOptions{DNSName: "localhost", Roots: pool(OtherCAFile)}); err == nil {
 		t.Error("the server certificate verifies under the other CA")
 	}
-	client, err := tls.LoadX509KeyPair(p.Path(ClientCertFile), p.Path(ClientKeyFile))
-	if err != nil {
-		t.Fatal(err)
-	}
-	cl, err := x509.ParseCertificate(client.Certificate[0])
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := cl.Verify(x509.VerifyOptions{Roots: p.Roots, KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}}); err != nil {
+	if _, err := load(ClientCertFile, ClientKeyFile).Verify(x509.VerifyOptions{Roots: p.Roots, KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}}); err != nil {
 		t.Errorf("client certificate: %v", err)
 	}
 	for _, name := range []string{ServerKeyFile, ClientKeyFile} {
