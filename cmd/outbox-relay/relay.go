@@ -39,6 +39,7 @@ func relayUntilDone(ctx context.Context, cfg Config, stderr io.Writer) (err erro
 		return err
 	}
 	rs := newRestarter(logger)
+	rs.waiting = func() { ep.detach("restarting: the last Kafka transaction did not commit for certain") }
 	if cfg.Relay.Delivery == relay.DeliveryExactlyOnce {
 		if err := rs.register(ep.base); err != nil {
 			return err
@@ -63,11 +64,8 @@ func relayUntilDone(ctx context.Context, cfg Config, stderr io.Writer) (err erro
 		if err == nil || ctx.Err() != nil {
 			return err
 		}
-		if cfg.Relay.Delivery == relay.DeliveryExactlyOnce && txnRestartable(err) {
-			ep.detach("restarting: the last Kafka transaction did not commit for certain")
-			if rs.again(ctx, err, flushed) {
-				continue
-			}
+		if cfg.Relay.Delivery == relay.DeliveryExactlyOnce && rs.again(ctx, err, flushed) {
+			continue
 		}
 		if ctx.Err() != nil {
 			return nil

@@ -62,6 +62,9 @@ type restarter struct {
 	inRow    int           // restarts since the last progress
 	best     pglogrepl.LSN // the highest committed position a run reached
 	restarts prometheus.Counter
+	// waiting, if set, is called when a restart is decided, before its
+	// backoff: the daemon's probes say it restarts.
+	waiting func()
 }
 
 func newRestarter(logger *slog.Logger) *restarter {
@@ -105,6 +108,9 @@ func (r *restarter) again(ctx context.Context, err error, flushed pglogrepl.LSN)
 	wait := r.bo.NextBackOff()
 	r.log.Warn("exactly-once: the Kafka transaction did not commit for certain; starting the stream and the producer again from the last committed fence",
 		"in", wait.String(), "restart", r.inRow, "err", err)
+	if r.waiting != nil {
+		r.waiting()
+	}
 	if sleep(ctx, wait) != nil {
 		return false
 	}

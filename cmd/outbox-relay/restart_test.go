@@ -30,6 +30,7 @@ func TestRestarterAgain(t *testing.T) {
 
 	t.Run("other errors end the daemon", func(t *testing.T) {
 		r := fastRestarter()
+		r.waiting = func() { t.Error("waiting called for an error that does not restart") }
 		for _, err := range []error{
 			errors.New("relay stopped: no kafka broker answered"),
 			fmt.Errorf("relay stopped: %w", kafka.ErrFenced),
@@ -47,6 +48,8 @@ func TestRestarterAgain(t *testing.T) {
 
 	t.Run("transaction errors restart, and progress resets the count", func(t *testing.T) {
 		r := fastRestarter()
+		waited := 0
+		r.waiting = func() { waited++ }
 		for i := range maxTxnRestarts {
 			if !r.again(ctx, unknown, 100) {
 				t.Fatalf("restart %d refused", i+1)
@@ -65,6 +68,9 @@ func TestRestarterAgain(t *testing.T) {
 		}
 		if got := testutil.ToFloat64(r.restarts); got != maxTxnRestarts+1 {
 			t.Errorf("restarts counted = %v, want %d", got, maxTxnRestarts+1)
+		}
+		if waited != maxTxnRestarts+1 {
+			t.Errorf("waiting called %d times, want once per restart, %d", waited, maxTxnRestarts+1)
 		}
 	})
 
