@@ -210,7 +210,7 @@ func (r report) text() string {
 				stat(rs, "%.0f", func(r result) float64 { return r.rowsPerSec() }),
 				stat(rs, "%.1f", func(r result) float64 { return r.mbPerSec() }),
 				stat(rs, "%.0f", result.consumerRowsPerSec),
-				stat(rs, "%.0f", func(r result) float64 { return pos(r.ceiling, float64(r.rows)/r.ceiling) }),
+				stat(rs, "%.0f", func(r result) float64 { c := r.ceiling().seconds; return pos(c, float64(r.rows)/c) }),
 				stat(rs, "%.0f", func(r result) float64 { return pos(r.decode, float64(r.rows)/r.decode) }),
 				stat(rs, "%.2f", func(r result) float64 { return r.ratio() }),
 				stat(rs, "%.2f", func(r result) float64 { return r.ackRatio() }),
@@ -302,12 +302,13 @@ func (r report) text() string {
 		if r.profile != nil && res.run == 0 {
 			run = "profile"
 		}
+		ceil := res.ceiling()
 		fmt.Fprintf(&b, "| %s | %s | %d | %s | %s | %s | %s | %s | %.2f | %.1f | %s | %s | %s | %s | %s | %s | %s | %.0f |\n",
 			res.title(), run, res.rows, opt(res.insert, "%.1f", res.hist == nil), res.drainsText(),
 			opt(res.ack, "%.2f", res.hist == nil), opt(res.relay, "%.2f", res.hist == nil), opt(res.consumer, "%.2f", res.hist == nil),
 			res.relayCPU, float64(res.relayRSS)/1e6, opt(res.brokerCPU, "%.2f", true), opt(res.benchCPU, "%.2f", true),
-			opt(res.senderCPU, "%.2f", true), opt(res.ceilingWS, "%.2f", true), opt(res.ceilingCPU, "%.2f", true),
-			opt(res.busy*100, "%.0f%%", res.busy >= 0), opt(res.ceilBusy*100, "%.0f%%", res.ceilBusy >= 0), res.published)
+			opt(res.senderCPU, "%.2f", true), opt(ceil.walsender, "%.2f", true), opt(ceil.cpu, "%.2f", true),
+			opt(res.busy*100, "%.0f%%", res.busy >= 0), opt(ceil.busy*100, "%.0f%%", ceil.busy >= 0), res.published)
 	}
 	if r.profile != nil {
 		fmt.Fprintf(&b, "\nThe profile run (%s with `--pprof-addr`, not in the medians) saved its profiles in %s.\n", r.profile.result.workload, r.profile.dir)
@@ -483,7 +484,7 @@ func (r result) drainsText() string {
 	}
 	parts := make([]string, len(r.drains))
 	for i, d := range r.drains {
-		parts[i] = fmt.Sprintf("%.2f", d)
+		parts[i] = fmt.Sprintf("%.2f", d.seconds)
 	}
 	return strings.Join(parts, " / ")
 }

@@ -24,23 +24,19 @@ type result struct {
 	rows        int64
 	bytes       int64 // payload bytes: the Kafka record values
 
-	insert     float64   // loading the backlog, relay stopped
-	relay      float64   // relay start to the slot confirmed past the backlog
-	ack        float64   // relay start to Kafka's acknowledgement of the last row
-	consumer   float64   // relay start to the consumer here counting every row; -1 if not measured (--consume=false)
-	ceiling    float64   // pg_recvlogical draining a copy of the slot: the faster of drains
-	drains     []float64 // pg_recvlogical's drains of copies, before and after the relay, seconds
-	relayCPU   float64   // CPU seconds of the relay process
-	relayRSS   int64     // peak resident set of the relay process, bytes
-	brokerCPU  float64   // CPU seconds of the broker process from the relay's start; -1 for external brokers
-	benchCPU   float64   // CPU seconds of this program while the relay drained (its consumer); -1 if not measured
-	senderCPU  float64   // CPU seconds of the walsender feeding the relay; -1 if unknown
-	ceilingCPU float64   // CPU seconds of pg_recvlogical
-	ceilingWS  float64   // CPU seconds of the walsender feeding pg_recvlogical; -1 if unknown
-	decode     float64   // pg_logical_slot_peek_binary_changes decoding a copy of the slot in SQL
-	published  float64   // the relay's outbox_relay_events_published_total at the end
-	busy       float64   // share of the machine's CPU busy while the relay was timed; -1 if unknown
-	ceilBusy   float64   // the same while pg_recvlogical was
+	insert    float64 // loading the backlog, relay stopped
+	relay     float64 // relay start to the slot confirmed past the backlog
+	ack       float64 // relay start to Kafka's acknowledgement of the last row
+	consumer  float64 // relay start to the consumer here counting every row; -1 if not measured (--consume=false)
+	drains    []drain // pg_recvlogical draining copies of the slot, before and after the relay
+	relayCPU  float64 // CPU seconds of the relay process
+	relayRSS  int64   // peak resident set of the relay process, bytes
+	brokerCPU float64 // CPU seconds of the broker process from the relay's start; -1 for external brokers
+	benchCPU  float64 // CPU seconds of this program while the relay drained (its consumer); -1 if not measured
+	senderCPU float64 // CPU seconds of the walsender feeding the relay; -1 if unknown
+	decode    float64 // pg_logical_slot_peek_binary_changes decoding a copy of the slot in SQL
+	published float64 // the relay's outbox_relay_events_published_total at the end
+	busy      float64 // share of the machine's CPU busy while the relay was timed; -1 if unknown
 
 	// stages is the relay's per-stage latency: over the whole drain for a
 	// backlog, over the measured rows for W3; nil if the relay does not
@@ -109,16 +105,17 @@ func (r result) oneLine() string {
 		s += fmt.Sprintf(", to consumer %.2fs, %.0f rows/s", r.consumer, r.consumerRowsPerSec())
 	}
 	s += ")"
-	if r.ceiling > 0 {
-		s += fmt.Sprintf(", pg_recvlogical %.2fs (%.0f rows/s), ratio %.2f", r.ceiling, float64(r.rows)/r.ceiling, r.ratio())
+	ceil := r.ceiling()
+	if ceil.seconds > 0 {
+		s += fmt.Sprintf(", pg_recvlogical %.2fs (%.0f rows/s), ratio %.2f", ceil.seconds, float64(r.rows)/ceil.seconds, r.ratio())
 		if r.consumer > 0 {
 			s += fmt.Sprintf(", to consumer %.2f", r.consumerRatio())
 		}
 	}
 	s += r.stagesLine([]float64{0.5, 0.99})
 	s += fmt.Sprintf("; relay CPU %.2f µs/row; RSS %.1f MB; machine %.0f%% busy", r.cpuPerRow(), float64(r.relayRSS)/1e6, r.busy*100)
-	if r.ceilBusy >= 0 {
-		s += fmt.Sprintf(" (%.0f%% under pg_recvlogical)", r.ceilBusy*100)
+	if ceil.busy >= 0 {
+		s += fmt.Sprintf(" (%.0f%% under pg_recvlogical)", ceil.busy*100)
 	}
 	return s + r.txnLine()
 }
@@ -152,26 +149,21 @@ func (r result) stagesLine(qs []float64) string {
 	return "; stages: " + strings.Join(parts, ", ")
 }
 
-func (r result) rowsPerSec() float64 { return float64(r.rows) / r.relay }
-func (r result) mbPerSec() float64   { return float64(r.bytes) / r.relay / 1e6 }
-func (r result) ratio() float64 {
-	if r.ceiling <= 0 {
-		return -1
-	}
-	return r.ceiling / r.relay
-}
-func (r result) ackRatio() float64 {
-	if r.ceiling <= 0 || r.ack <= 0 {
-		return -1
-	}
-	return r.ceiling / r.ack
-}
+func (r result) rowsPerSec() float64         { return float64(r.rows) / r.relay }
+func (r result) mbPerSec() float64           { return float64(r.bytes) / r.relay / 1e6 }
+func (r result) ratio() float64              { return r.ratioTo(r.relay) }
+func (r result) ackRatio() float64           { return r.ratioTo(r.ack) }
 func (r result) consumerRowsPerSec() float64 { return pos(r.consumer, float64(r.rows)/r.consumer) }
-func (r result) consumerRatio() float64 {
-	if r.ceiling <= 0 || r.consumer <= 0 {
+func (r result) consumerRatio() float64      { return r.ratioTo(r.consumer) }
+
+// ratioTo is the ceiling's seconds over the relay's seconds; -1 when
+// either is not measured.
+func (r result) ratioTo(seconds float64) float64 {
+	ceil := r.ceiling().seconds
+	if ceil <= 0 || seconds <= 0 {
 		return -1
 	}
-	return r.ceiling / r.consumer
+	return ceil / seconds
 }
 
 // freeRelayRatio is the highest ratio to pg_recvlogical the run's machine
@@ -182,14 +174,15 @@ func (r result) consumerRatio() float64 {
 // assumes their CPU does not depend on the relay's; -1 when one of the
 // three was not measured.
 func (r result) freeRelayRatio(cores int) float64 {
-	if r.ceiling <= 0 || r.senderCPU < 0 || r.brokerCPU < 0 || r.benchCPU < 0 || cores < 1 {
+	ceil := r.ceiling().seconds
+	if ceil <= 0 || r.senderCPU < 0 || r.brokerCPU < 0 || r.benchCPU < 0 || cores < 1 {
 		return -1
 	}
 	least := max(r.senderCPU, (r.senderCPU+r.brokerCPU+r.benchCPU)/float64(cores))
 	if least <= 0 {
 		return -1
 	}
-	return r.ceiling / least
+	return ceil / least
 }
 
 // cpuPerRow is the relay's CPU time, start-up included, over the rows of
@@ -207,7 +200,7 @@ func (r result) brokerCPUPerRow() float64 {
 // newResult is a result of w's run with nothing measured yet.
 func (w workload) newResult(run int) result {
 	return result{workload: w.name, base: w.base, exactlyOnce: w.exactlyOnce, sink: w.sink, run: run,
-		consumer: -1, brokerCPU: -1, benchCPU: -1, senderCPU: -1, ceilingWS: -1, ceiling: -1, ceilingCPU: -1, busy: -1, ceilBusy: -1, decode: -1}
+		consumer: -1, brokerCPU: -1, benchCPU: -1, senderCPU: -1, busy: -1, decode: -1}
 }
 
 // runOnce runs w once in a fresh database, with a fresh broker. prof, if
@@ -337,12 +330,12 @@ func (b *bench) backlogRun(ctx context.Context, w workload, run int, db string, 
 			return r, err
 		}
 		defer dropAfter()
-		d, err := b.ceiling(ctx, db, ceilingSlot, end)
+		d, err := b.drain(ctx, db, ceilingSlot, end)
 		dropBefore()
 		if err != nil {
 			return r, err
 		}
-		r.keepFaster(d)
+		r.drains = append(r.drains, d)
 		b.logf("%s run %d: pg_recvlogical drained a copy in %.2fs (%.0f rows/s)", w.title(), run, d.seconds, float64(r.rows)/d.seconds)
 		// SQL decoding does not depend on the sink: Kafka's runs measure it.
 		if w.sink == "" {
@@ -450,11 +443,11 @@ func (b *bench) backlogRun(ctx context.Context, w workload, run int, db string, 
 		b.logf("%v", err)
 	}
 	if ceilingTwice {
-		d, err := b.ceiling(ctx, db, ceilingAfter, end)
+		d, err := b.drain(ctx, db, ceilingAfter, end)
 		if err != nil {
 			return r, err
 		}
-		r.keepFaster(d)
+		r.drains = append(r.drains, d)
 		b.logf("%s run %d: pg_recvlogical drained the other copy in %.2fs (%.0f rows/s) after the relay", w.title(), run, d.seconds, float64(r.rows)/d.seconds)
 	}
 	return r, nil
@@ -574,20 +567,22 @@ type drain struct {
 	busy      float64 // share of the machine's CPU busy meanwhile
 }
 
-// keepFaster makes d r's ceiling if it is the first or the faster: of the
-// drains before and after the relay, the faster one is the ceiling, so
-// that a drain slowed by the machine does not flatter the relay.
-func (r *result) keepFaster(d drain) {
-	r.drains = append(r.drains, d.seconds)
-	if r.ceiling > 0 && r.ceiling <= d.seconds {
-		return
+// ceiling is the faster of r's drains: of the drains before and after the
+// relay, the faster one is the ceiling, so that a drain slowed by the
+// machine does not flatter the relay. Without drains every figure is -1.
+func (r result) ceiling() drain {
+	best := drain{seconds: -1, cpu: -1, walsender: -1, busy: -1}
+	for _, d := range r.drains {
+		if best.seconds <= 0 || d.seconds < best.seconds {
+			best = d
+		}
 	}
-	r.ceiling, r.ceilingCPU, r.ceilingWS, r.ceilBusy = d.seconds, d.cpu, d.walsender, d.busy
+	return best
 }
 
-// ceiling times pg_recvlogical draining the copy of the slot named slot to
+// drain times pg_recvlogical draining the copy of the slot named slot to
 // end.
-func (b *bench) ceiling(ctx context.Context, db, slot, end string) (drain, error) {
+func (b *bench) drain(ctx context.Context, db, slot, end string) (drain, error) {
 	d := drain{walsender: -1}
 	var out bytes.Buffer
 	cmd := b.srv.command(ctx, "pg_recvlogical", "-d", b.srv.dsnFor(db), "-S", slot,

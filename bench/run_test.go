@@ -2,9 +2,9 @@ package main
 
 import "testing"
 
-// TestKeepFaster checks that of pg_recvlogical's drains the faster is the
+// TestCeiling checks that of pg_recvlogical's drains the faster is the
 // ceiling, with its own CPU figures, and that every drain is listed.
-func TestKeepFaster(t *testing.T) {
+func TestCeiling(t *testing.T) {
 	slow := drain{seconds: 10.5, cpu: 3, walsender: 7, busy: 0.9}
 	fast := drain{seconds: 5.25, cpu: 2, walsender: 5, busy: 0.6}
 	for _, tc := range []struct {
@@ -19,19 +19,23 @@ func TestKeepFaster(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			r := workload{name: "W2"}.newResult(1)
-			for _, d := range tc.drains {
-				r.keepFaster(d)
-			}
-			got := drain{seconds: r.ceiling, cpu: r.ceilingCPU, walsender: r.ceilingWS, busy: r.ceilBusy}
-			if got != tc.want {
-				t.Errorf("ceiling %+v, want %+v", got, tc.want)
+			r.drains = tc.drains
+			if got := r.ceiling(); got != tc.want {
+				t.Errorf("ceiling() = %+v, want %+v", got, tc.want)
 			}
 			if s := r.drainsText(); s != tc.text {
 				t.Errorf("drainsText() = %q, want %q", s, tc.text)
 			}
 		})
 	}
-	if s := (workload{name: "W3"}.newResult(1)).drainsText(); s != "n/a" {
+	none := workload{name: "W3"}.newResult(1)
+	if s := none.drainsText(); s != "n/a" {
 		t.Errorf("drainsText() without drains = %q, want n/a", s)
+	}
+	if c := none.ceiling(); c != (drain{seconds: -1, cpu: -1, walsender: -1, busy: -1}) {
+		t.Errorf("ceiling() without drains = %+v, want every figure -1", c)
+	}
+	if r := none.ratio(); r != -1 {
+		t.Errorf("ratio() without drains = %v, want -1", r)
 	}
 }

@@ -85,7 +85,7 @@ func (r report) perSinkText(b *strings.Builder) {
 		fmt.Fprintf(b, "| %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s |\n", k.workload, k.sink, rowCounts(rs),
 			stat(rs, "%.0f", result.ackRowsPerSec),
 			stat(rs, "%.0f", result.consumerRowsPerSec),
-			stat(rs, "%.0f", func(r result) float64 { return pos(r.ceiling, float64(r.rows)/r.ceiling) }),
+			stat(rs, "%.0f", func(r result) float64 { c := r.ceiling().seconds; return pos(c, float64(r.rows)/c) }),
 			stat(rs, "%.2f", result.ackRatio),
 			stat(rs, "%.2f", result.consumerRatio),
 			stat(rs, "%.2f", result.cpuPerRow),

@@ -15,8 +15,8 @@ func TestPerSinkText(t *testing.T) {
 	run := func(w, sink string, eo bool, n int, rows int64, ack, consumer, ceiling, relayCPU, brokerCPU float64) result {
 		base, _ := strings.CutSuffix(w, "-EO")
 		return result{workload: w, base: base, exactlyOnce: eo, sink: sink, run: n, rows: rows,
-			relay: ack + 0.5, ack: ack, consumer: consumer, ceiling: ceiling, relayCPU: relayCPU, relayRSS: 40e6, brokerCPU: brokerCPU,
-			benchCPU: -1, senderCPU: -1, ceilingCPU: -1, ceilingWS: -1, decode: -1, busy: -1, ceilBusy: -1}
+			relay: ack + 0.5, ack: ack, consumer: consumer, drains: []drain{{seconds: ceiling}}, relayCPU: relayCPU, relayRSS: 40e6, brokerCPU: brokerCPU,
+			benchCPU: -1, senderCPU: -1, decode: -1, busy: -1}
 	}
 	r := report{
 		machine: machine{RabbitMQ: "rabbitmq-server 3.10.8"},
@@ -77,7 +77,7 @@ func TestPerSinkText(t *testing.T) {
 func TestPerSinkTextKafkaOnly(t *testing.T) {
 	r := report{
 		opts:    options{sinks: []string{"kafka"}, sinkScale: 0.25, scale: 1, runs: 1},
-		results: []result{{workload: "W1", base: "W1", run: 1, rows: 10, relay: 1, ack: 1, consumer: 1, ceiling: 1, brokerCPU: -1}},
+		results: []result{{workload: "W1", base: "W1", run: 1, rows: 10, relay: 1, ack: 1, consumer: 1, drains: []drain{{seconds: 1}}, brokerCPU: -1}},
 	}
 	if text := r.text(); strings.Contains(text, "per sink") {
 		t.Errorf("report of Kafka alone has a per-sink section:\n%s", text)

@@ -9,8 +9,8 @@ import (
 func TestTargets(t *testing.T) {
 	// W2: pg_recvlogical 10 s, the relay confirms at 5 s, the consumer has
 	// every row at 8 s: 2.0 to confirm, 1.25 with the consumer in the loop.
-	w2 := result{workload: "W2", base: "W2", run: 1, rows: 1_000_000, relay: 5, ack: 5, consumer: 8, ceiling: 10, relayCPU: 1.2, relayRSS: 40e6}
-	w4 := result{workload: "W4", base: "W4", run: 1, rows: 1000, relay: 2, ack: 2, consumer: -1, ceiling: 1, relayCPU: 1, relayRSS: 100e6}
+	w2 := result{workload: "W2", base: "W2", run: 1, rows: 1_000_000, relay: 5, ack: 5, consumer: 8, drains: []drain{{seconds: 10}}, relayCPU: 1.2, relayRSS: 40e6}
+	w4 := result{workload: "W4", base: "W4", run: 1, rows: 1000, relay: 2, ack: 2, consumer: -1, drains: []drain{{seconds: 1}}, relayCPU: 1, relayRSS: 100e6}
 	w3 := result{workload: "W3", base: "W3", run: 1, rows: 1000, relayRSS: 70e6,
 		hist:     map[float64]bucketQuantile{0.99: {value: 0.004, lower: 0.003, upper: 0.005}, 0.999: {value: 0.012, lower: 0.01, upper: 0.015}},
 		consumed: map[float64]float64{0.99: 0.0045, 0.999: 0.021}}
@@ -97,7 +97,7 @@ func TestPeakRSS(t *testing.T) {
 }
 
 func TestFreeRelayRatio(t *testing.T) {
-	base := result{ceiling: 6, senderCPU: 3, brokerCPU: 4, benchCPU: 1}
+	base := result{drains: []drain{{seconds: 6}}, senderCPU: 3, brokerCPU: 4, benchCPU: 1}
 	for _, tc := range []struct {
 		name  string
 		r     result
@@ -109,8 +109,8 @@ func TestFreeRelayRatio(t *testing.T) {
 		{"one core", base, 1, 6.0 / 8},
 		{"broker not measured", func() result { r := base; r.brokerCPU = -1; return r }(), 2, -1},
 		{"walsender not measured", func() result { r := base; r.senderCPU = -1; return r }(), 2, -1},
-		{"no pg_recvlogical", func() result { r := base; r.ceiling = -1; return r }(), 2, -1},
-		{"nothing spent", result{ceiling: 6}, 2, -1},
+		{"no pg_recvlogical", func() result { r := base; r.drains = nil; return r }(), 2, -1},
+		{"nothing spent", result{drains: []drain{{seconds: 6}}}, 2, -1},
 	} {
 		if got := tc.r.freeRelayRatio(tc.cores); got != tc.want {
 			t.Errorf("%s: freeRelayRatio(%d) = %g, want %g", tc.name, tc.cores, got, tc.want)
