@@ -1,6 +1,8 @@
 package main
 
 import (
+	"context"
+	"errors"
 	"io"
 	"log/slog"
 	"net"
@@ -101,5 +103,43 @@ func TestStartServersAddressTaken(t *testing.T) {
 	}
 	if err := s.close(); err != nil {
 		t.Errorf("close: %v", err)
+	}
+}
+
+// brokenListener accepts nothing: Accept fails with err, as a listener
+// whose socket broke under the server would.
+type brokenListener struct {
+	net.Listener
+	err error
+}
+
+func (l brokenListener) Accept() (net.Conn, error) { return nil, l.err }
+
+// TestServeHTTPFails checks that a server failing after its start returns
+// an error naming it and its address, which startServers passes on to stop
+// the daemon, and that a server stopped by its context returns nil.
+func TestServeHTTPFails(t *testing.T) {
+	logger := slog.New(slog.NewTextHandler(io.Discard, nil))
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	broken := brokenListener{Listener: ln, err: errors.New("socket broke")}
+	err = serveHTTP(context.Background(), "metrics", broken, http.NotFoundHandler(), logger)
+	if err == nil || !strings.Contains(err.Error(), "serve metrics on "+ln.Addr().String()) || !strings.Contains(err.Error(), "socket broke") {
+		t.Errorf("serveHTTP on a broken listener: %v, want an error naming the metrics server, its address and the cause", err)
+	}
+
+	ln2, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- serveHTTP(ctx, "metrics", ln2, http.NotFoundHandler(), logger) }()
+	cancel()
+	if err := <-done; err != nil {
+		t.Errorf("serveHTTP stopped by its context: %v, want nil", err)
 	}
 }
