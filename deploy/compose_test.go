@@ -11,6 +11,7 @@ import (
 	"encoding/json"
 	"io/fs"
 	"net"
+	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -307,6 +308,7 @@ func TestComposeStack(t *testing.T) {
 			checkGracePeriod(t, "service "+runSvc+" stop_grace_period", grace, settings)
 		}
 		checkRelayAccepts(t, settings)
+		checkStateGrant(t, c, setupSvc, runSvc)
 	})
 
 	t.Run("prometheus", func(t *testing.T) {
@@ -574,4 +576,35 @@ func copyTree(src, dst string) error {
 		}
 		return os.WriteFile(target, b, 0o644)
 	})
+}
+
+// checkStateGrant checks that a relay running as another role than setup
+// is granted the state table setup creates, after setup and before it
+// starts: without the grant it relays but records no confirmed horizon, so
+// prune refuses and a slot recovery republishes the whole table.
+func checkStateGrant(t *testing.T, c composeFile, setupSvc, runSvc string) {
+	t.Helper()
+	user := func(svc string) string {
+		u, err := url.Parse(c.relayEnv(t, svc)["OUTBOX_RELAY_PG_DSN"])
+		if err != nil {
+			t.Fatalf("service %s: OUTBOX_RELAY_PG_DSN: %v", svc, err)
+		}
+		return u.User.Username()
+	}
+	role := user(runSvc)
+	if role == user(setupSvc) {
+		return
+	}
+	want := "GRANT SELECT, INSERT, UPDATE ON public.outbox_relay_state TO " + role
+	for dep, d := range c.Services[runSvc].DependsOn {
+		g := c.Services[dep]
+		if d.Condition != "service_completed_successfully" || !slices.Contains(g.Command, want) {
+			continue
+		}
+		if g.DependsOn[setupSvc].Condition != "service_completed_successfully" {
+			t.Errorf("service %s grants the state table before %s (setup) has created it", dep, setupSvc)
+		}
+		return
+	}
+	t.Errorf("service %s runs as %s, and no service it waits for runs %q after %s", runSvc, role, want, setupSvc)
 }

@@ -5,7 +5,9 @@
 -- The relay: REPLICATION to stream from the slot, CONNECT to this database.
 -- It needs no privilege on the outbox table: rows arrive through logical
 -- decoding. The init service runs `outbox-relay setup` as the superuser,
--- which creates the table, the publication and the slot.
+-- which creates the table, the publication, the slot and the relay's state
+-- table; the grant service then lets this role write the state table (the
+-- confirmed horizon that prune reads, and slot recoveries).
 CREATE ROLE outbox_relay LOGIN REPLICATION PASSWORD 'outbox_relay';
 GRANT CONNECT ON DATABASE app TO outbox_relay;
 
