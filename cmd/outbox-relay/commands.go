@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"os/signal"
+	"strings"
 	"syscall"
 
 	"github.com/peterbourgon/ff/v3"
@@ -148,7 +149,12 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		},
 		Exec: func(context.Context, []string) error {
 			fmt.Fprintln(stderr, usage(root))
-			return usageError{errors.New("name a subcommand: setup, run, replay, status, prune, dlq or version")}
+			names := make([]string, len(root.Subcommands))
+			for i, c := range root.Subcommands {
+				names[i] = c.Name
+			}
+			last := len(names) - 1
+			return usageError{fmt.Errorf("name a subcommand: %s or %s", strings.Join(names[:last], ", "), names[last])}
 		},
 	}
 	err := root.Parse(args)

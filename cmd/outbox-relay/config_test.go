@@ -21,7 +21,7 @@ func TestRunRejectsBadConfiguration(t *testing.T) {
 		env  map[string]string
 		want string
 	}{
-		{"no subcommand", nil, nil, "name a subcommand"},
+		{"no subcommand", nil, nil, "name a subcommand: setup, run, replay, status, prune, dlq, healthcheck or version"},
 		{"unknown flag", []string{"run", "--nope"}, nil, "flag provided but not defined"},
 		{"no DSN", []string{"run"}, nil, "no PostgreSQL DSN"},
 		{"malformed DSN", []string{"run", "--pg-dsn", "postgres://a:b@host:notaport/db"}, nil, "is malformed"},
