@@ -157,6 +157,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 			return usageError{fmt.Errorf("name a subcommand: %s or %s", strings.Join(names[:last], ", "), names[last])}
 		},
 	}
+	refuseArgs(root, "")
 	err := root.Parse(args)
 	if errors.Is(err, flag.ErrHelp) {
 		return err
@@ -165,4 +166,29 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return usageError{err}
 	}
 	return root.Run(ctx)
+}
+
+// refuseArgs makes c and its subcommands refuse the words their flags left
+// over. Flag parsing stops at the first word that is not a flag, so a
+// stray word (a boolean flag's value given apart, as in --create-slot
+// true) would leave every flag after it unread, and the command would run
+// without them.
+func refuseArgs(c *ffcli.Command, path string) {
+	exec := c.Exec
+	name := strings.TrimSpace(path + " " + c.Name)
+	c.Exec = func(ctx context.Context, args []string) error {
+		switch {
+		case len(args) == 0:
+			return exec(ctx, args)
+		case len(c.Subcommands) > 0:
+			return usageError{fmt.Errorf("unknown subcommand %q; see %s -h", args[0], name)}
+		default:
+			// The error is printed after "outbox-relay: ".
+			sub := strings.TrimPrefix(name, "outbox-relay ")
+			return usageError{fmt.Errorf("%s: unexpected argument %q, and the flags after it were not read; give a boolean flag's value as --flag=false", sub, args[0])}
+		}
+	}
+	for _, sub := range c.Subcommands {
+		refuseArgs(sub, name)
+	}
 }

@@ -23,6 +23,11 @@ func TestRunRejectsBadConfiguration(t *testing.T) {
 	}{
 		{"no subcommand", nil, nil, "name a subcommand: setup, run, replay, status, prune, dlq, healthcheck or version"},
 		{"unknown flag", []string{"run", "--nope"}, nil, "flag provided but not defined"},
+		{"unknown subcommand", []string{"runn"}, nil, `unknown subcommand "runn"; see outbox-relay -h`},
+		{"unknown dlq subcommand", []string{"dlq", "lsit"}, nil, `unknown subcommand "lsit"; see outbox-relay dlq -h`},
+		{"stray word before flags", []string{"run", "--pg-dsn", "postgres://h/db", "--create-slot", "true", "--kafka-brokers", "k:9092"}, nil, `run: unexpected argument "true", and the flags after it were not read`},
+		{"stray word after setup", []string{"setup", "--dry-run", "extra"}, nil, `setup: unexpected argument "extra"`},
+		{"stray word after dlq list", []string{"dlq", "list", "x"}, nil, `dlq list: unexpected argument "x"`},
 		{"no DSN", []string{"run"}, nil, "no PostgreSQL DSN"},
 		{"malformed DSN", []string{"run", "--pg-dsn", "postgres://a:b@host:notaport/db"}, nil, "is malformed"},
 		{"bad table", []string{"run", "--pg-dsn", "postgres://h/db", "--table", "a.b.c"}, nil, "--table"},

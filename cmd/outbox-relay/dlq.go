@@ -103,10 +103,7 @@ func newDLQCommand(newFS func(string) *flag.FlagSet, opts []ff.Option, stdout, s
 				FlagSet:    listFS,
 				UsageFunc:  usage,
 				Options:    opts,
-				Exec: func(ctx context.Context, args []string) error {
-					if len(args) > 0 {
-						return usageError{fmt.Errorf("dlq list takes no arguments, got %q", args)}
-					}
+				Exec: func(ctx context.Context, _ []string) error {
 					if err := listCfg.finishDLQ(); err != nil {
 						return err
 					}
@@ -128,10 +125,7 @@ func newDLQCommand(newFS func(string) *flag.FlagSet, opts []ff.Option, stdout, s
 				FlagSet:   replayFS,
 				UsageFunc: usage,
 				Options:   opts,
-				Exec: func(ctx context.Context, args []string) error {
-					if len(args) > 0 {
-						return usageError{fmt.Errorf("dlq replay takes no arguments, got %q; choose dead letters with --id, --offset or --all", args)}
-					}
+				Exec: func(ctx context.Context, _ []string) error {
 					if err := replayCfg.finishDLQ(); err != nil {
 						return err
 					}
