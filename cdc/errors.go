@@ -35,6 +35,10 @@ var (
 	// does not hold, or one was stopped while it did. Streaming the slot
 	// could skip them.
 	ErrSlotRecovering = errors.New("cdc: a recovery of the replication slot began and has not ended")
+	// ErrTableChanged reports that the outbox table was dropped, created
+	// again or taken out of the publication while the relay ran (Monitor):
+	// rows written to it since then may not have been relayed.
+	ErrTableChanged = errors.New("cdc: the outbox table changed while the relay ran")
 	// ErrSystemChanged reports a reconnect to another server history (system
 	// identifier or timeline) than the relay first streamed from.
 	ErrSystemChanged = errors.New("cdc: server system identifier or timeline changed while the relay was running")

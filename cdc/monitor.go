@@ -2,6 +2,7 @@ package cdc
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"sync/atomic"
@@ -15,12 +16,21 @@ import (
 // a fixed interval and exports its lag and retained WAL. It sees the slot as
 // PostgreSQL does, so its figures stay true while the stream is stalled or
 // down.
+//
+// It also watches the outbox table: pgoutput sends nothing of a table that
+// is not in the publication, so rows written after the table was dropped
+// and created again, or taken out of the publication, would pass the slot
+// unseen while the relay went on confirming. Run stops when it sees that.
 type Monitor struct {
 	cfg      Config
 	interval time.Duration
 	log      *slog.Logger
 	m        *monitorMetrics
 	lastOK   atomic.Int64 // unix nanoseconds of the last successful read
+
+	// Read and written by Run's goroutine only.
+	tableOID uint32    // the outbox table's OID when first read; 0 before
+	tableOK  time.Time // when the table was last seen published, with that OID
 }
 
 // NewMonitor returns a Monitor of cfg's slot, reading every interval (zero
@@ -42,7 +52,10 @@ func NewMonitor(cfg Config, interval time.Duration, logger *slog.Logger, reg pro
 }
 
 // Run reads the slot until ctx ends, then returns nil. A failed read is
-// logged, counted and retried at the next tick on a new connection.
+// logged, counted and retried at the next tick on a new connection. It
+// returns an error wrapping ErrTableChanged when the outbox
+// table was dropped, created again or taken out of the publication since
+// its first read: rows written to it since then are not relayed.
 func (mo *Monitor) Run(ctx context.Context) error {
 	var conn *pgx.Conn
 	defer func() {
@@ -55,6 +68,9 @@ func (mo *Monitor) Run(ctx context.Context) error {
 	failing := false
 	for {
 		err := mo.read(ctx, &conn)
+		if errors.Is(err, ErrTableChanged) {
+			return err
+		}
 		switch {
 		case err != nil && ctx.Err() == nil:
 			mo.m.errors.Inc()
@@ -98,6 +114,9 @@ func (mo *Monitor) read(ctx context.Context, conn **pgx.Conn) error {
 		}
 		*conn = c
 	}
+	if err := mo.watchTable(ctx, *conn); err != nil {
+		return err
+	}
 	s, err := ReadSlot(ctx, *conn, mo.cfg.Slot)
 	if err != nil {
 		return err
@@ -111,4 +130,46 @@ func (mo *Monitor) read(ctx context.Context, conn **pgx.Conn) error {
 	}
 	mo.m.active.Set(active)
 	return nil
+}
+
+// watchTable checks that the outbox table is the one first seen and still
+// in the publication; a table missing or unpublished at the first read is
+// left to the stream's own start-up check.
+func (mo *Monitor) watchTable(ctx context.Context, conn *pgx.Conn) error {
+	t, pub := mo.cfg.Table, mo.cfg.Publication
+	// The time is the server's, as the table's created_at is, so that
+	// replay --since takes it whatever the relay's clock says.
+	var now time.Time
+	var oid uint32
+	var published bool
+	err := conn.QueryRow(ctx, `
+		SELECT now(),
+		       coalesce((SELECT c.oid FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+		                 WHERE n.nspname = $1 AND c.relname = $2 AND c.relkind IN ('r', 'p')), 0),
+		       EXISTS (SELECT 1 FROM pg_publication_tables p WHERE p.pubname = $3 AND p.schemaname = $1 AND p.tablename = $2)`,
+		t.Schema, t.Name, pub).Scan(&now, &oid, &published)
+	if err != nil {
+		return fmt.Errorf("look up table %s: %w", t, err)
+	}
+	if mo.tableOID == 0 {
+		if oid != 0 && published {
+			mo.tableOID, mo.tableOK = oid, now
+		}
+		return nil
+	}
+	var what string
+	switch {
+	case oid == 0:
+		what = "was dropped"
+	case oid != mo.tableOID:
+		what = "was dropped and created again"
+	case !published:
+		what = fmt.Sprintf("was taken out of publication %q", pub)
+	default:
+		mo.tableOK = now
+		return nil
+	}
+	since := mo.tableOK.UTC().Truncate(time.Second).Format(time.RFC3339)
+	return fmt.Errorf("table %s %s, after %s: %w; rows written to it since then may not have been relayed (pgoutput sends none of a table outside the publication), and the slot may have gone past them: run outbox-relay setup, which creates the table and publishes it, then outbox-relay replay --since %s",
+		t, what, since, ErrTableChanged, since)
 }

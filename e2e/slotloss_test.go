@@ -3,6 +3,7 @@ package e2e
 import (
 	"context"
 	"errors"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -67,5 +68,59 @@ func TestSlotDroppedWhileRunning(t *testing.T) {
 		if !strings.Contains(logs, want) {
 			t.Errorf("stderr lacks %q:\n%s", want, logs)
 		}
+	}
+}
+
+// TestTableRecreatedWhileRunning drops the outbox table and creates it
+// again while the relay streams. The new table is not in the publication,
+// so pgoutput sends none of its rows: the relay must stop, non-zero, saying
+// so and naming the replay to run. Setup and that replay then bring the
+// row that was not relayed, and a new relay streams the new table.
+func TestTableRecreatedWhileRunning(t *testing.T) {
+	e := newEnv(t)
+	c := e.consumer()
+	p := e.start()
+	p.waitStreaming(30 * time.Second)
+	insertEvents(t, e.dsn, "order", 1, 1)
+	expectEvents(t, c, p, 1)
+
+	e.query(t, 10*time.Second, func(ctx context.Context, conn *pgx.Conn) error {
+		_, err := conn.Exec(ctx, `ALTER TABLE outbox RENAME TO outbox_old;
+			CREATE TABLE outbox (LIKE outbox_old INCLUDING ALL);
+			DROP TABLE outbox_old`)
+		return err
+	})
+	insertEvents(t, e.dsn, "order", 1, 1) // into the new table: not relayed
+
+	select {
+	case <-p.done:
+	case <-time.After(30 * time.Second):
+		t.Fatalf("relay still running 30 s after its table was created again\n%s", p.logText())
+	}
+	if code := p.cmd.ProcessState.ExitCode(); code == 0 {
+		t.Errorf("exit code = 0 after the table was created again, want non-zero\n%s", p.logText())
+	}
+	logs := p.logText()
+	m := regexp.MustCompile(`outbox-relay replay --since (\S+)`).FindStringSubmatch(logs)
+	if !strings.Contains(logs, "public.outbox was dropped and created again") || m == nil {
+		t.Fatalf("stderr does not say the table was created again and which replay to run:\n%s", logs)
+	}
+
+	t.Logf("the relay stopped: %s", logs[strings.LastIndex(strings.TrimSpace(logs), "\n")+1:])
+
+	if out, err := e.command(t.Context(), "setup").CombinedOutput(); err != nil {
+		t.Fatalf("outbox-relay setup: %v\n%s", err, out)
+	}
+	if out, err := e.command(t.Context(), "replay", "--since", m[1]).CombinedOutput(); err != nil {
+		t.Fatalf("outbox-relay replay --since %s: %v\n%s", m[1], err, out)
+	}
+	expectEvents(t, c, p, 1)
+
+	p2 := e.start()
+	p2.waitStreaming(30 * time.Second)
+	insertEvents(t, e.dsn, "order", 1, 1)
+	expectEvents(t, c, p2, 1)
+	if code := p2.term(30 * time.Second); code != 0 {
+		t.Errorf("exit code after SIGTERM = %d, want 0\n%s", code, p2.logText())
 	}
 }
