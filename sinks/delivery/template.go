@@ -152,6 +152,28 @@ func (t Template) Literal() bool { return t.fields == 0 }
 // destination it renders holds.
 func (t Template) LiteralLen() int { return t.literalLen }
 
+// Unfilled returns an error when a field t names is empty in ev, saying
+// which: what names such a destination ("outbox." for "outbox.{aggregate_type}")
+// is often legal to the broker, but not where the event was meant to go.
+// what names the template in the error ("topic"). The aggregate ID is left
+// out: an event without one is poison for its own reason, before mapping.
+func (t Template) Unfilled(ev *schema.Event, what string) error {
+	for _, f := range []struct {
+		field Fields
+		name  string
+		value string
+	}{
+		{FieldAggregateType, "aggregate_type", ev.AggregateType},
+		{FieldEventType, "event_type", ev.EventType},
+	} {
+		if t.Uses(f.field) && f.value == "" {
+			return fmt.Errorf("event %s: its %s is empty, and the %s template %q names it; write the %s, or change the template",
+				ev.ID, f.name, what, t.raw, f.name)
+		}
+	}
+	return nil
+}
+
 // Render returns the destination t gives ev, whether or not the broker
 // would take it.
 func (t Template) Render(ev *schema.Event) string { return t.render(ev, false) }

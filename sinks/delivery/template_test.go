@@ -70,6 +70,39 @@ func TestTemplateRender(t *testing.T) {
 	}
 }
 
+// TestTemplateUnfilled checks that a template naming a field the event
+// leaves empty says which, and that one not naming it, or an event that
+// fills it, passes.
+func TestTemplateUnfilled(t *testing.T) {
+	full := &schema.Event{ID: "e-1", AggregateType: "Order", EventType: "Placed", AggregateID: "o-1"}
+	noType := &schema.Event{ID: "e-2", EventType: "Placed", AggregateID: "o-1"}
+	noEvent := &schema.Event{ID: "e-3", AggregateType: "Order", AggregateID: "o-1"}
+	for _, tt := range []struct {
+		template string
+		ev       *schema.Event
+		want     string // in the error; empty for none
+	}{
+		{"outbox.{aggregate_type}", full, ""},
+		{"outbox.{aggregate_type}", noType, `event e-2: its aggregate_type is empty, and the topic template "outbox.{aggregate_type}" names it`},
+		{"outbox.{aggregate_type}", noEvent, ""},
+		{"{aggregate_type}.{event_type}", noEvent, "its event_type is empty"},
+		{"events", noType, ""},
+		{"{aggregate_id}", noType, ""},
+	} {
+		tmpl, err := delivery.ParseTemplate(tt.template, delivery.TemplateSyntax{Fields: delivery.AllFields})
+		if err != nil {
+			t.Fatalf("ParseTemplate(%q): %v", tt.template, err)
+		}
+		err = tmpl.Unfilled(tt.ev, "topic")
+		switch {
+		case tt.want == "" && err != nil:
+			t.Errorf("%q.Unfilled(%s) = %v, want nil", tt.template, tt.ev.ID, err)
+		case tt.want != "" && (err == nil || !strings.Contains(err.Error(), tt.want)):
+			t.Errorf("%q.Unfilled(%s) = %v, want an error saying %q", tt.template, tt.ev.ID, err, tt.want)
+		}
+	}
+}
+
 func TestTemplateLiteralLen(t *testing.T) {
 	for _, tt := range []struct {
 		template string

@@ -280,6 +280,8 @@ func TestRecordRejects(t *testing.T) {
 		{name: "slash in aggregate type", edit: func(ev *schema.Event) { ev.AggregateType = "orders/eu" }, reason: ReasonTopic, mention: `"outbox.orders/eu"`},
 		{name: "space in event type", template: "{event_type}", edit: func(ev *schema.Event) { ev.EventType = "Order Placed" }, reason: ReasonTopic},
 		{name: "empty topic", template: "{aggregate_type}", edit: func(ev *schema.Event) { ev.AggregateType = "" }, reason: ReasonTopic},
+		{name: "empty aggregate type", edit: func(ev *schema.Event) { ev.AggregateType = "" }, reason: ReasonTopic, mention: `its aggregate_type is empty, and the topic template "outbox.{aggregate_type}" names it`},
+		{name: "empty event type", template: "outbox.{aggregate_type}.{event_type}", edit: func(ev *schema.Event) { ev.EventType = "" }, reason: ReasonTopic, mention: "its event_type is empty"},
 		{name: "dot-dot topic", template: "{aggregate_type}", edit: func(ev *schema.Event) { ev.AggregateType = ".." }, reason: ReasonTopic},
 		{name: "topic too long", edit: func(ev *schema.Event) { ev.AggregateType = strings.Repeat("a", 243) }, reason: ReasonTopic},
 		{name: "headers array", edit: func(ev *schema.Event) { ev.Headers = []byte(`[{"a":"b"}]`) }, reason: ReasonHeaders, mention: "array"},

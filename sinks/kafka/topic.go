@@ -108,6 +108,9 @@ func (c *topicCache) lookup(ev *schema.Event) (*topic, error) {
 	if t, ok := c.topics[k]; ok {
 		return t, nil
 	}
+	if err := c.tmpl.Unfilled(ev, "topic"); err != nil {
+		return nil, &RecordError{Reason: ReasonTopic, Err: err}
+	}
 	name := c.tmpl.Render(ev)
 	if !legalTopic(name) {
 		return nil, &RecordError{Reason: ReasonTopic, Err: fmt.Errorf(

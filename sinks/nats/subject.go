@@ -88,6 +88,9 @@ func (t *subjectTemplate) streamSubject() string {
 // subject returns the subject t gives ev, or a *delivery.PermanentError of
 // delivery.ReasonDestination when NATS would not take it.
 func (t *subjectTemplate) subject(ev *schema.Event) (string, error) {
+	if err := t.Unfilled(ev, "subject"); err != nil {
+		return "", &delivery.PermanentError{Reason: delivery.ReasonDestination, Err: err}
+	}
 	s := t.Render(ev)
 	if err := checkSubject(s); err != nil {
 		return "", &delivery.PermanentError{Reason: delivery.ReasonDestination, Err: fmt.Errorf(

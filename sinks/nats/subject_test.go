@@ -67,6 +67,8 @@ func TestRenderSubject(t *testing.T) {
 		{name: "DotInID", template: DefaultSubject, ev: ev("order", "a.b", "C"), subject: "outbox.order.a.b", dest: "outbox.order.*"},
 		{name: "UTF8", template: DefaultSubject, ev: ev("commande", "été", "C"), subject: "outbox.commande.été", dest: "outbox.commande.*"},
 		{name: "EmptyID", template: DefaultSubject, ev: ev("order", "", "C"), wantErr: "empty token"},
+		{name: "EmptyType", template: DefaultSubject, ev: ev("", "42", "C"), wantErr: `its aggregate_type is empty, and the subject template "outbox.{aggregate_type}.{aggregate_id}" names it`},
+		{name: "EmptyEventType", template: "o.{event_type}", ev: ev("order", "42", ""), wantErr: "its event_type is empty"},
 		{name: "TrailingDotInID", template: DefaultSubject, ev: ev("order", "a.", "C"), wantErr: "empty token"},
 		{name: "DoubleDotInType", template: DefaultSubject, ev: ev("a..b", "1", "C"), wantErr: "empty token"},
 		{name: "SpaceInID", template: DefaultSubject, ev: ev("order", "4 2", "C"), wantErr: `holds ' ' at byte 14`},

@@ -69,6 +69,12 @@ func newMapper(cfg Config) (*mapper, error) {
 // destination returns ev's exchange and routing key, or a *PermanentError
 // of ReasonDestination when RabbitMQ would not accept them.
 func (m *mapper) destination(ev *schema.Event) (exchange, key string, err error) {
+	if err := m.exchange.Unfilled(ev, "exchange"); err != nil {
+		return "", "", &delivery.PermanentError{Reason: delivery.ReasonDestination, Err: err}
+	}
+	if err := m.routingKey.Unfilled(ev, "routing key"); err != nil {
+		return "", "", &delivery.PermanentError{Reason: delivery.ReasonDestination, Err: err}
+	}
 	exchange = m.exchange.Render(ev)
 	if !legalName(exchange) {
 		return "", "", &delivery.PermanentError{Reason: delivery.ReasonDestination, Err: fmt.Errorf(

@@ -92,6 +92,9 @@ func (e *entry) add(name string, value any) {
 // the dead-letter stream's (ReasonDestination), or the entry is larger than
 // Config.MaxMessageBytes (ReasonSize).
 func (m *mapper) Map(ev *schema.Event) (message, string, error) {
+	if err := m.tmpl.Unfilled(ev, "stream"); err != nil {
+		return message{}, "", &delivery.PermanentError{Reason: delivery.ReasonDestination, Err: err}
+	}
 	key := m.tmpl.Render(ev)
 	switch key {
 	case "":

@@ -159,6 +159,7 @@ func TestMapErrors(t *testing.T) {
 		{"headers a string", base, func(ev *schema.Event) { ev.Headers = []byte(`"a"`) }, delivery.ReasonHeaders},
 		{"headers not JSON", base, func(ev *schema.Event) { ev.Headers = []byte(`{"a":`) }, delivery.ReasonHeaders},
 		{"empty key", Config{URL: base.URL, Stream: "{aggregate_type}"}, func(ev *schema.Event) { ev.AggregateType = "" }, delivery.ReasonDestination},
+		{"empty aggregate type in the key", Config{URL: base.URL, Stream: "outbox:{aggregate_type}"}, func(ev *schema.Event) { ev.AggregateType = "" }, delivery.ReasonDestination},
 		{"the dead-letter key", Config{URL: base.URL, Stream: "{aggregate_type}"}, func(ev *schema.Event) { ev.AggregateType = DefaultDeadLetterStream }, delivery.ReasonDestination},
 		{"payload at the limit", base, func(ev *schema.Event) { ev.Payload = make([]byte, room) }, ""},
 		{"payload one byte over", base, func(ev *schema.Event) { ev.Payload = make([]byte, room+1) }, delivery.ReasonSize},
