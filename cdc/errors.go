@@ -1,6 +1,10 @@
 package cdc
 
-import "errors"
+import (
+	"errors"
+
+	"github.com/jackc/pgx/v5/pgconn"
+)
 
 // Conditions callers branch on. Errors returned by this package wrap them
 // with the details (setting values, names) and what to do.
@@ -43,3 +47,11 @@ var (
 	// identifier or timeline) than the relay first streamed from.
 	ErrSystemChanged = errors.New("cdc: server system identifier or timeline changed while the relay was running")
 )
+
+// Refused reports whether PostgreSQL refused err's statement for want of a
+// privilege (SQLSTATE 42501, insufficient_privilege), so that the caller
+// can name the grant or role the statement needs.
+func Refused(err error) bool {
+	var pgErr *pgconn.PgError
+	return errors.As(err, &pgErr) && pgErr.Code == "42501"
+}

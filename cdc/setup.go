@@ -81,11 +81,17 @@ func Setup(ctx context.Context, conn *pgx.Conn, cfg Config, logger *slog.Logger)
 	switch {
 	case !pubExists:
 		if _, err := conn.Exec(ctx, schema.CreatePublicationSQL(cfg.Publication, cfg.Table)); err != nil {
+			if Refused(err) {
+				return fmt.Errorf("create publication %q for %s: %w; creating it needs CREATE on the database and ownership of the table: run setup as the table's owner or an admin", cfg.Publication, cfg.Table, err)
+			}
 			return fmt.Errorf("create publication %q for %s: %w", cfg.Publication, cfg.Table, err)
 		}
 		log.Info("publication created", "publication", cfg.Publication)
 	case !published:
 		if _, err := conn.Exec(ctx, addTableToPublicationSQL(cfg.Publication, cfg.Table)); err != nil {
+			if Refused(err) {
+				return fmt.Errorf("add %s to publication %q: %w; that needs ownership of the publication and the table: run setup as their owner or an admin", cfg.Table, cfg.Publication, err)
+			}
 			return fmt.Errorf("add %s to publication %q: %w", cfg.Table, cfg.Publication, err)
 		}
 		log.Info("table added to publication", "publication", cfg.Publication, "table", cfg.Table.String())

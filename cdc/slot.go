@@ -109,6 +109,9 @@ func CreateSlot(ctx context.Context, db querier, name string) (bool, error) {
 	}
 	var lsn pglogrepl.LSN
 	if err := db.QueryRow(ctx, createSlotSQL(name)).Scan(&lsn); err != nil {
+		if Refused(err) {
+			return false, fmt.Errorf("create replication slot %q: %w; the role needs the REPLICATION attribute (ALTER ROLE name REPLICATION), or run setup as an admin", name, err)
+		}
 		return false, fmt.Errorf("create replication slot %q: %w", name, err)
 	}
 	return true, nil

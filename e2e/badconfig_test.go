@@ -192,3 +192,54 @@ func silentListener(t *testing.T) string {
 	})
 	return ln.Addr().String()
 }
+
+// TestRefusedPrivilegesNameTheFix runs setup and replay as roles that lack
+// what each step needs: every refusal must exit non-zero naming the
+// privilege, role attribute or grant that is missing, not only
+// PostgreSQL's "permission denied".
+func TestRefusedPrivilegesNameTheFix(t *testing.T) {
+	e := newEnv(t)
+	dsnAs := func(attrs string) string {
+		t.Helper()
+		role := fmt.Sprintf("weak_%d", rand.Uint32())
+		execSQL(t, e.dsn, "CREATE ROLE "+role+" LOGIN "+attrs)
+		t.Cleanup(func() { execSQL(t, e.dsn, "DROP ROLE "+role) })
+		u, err := url.Parse(e.dsn)
+		if err != nil {
+			t.Fatal(err)
+		}
+		u.User = url.User(role)
+		return u.String()
+	}
+	plain, replication := dsnAs(""), dsnAs("REPLICATION")
+	for _, tt := range []struct {
+		name string
+		args []string
+		env  []string
+		want []string
+	}{
+		{"setup: a new publication, not the table's owner", []string{"setup"},
+			[]string{"OUTBOX_RELAY_PG_DSN=" + plain, "OUTBOX_RELAY_PUBLICATION=weak_pub"},
+			[]string{`create publication "weak_pub"`, "run setup as the table's owner or an admin"}},
+		{"setup: a new slot, without REPLICATION", []string{"setup"},
+			[]string{"OUTBOX_RELAY_PG_DSN=" + plain, "OUTBOX_RELAY_SLOT=weak_slot"},
+			[]string{`create replication slot "weak_slot"`, "REPLICATION attribute (ALTER ROLE name REPLICATION)"}},
+		{"replay: no SELECT on the table", []string{"replay", "--since", "2026-01-01T00:00:00Z"},
+			[]string{"OUTBOX_RELAY_PG_DSN=" + replication},
+			[]string{"count rows of public.outbox", `GRANT SELECT ON "public"."outbox" TO "weak_`}},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			cmd := e.command(t.Context(), tt.args...)
+			cmd.Env = append(cmd.Env, tt.env...)
+			out, err := cmd.CombinedOutput()
+			if err == nil {
+				t.Fatalf("outbox-relay %s succeeded, want it refused\n%s", strings.Join(tt.args, " "), out)
+			}
+			for _, w := range tt.want {
+				if !strings.Contains(string(out), w) {
+					t.Errorf("output lacks %q:\n%s", w, out)
+				}
+			}
+		})
+	}
+}

@@ -111,10 +111,9 @@ func replay(ctx context.Context, cfg Config, rf replayFlags, stdout, stderr io.W
 	if q.Until, err = replayBound(ctx, tx, q, "until", rf.until); err != nil {
 		return err
 	}
-	var total int64
-	sql, args := q.CountSQL()
-	if err := tx.QueryRow(ctx, sql, args...).Scan(&total); err != nil {
-		return fmt.Errorf("count rows of %s: %w", q.Table, err)
+	total, err := countRows(ctx, tx, q)
+	if err != nil {
+		return err
 	}
 	logger.Info("replaying", "table", q.Table.String(), "rows", total, "since", rf.since, "until", rf.until,
 		"aggregate_type", rf.aggregateType, "dry_run", rf.dryRun, "replay_started", started.UTC().Format(time.RFC3339Nano))
@@ -197,4 +196,19 @@ func (d *dryRun) summary(w io.Writer, st republishStats) {
 	for _, t := range slices.Sorted(maps.Keys(d.topics)) {
 		fmt.Fprintf(w, "  %s\t%d\n", t, d.topics[t])
 	}
+}
+
+// countRows counts the rows q selects in tx. When the role may not read the
+// table, the error names the grant.
+func countRows(ctx context.Context, tx pgx.Tx, q replayquery.Query) (int64, error) {
+	var n int64
+	sql, args := q.CountSQL()
+	err := tx.QueryRow(ctx, sql, args...).Scan(&n)
+	switch {
+	case cdc.Refused(err):
+		return 0, fmt.Errorf("count rows of %s: %w; GRANT SELECT ON %s TO %s", q.Table, err, q.Table.Quoted(), pgx.Identifier{tx.Conn().Config().User}.Sanitize())
+	case err != nil:
+		return 0, fmt.Errorf("count rows of %s: %w", q.Table, err)
+	}
+	return n, nil
 }

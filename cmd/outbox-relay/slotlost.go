@@ -156,10 +156,9 @@ func recoverSlot(ctx context.Context, cfg Config, logger *slog.Logger, m *recove
 		} else {
 			logger.Warn("no confirmed horizon is recorded for the slot: republishing every row of the outbox table")
 		}
-		var total int64
-		sql, args := q.CountSQL()
-		if err := tx.QueryRow(ctx, sql, args...).Scan(&total); err != nil {
-			return fmt.Errorf("count rows of %s: %w", q.Table, err)
+		total, err := countRows(ctx, tx, q)
+		if err != nil {
+			return err
 		}
 		sink, err := openSink(ctx, rcfg, logger, nil)
 		if err != nil {
