@@ -6,6 +6,7 @@ import (
 
 	"github.com/outbox-relay/outbox-relay/cdc"
 	"github.com/outbox-relay/outbox-relay/relay"
+	"github.com/outbox-relay/outbox-relay/sinks/delivery"
 )
 
 // The packages say what went wrong; only the command knows its flags and
@@ -33,6 +34,8 @@ func hintFor(err error, cfg Config) string {
 	var pe *relay.PoisonError
 	t, pub, slot := cfg.CDC.Table, cfg.CDC.Publication, cfg.CDC.Slot
 	switch {
+	case errors.As(err, &pe) && pe.Reason == delivery.ReasonSize:
+		return fmt.Sprintf("to go on, raise --%s-max-message-bytes if the broker takes larger messages, or restart once with --poison-policy=dlq to set it aside in the dead-letter %s", cfg.Sink, deadLetterPlace(cfg))
 	case errors.As(err, &pe):
 		return "to go on, restart once with --poison-policy=dlq to set it aside in the dead-letter " + deadLetterPlace(cfg)
 	case errors.Is(err, cdc.ErrNoDSN):

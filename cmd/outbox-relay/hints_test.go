@@ -22,8 +22,9 @@ func TestWithHint(t *testing.T) {
 		cfg  Config
 		want string // "" means err unchanged
 	}{
-		{"poison on kafka", poison, Config{Sink: sinkKafka}, `--poison-policy=dlq to set it aside in the dead-letter topic "outbox-relay-dlq"`},
-		{"poison on nats", poison, Config{Sink: sinkNATS}, `dead-letter subject "outbox-relay-dlq"`},
+		{"poison on kafka", poison, Config{Sink: sinkKafka}, `raise --kafka-max-message-bytes if the broker takes larger messages, or restart once with --poison-policy=dlq to set it aside in the dead-letter topic "outbox-relay-dlq"`},
+		{"poison on nats", poison, Config{Sink: sinkNATS}, `raise --nats-max-message-bytes if the broker takes larger messages, or restart once with --poison-policy=dlq to set it aside in the dead-letter subject "outbox-relay-dlq"`},
+		{"poison of another reason", fmt.Errorf("relay stopped: %w", &relay.PoisonError{Reason: "headers", Err: errors.New("not an object")}), Config{Sink: sinkKafka}, `to go on, restart once with --poison-policy=dlq to set it aside in the dead-letter topic "outbox-relay-dlq"`},
 		{"other error", other, Config{Sink: sinkKafka}, ""},
 		{"invalidated slot", fmt.Errorf("stream: %w", cdc.ErrSlotInvalidated), Config{CDC: cdc.Config{Slot: "s1"}}, "SELECT pg_drop_replication_slot('s1')"},
 		{"no table", fmt.Errorf("check: %w", cdc.ErrNoTable), Config{}, "run `outbox-relay setup` or set --table"},

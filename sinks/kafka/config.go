@@ -4,7 +4,9 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
 
@@ -241,6 +243,10 @@ func (c Config) Validate() error {
 			errs = append(errs, errors.New("kafka: empty broker address; list brokers as host:port"))
 		case strings.ContainsAny(b, ", \t"):
 			errs = append(errs, fmt.Errorf("kafka: broker address %q holds a comma or a space; give each broker as its own host:port entry", b))
+		default:
+			if err := checkBrokerAddr(b); err != nil {
+				errs = append(errs, fmt.Errorf("kafka: broker address %q: %w", b, err))
+			}
 		}
 	}
 	if _, err := parseTopicTemplate(c.Topic); err != nil {
@@ -317,4 +323,24 @@ func (c Config) opts() []kgo.Opt {
 		opts = append(opts, kgo.AllowAutoTopicCreation())
 	}
 	return append(opts, c.securityOpts()...)
+}
+
+// checkBrokerAddr reports why addr is not a broker address: host:port, or
+// a host alone for port 9092, as the client reads it.
+func checkBrokerAddr(addr string) error {
+	if strings.Contains(addr, "://") {
+		return errors.New("give host:port without a scheme; TLS is --kafka-tls")
+	}
+	_, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		var ae *net.AddrError
+		if errors.As(err, &ae) && ae.Err == "missing port in address" {
+			return nil
+		}
+		return fmt.Errorf("%w; write it as host:port", err)
+	}
+	if n, err := strconv.Atoi(port); err != nil || n < 1 || n > 65535 {
+		return fmt.Errorf("port %q is not a number from 1 to 65535", port)
+	}
+	return nil
 }
