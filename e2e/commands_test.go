@@ -134,6 +134,17 @@ func TestSetupIsIdempotentAndDryRun(t *testing.T) {
 		}
 	})
 
+	t.Run("missing slot and publication", func(t *testing.T) {
+		missing := *e
+		missing.slot = "no_such_slot"
+		cmd := missing.command(ctx, "status")
+		cmd.Env = append(cmd.Env, "OUTBOX_RELAY_PUBLICATION=no_such_pub")
+		r := runCmd(t, cmd, 30*time.Second)
+		if r.code != 3 || !strings.Contains(r.stderr, `publication "no_such_pub"`) || !strings.Contains(r.stderr, "outbox-relay setup") {
+			t.Errorf("status with neither slot nor publication: exit %d, stderr %q; want 3 and the publication named first, with `outbox-relay setup`", r.code, r.stderr)
+		}
+	})
+
 	t.Run("version", func(t *testing.T) {
 		r := runCmd(t, e.command(ctx, "version"), 30*time.Second)
 		if r.code != 0 || !strings.HasPrefix(r.stdout, "outbox-relay ") {

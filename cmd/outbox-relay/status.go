@@ -45,6 +45,11 @@ func status(ctx context.Context, cfg Config, asJSON bool, stdout io.Writer) erro
 	defer conn.Close(context.WithoutCancel(ctx))
 	s, err := cdc.ReadSlot(ctx, conn, cfg.CDC.Slot)
 	if errors.Is(err, cdc.ErrNoSlot) {
+		// Setup cannot make the slot before the server, table and
+		// publication are right: say first what it needs first.
+		if cerr := cdc.CheckServer(ctx, conn, cfg.CDC.Table, cfg.CDC.Publication); cerr != nil {
+			return statusError{cerr}
+		}
 		return statusError{err}
 	}
 	if err != nil {
