@@ -48,6 +48,8 @@ func TestRunRejectsBadConfiguration(t *testing.T) {
 		{"pprof on a host name", []string{"run", "--pg-dsn", "postgres://h/db", "--pprof-addr", "relay.example.com:6060"}, nil, "loopback"},
 		{"pprof from env", []string{"run", "--pg-dsn", "postgres://h/db"}, map[string]string{"OUTBOX_RELAY_PPROF_ADDR": "0.0.0.0:6060"}, "loopback"},
 		{"pprof without port", []string{"run", "--pg-dsn", "postgres://h/db", "--pprof-addr", "127.0.0.1"}, nil, "--pprof-addr"},
+		{"empty nats url", []string{"run", "--pg-dsn", "postgres://h/db", "--sink", "nats", "--nats-url", ""}, nil, "--nats-url is empty; set nats://host:port, or leave it unset for nats://127.0.0.1:4222"},
+		{"empty nats url from env", []string{"run", "--pg-dsn", "postgres://h/db", "--sink", "nats"}, map[string]string{"OUTBOX_RELAY_NATS_URL": " "}, "--nats-url is empty"},
 		{"unknown compression", []string{"run", "--pg-dsn", "postgres://h/db", "--kafka-compression", "gzip"}, nil, `compression "gzip" is unknown; use none, snappy, lz4 or zstd`},
 		{"unknown compression from env", []string{"run", "--pg-dsn", "postgres://h/db"}, map[string]string{"OUTBOX_RELAY_KAFKA_COMPRESSION": "LZ4"}, `compression "LZ4" is unknown; use none, snappy, lz4 or zstd`},
 	}

@@ -170,6 +170,11 @@ func (c *Config) finishSink() error {
 func (c *Config) validateSink() error {
 	switch c.Sink {
 	case sinkNATS:
+		// The package reads an empty URL as its default; a flag or
+		// variable set to nothing is a mistake, as for the other sinks.
+		if strings.TrimSpace(c.NATS.URL) == "" {
+			return fmt.Errorf("nats: --nats-url is empty; set nats://host:port, or leave it unset for %s", nats.DefaultURL)
+		}
 		return c.NATS.Validate()
 	case sinkRabbitMQ:
 		return c.RabbitMQ.Validate()
