@@ -11,9 +11,9 @@ import (
 
 // CheckServer verifies what streaming needs from the server, the table and
 // the publication: PostgreSQL 14 or later with wal_level = logical, the
-// table exists, and the publication exists and includes the table. Errors
-// wrap ErrServerVersion, ErrWALLevel, ErrNoTable, ErrNoPublication or
-// ErrNotPublished.
+// table exists, and the publication exists, includes the table and
+// publishes inserts. Errors wrap ErrServerVersion, ErrWALLevel, ErrNoTable,
+// ErrNoPublication, ErrNotPublished or ErrNoInserts.
 func CheckServer(ctx context.Context, db querier, table schema.Table, publication string) error {
 	if err := checkWALLevel(ctx, db); err != nil {
 		return err
@@ -32,6 +32,14 @@ func CheckServer(ctx context.Context, db querier, table schema.Table, publicatio
 	}
 	if !published {
 		return fmt.Errorf("publication %q lacks table %s: %w", publication, table, ErrNotPublished)
+	}
+	var inserts bool
+	if err := db.QueryRow(ctx, `SELECT pubinsert FROM pg_publication WHERE pubname = $1`, publication).Scan(&inserts); err != nil {
+		return fmt.Errorf("read publication %q: %w", publication, err)
+	}
+	if !inserts {
+		return fmt.Errorf("publication %q: %w; ALTER PUBLICATION %s SET (publish = 'insert')",
+			publication, ErrNoInserts, pgx.Identifier{publication}.Sanitize())
 	}
 	return nil
 }

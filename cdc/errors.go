@@ -21,6 +21,9 @@ var (
 	ErrNoTable = errors.New("cdc: outbox table does not exist")
 	// ErrNotPublished reports a publication that does not include the outbox table.
 	ErrNotPublished = errors.New("cdc: outbox table is not in the publication")
+	// ErrNoInserts reports a publication that does not publish inserts, so
+	// that no outbox row would reach the relay.
+	ErrNoInserts = errors.New("cdc: the publication does not publish inserts")
 	// ErrNoSlot reports that the replication slot does not exist.
 	ErrNoSlot = errors.New("cdc: replication slot does not exist")
 	// ErrSlotInUse reports a slot streaming to another connection.

@@ -30,7 +30,7 @@ type Monitor struct {
 
 	// Read and written by Run's goroutine only.
 	tableOID uint32    // the outbox table's OID when first read; 0 before
-	tableOK  time.Time // when the table was last seen published, with that OID
+	since    time.Time // replay --since for rows after the table was last seen right
 }
 
 // NewMonitor returns a Monitor of cfg's slot, reading every interval (zero
@@ -133,43 +133,54 @@ func (mo *Monitor) read(ctx context.Context, conn **pgx.Conn) error {
 }
 
 // watchTable checks that the outbox table is the one first seen and still
-// in the publication; a table missing or unpublished at the first read is
-// left to the stream's own start-up check.
+// in the publication, inserts included; a table missing or unpublished at
+// the first read is left to the stream's own start-up check. A table
+// created again under a publication FOR ALL TABLES is published from its
+// creation, so nothing of it is missed: it becomes the table watched.
 func (mo *Monitor) watchTable(ctx context.Context, conn *pgx.Conn) error {
 	t, pub := mo.cfg.Table, mo.cfg.Publication
-	// The time is the server's, as the table's created_at is, so that
-	// replay --since takes it whatever the relay's clock says.
-	var now time.Time
+	// floor is the server's time, as created_at is, or the start of the
+	// oldest open transaction the role can see, whose rows have an older
+	// created_at: replay --since floor takes every row written after it.
+	var floor time.Time
 	var oid uint32
-	var published bool
+	var published, allTables bool
 	err := conn.QueryRow(ctx, `
-		SELECT now(),
+		SELECT least(now(), (SELECT min(xact_start) FROM pg_stat_activity)),
 		       coalesce((SELECT c.oid FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
 		                 WHERE n.nspname = $1 AND c.relname = $2 AND c.relkind IN ('r', 'p')), 0),
-		       EXISTS (SELECT 1 FROM pg_publication_tables p WHERE p.pubname = $3 AND p.schemaname = $1 AND p.tablename = $2)`,
-		t.Schema, t.Name, pub).Scan(&now, &oid, &published)
+		       EXISTS (SELECT 1 FROM pg_publication_tables pt JOIN pg_publication p ON p.pubname = pt.pubname
+		               WHERE pt.pubname = $3 AND pt.schemaname = $1 AND pt.tablename = $2 AND p.pubinsert),
+		       coalesce((SELECT puballtables FROM pg_publication WHERE pubname = $3), false)`,
+		t.Schema, t.Name, pub).Scan(&floor, &oid, &published, &allTables)
 	if err != nil {
 		return fmt.Errorf("look up table %s: %w", t, err)
 	}
-	if mo.tableOID == 0 {
-		if oid != 0 && published {
-			mo.tableOID, mo.tableOK = oid, now
-		}
-		return nil
-	}
 	var what string
 	switch {
+	case mo.tableOID == 0:
+		if oid != 0 && published {
+			mo.tableOID, mo.since = oid, floor
+		}
+		return nil
 	case oid == 0:
 		what = "was dropped"
-	case oid != mo.tableOID:
-		what = "was dropped and created again"
 	case !published:
-		what = fmt.Sprintf("was taken out of publication %q", pub)
+		what = fmt.Sprintf("is no longer in publication %q, or it no longer publishes inserts", pub)
+		if oid != mo.tableOID {
+			what = "was dropped and created again"
+		}
+	case oid != mo.tableOID && !allTables:
+		what = "was dropped and created again"
 	default:
-		mo.tableOK = now
+		if oid != mo.tableOID {
+			mo.log.Info("outbox table created again; publication publishes all tables, so none of its rows were missed", "table", t.String(), "publication", pub)
+			mo.tableOID = oid
+		}
+		mo.since = floor
 		return nil
 	}
-	since := mo.tableOK.UTC().Truncate(time.Second).Format(time.RFC3339)
+	since := mo.since.UTC().Truncate(time.Second).Format(time.RFC3339)
 	return fmt.Errorf("table %s %s, after %s: %w; rows written to it since then may not have been relayed (pgoutput sends none of a table outside the publication), and the slot may have gone past them: run outbox-relay setup, which creates the table and publishes it, then outbox-relay replay --since %s",
 		t, what, since, ErrTableChanged, since)
 }

@@ -197,7 +197,7 @@ func (s *Stream) serve(ctx context.Context, h Handler) (drained bool, _ error) {
 
 // permanent reports an error no reconnect can cure.
 func permanent(err error) bool {
-	for _, target := range []error{ErrWALLevel, ErrServerVersion, ErrNoTable, ErrNoPublication, ErrNotPublished, ErrSlotInvalidated, ErrSlotPlugin, ErrColumns, ErrNoSlot, ErrSlotLost, ErrSlotRecovering, ErrSystemChanged} {
+	for _, target := range []error{ErrWALLevel, ErrServerVersion, ErrNoTable, ErrNoPublication, ErrNotPublished, ErrNoInserts, ErrSlotInvalidated, ErrSlotPlugin, ErrColumns, ErrNoSlot, ErrSlotLost, ErrSlotRecovering, ErrSystemChanged} {
 		if errors.Is(err, target) {
 			return true
 		}

@@ -217,7 +217,13 @@ func TestConfigErrors(t *testing.T) {
 			env:  []string{"OUTBOX_RELAY_COLUMN_AGGREGATE_ID=nope"},
 			want: []string{"has no column nope (for aggregate_id)", "set the column mapping to match the table"},
 		},
+		{
+			name: "publication without inserts",
+			env:  []string{"OUTBOX_RELAY_PUBLICATION=no_inserts"},
+			want: []string{`publication "no_inserts": cdc: the publication does not publish inserts`, `ALTER PUBLICATION "no_inserts" SET (publish = 'insert')`},
+		},
 	}
+	execSQL(t, e.dsn, `CREATE PUBLICATION no_inserts FOR TABLE outbox WITH (publish = 'update, delete')`)
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			start := time.Now()
