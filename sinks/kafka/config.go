@@ -326,10 +326,13 @@ func (c Config) opts() []kgo.Opt {
 }
 
 // checkBrokerAddr reports why addr is not a broker address: host:port, or
-// a host alone for port 9092, as the client reads it.
+// a host or bare IPv6 address alone for port 9092, as the client reads it.
 func checkBrokerAddr(addr string) error {
 	if strings.Contains(addr, "://") {
 		return errors.New("give host:port without a scheme; TLS is --kafka-tls")
+	}
+	if ip, _, _ := strings.Cut(addr, "%"); net.ParseIP(ip) != nil {
+		return nil
 	}
 	_, port, err := net.SplitHostPort(addr)
 	if err != nil {

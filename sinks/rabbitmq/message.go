@@ -72,9 +72,6 @@ func (m *mapper) destination(ev *schema.Event) (exchange, key string, err error)
 	if err := m.exchange.Unfilled(ev, "exchange"); err != nil {
 		return "", "", &delivery.PermanentError{Reason: delivery.ReasonDestination, Err: err}
 	}
-	if err := m.routingKey.Unfilled(ev, "routing key"); err != nil {
-		return "", "", &delivery.PermanentError{Reason: delivery.ReasonDestination, Err: err}
-	}
 	exchange = m.exchange.Render(ev)
 	if !legalName(exchange) {
 		return "", "", &delivery.PermanentError{Reason: delivery.ReasonDestination, Err: fmt.Errorf(

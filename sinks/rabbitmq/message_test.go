@@ -57,8 +57,10 @@ func TestMapDestination(t *testing.T) {
 			"ev.order", "created:o-42", "ev.order/created:*", ""},
 		{"literal key", Config{RoutingKey: "all"}, event(), "outbox", "all", "outbox/all", ""},
 		{"key from event type", Config{RoutingKey: "{event_type}"}, event(), "outbox", "created", "outbox/created", ""},
-		{"empty key", Config{RoutingKey: "{event_type}"}, event(func(e *schema.Event) { e.EventType = "" }), "", "", "",
-			`its event_type is empty, and the routing key template "{event_type}" names it`},
+		// A routing key may be empty or partial: fanout and headers
+		// exchanges ignore it, and a topic binding such as order.# takes
+		// "order.".
+		{"empty key", Config{RoutingKey: "{event_type}"}, event(func(e *schema.Event) { e.EventType = "" }), "outbox", "", "outbox/", ""},
 		{"empty exchange", Config{Exchange: "{aggregate_type}"}, event(func(e *schema.Event) { e.AggregateType = "" }), "", "", "",
 			`its aggregate_type is empty, and the exchange template "{aggregate_type}" names it`},
 		{"exchange part empty", Config{Exchange: "ev.{aggregate_type}"}, event(func(e *schema.Event) { e.AggregateType = "" }), "", "", "",
