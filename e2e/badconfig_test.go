@@ -226,7 +226,10 @@ func TestRefusedPrivilegesNameTheFix(t *testing.T) {
 			[]string{`create replication slot "weak_slot"`, "REPLICATION attribute (ALTER ROLE name REPLICATION)"}},
 		{"replay: no SELECT on the table", []string{"replay", "--since", "2026-01-01T00:00:00Z"},
 			[]string{"OUTBOX_RELAY_PG_DSN=" + replication},
-			[]string{"count rows of public.outbox", `GRANT SELECT ON "public"."outbox" TO "weak_`}},
+			[]string{"count rows of public.outbox", `GRANT SELECT ON "public"."outbox" TO "weak_`, `GRANT USAGE ON SCHEMA "public" TO "weak_`}},
+		{"replay from an event ID: no SELECT on the table", []string{"replay", "--since", "0b7f6f7e-54b5-4e0c-9a3c-0c3bb1a3f2d1"},
+			[]string{"OUTBOX_RELAY_PG_DSN=" + replication},
+			[]string{"permission denied for table outbox", `GRANT SELECT ON "public"."outbox" TO "weak_`}},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			cmd := e.command(t.Context(), tt.args...)

@@ -140,8 +140,8 @@ func TestSetupIsIdempotentAndDryRun(t *testing.T) {
 		cmd := missing.command(ctx, "status")
 		cmd.Env = append(cmd.Env, "OUTBOX_RELAY_PUBLICATION=no_such_pub")
 		r := runCmd(t, cmd, 30*time.Second)
-		if r.code != 3 || !strings.Contains(r.stderr, `publication "no_such_pub"`) || !strings.Contains(r.stderr, "outbox-relay setup") {
-			t.Errorf("status with neither slot nor publication: exit %d, stderr %q; want 3 and the publication named first, with `outbox-relay setup`", r.code, r.stderr)
+		if r.code != 3 || !strings.Contains(r.stderr, `publication "no_such_pub"`) || !strings.Contains(r.stderr, `slot "no_such_slot"`) || !strings.Contains(r.stderr, "outbox-relay setup") {
+			t.Errorf("status with neither slot nor publication: exit %d, stderr %q; want 3 and the publication named before the slot, with `outbox-relay setup`", r.code, r.stderr)
 		}
 	})
 

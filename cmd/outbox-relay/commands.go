@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"os/signal"
+	"strconv"
 	"strings"
 	"syscall"
 
@@ -185,7 +186,11 @@ func refuseArgs(c *ffcli.Command, path string) {
 		default:
 			// The error is printed after "outbox-relay: ".
 			sub := strings.TrimPrefix(name, "outbox-relay ")
-			return usageError{fmt.Errorf("%s: unexpected argument %q, and the flags after it were not read; give a boolean flag's value as --flag=false", sub, args[0])}
+			how := "give each value its own flag: --id a --id b, or --id a,b where the flag says so"
+			if _, err := strconv.ParseBool(args[0]); err == nil {
+				how = "give a boolean flag's value as --flag=" + args[0]
+			}
+			return usageError{fmt.Errorf("%s: unexpected argument %q, and the flags after it were not read; %s", sub, args[0], how)}
 		}
 	}
 	for _, sub := range c.Subcommands {

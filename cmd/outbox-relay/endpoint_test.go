@@ -115,9 +115,10 @@ type brokenListener struct {
 
 func (l brokenListener) Accept() (net.Conn, error) { return nil, l.err }
 
-// TestServeHTTPFails checks that a server failing after its start returns
-// an error naming it and its address, which startServers passes on to stop
-// the daemon, and that a server stopped by its context returns nil.
+// TestServeHTTPFails checks that serveHTTP, when its server fails after
+// its start, returns an error naming the server and its address (the
+// error startServers hands to its fail callback), and that a server
+// stopped by its context returns nil.
 func TestServeHTTPFails(t *testing.T) {
 	logger := slog.New(slog.NewTextHandler(io.Discard, nil))
 	ln, err := net.Listen("tcp", "127.0.0.1:0")

@@ -66,7 +66,7 @@ func replayBound(ctx context.Context, tx pgx.Tx, q replayquery.Query, name, v st
 	if errors.Is(err, replayquery.ErrNoEvent) {
 		return replayquery.Bound{}, usageError{fmt.Errorf("--%s %q is neither an RFC 3339 time (such as 2026-05-01T12:00:00Z) nor the ID of a row in %s", name, v, q.Table)}
 	}
-	return b, err
+	return b, withReadGrant(err, tx, q)
 }
 
 // replay publishes rows of the outbox table again, as run would have
@@ -203,12 +203,19 @@ func (d *dryRun) summary(w io.Writer, st republishStats) {
 func countRows(ctx context.Context, tx pgx.Tx, q replayquery.Query) (int64, error) {
 	var n int64
 	sql, args := q.CountSQL()
-	err := tx.QueryRow(ctx, sql, args...).Scan(&n)
-	switch {
-	case cdc.Refused(err):
-		return 0, fmt.Errorf("count rows of %s: %w; GRANT SELECT ON %s TO %s", q.Table, err, q.Table.Quoted(), pgx.Identifier{tx.Conn().Config().User}.Sanitize())
-	case err != nil:
-		return 0, fmt.Errorf("count rows of %s: %w", q.Table, err)
+	if err := tx.QueryRow(ctx, sql, args...).Scan(&n); err != nil {
+		return 0, withReadGrant(fmt.Errorf("count rows of %s: %w", q.Table, err), tx, q)
 	}
 	return n, nil
+}
+
+// withReadGrant adds to err, when PostgreSQL refused it for want of a
+// privilege, the grants that let tx's role read q's table.
+func withReadGrant(err error, tx pgx.Tx, q replayquery.Query) error {
+	if !cdc.Refused(err) {
+		return err
+	}
+	role := pgx.Identifier{tx.Conn().Config().User}.Sanitize()
+	return fmt.Errorf("%w; GRANT SELECT ON %s TO %s, and GRANT USAGE ON SCHEMA %s TO %s if it may not use the schema",
+		err, q.Table.Quoted(), role, pgx.Identifier{q.Table.Schema}.Sanitize(), role)
 }

@@ -47,8 +47,11 @@ func status(ctx context.Context, cfg Config, asJSON bool, stdout io.Writer) erro
 	if errors.Is(err, cdc.ErrNoSlot) {
 		// Setup cannot make the slot before the server, table and
 		// publication are right: say first what it needs first.
-		if cerr := cdc.CheckServer(ctx, conn, cfg.CDC.Table, cfg.CDC.Publication); cerr != nil {
-			return statusError{cerr}
+		cerr := cdc.CheckServer(ctx, conn, cfg.CDC.Table, cfg.CDC.Publication)
+		for _, first := range []error{cdc.ErrServerVersion, cdc.ErrWALLevel, cdc.ErrNoTable, cdc.ErrNoPublication, cdc.ErrNotPublished, cdc.ErrNoInserts} {
+			if errors.Is(cerr, first) {
+				return statusError{fmt.Errorf("%w; and %w", cerr, err)}
+			}
 		}
 		return statusError{err}
 	}
