@@ -45,7 +45,7 @@ func hintFor(err error, cfg Config) string {
 	case errors.Is(err, cdc.ErrNoPublication):
 		return "run `outbox-relay setup` (as the table's owner)"
 	case errors.Is(err, cdc.ErrNotPublished):
-		return fmt.Sprintf("run `outbox-relay setup`, or ALTER PUBLICATION %s ADD TABLE %s", pub, t)
+		return fmt.Sprintf("run `outbox-relay setup`, or ALTER PUBLICATION %s ADD TABLE %s; if the table was created again or left the publication since the relay last ran, republish what was written to it meanwhile with `outbox-relay replay --since`", pub, t)
 	case errors.Is(err, cdc.ErrNoSlot):
 		return "run `outbox-relay setup`"
 	case errors.Is(err, cdc.ErrSlotPlugin):

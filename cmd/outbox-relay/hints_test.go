@@ -10,6 +10,7 @@ import (
 
 	"github.com/outbox-relay/outbox-relay/cdc"
 	"github.com/outbox-relay/outbox-relay/relay"
+	"github.com/outbox-relay/outbox-relay/schema"
 	"github.com/outbox-relay/outbox-relay/sinks/kafka"
 )
 
@@ -28,6 +29,8 @@ func TestWithHint(t *testing.T) {
 		{"other error", other, Config{Sink: sinkKafka}, ""},
 		{"invalidated slot", fmt.Errorf("stream: %w", cdc.ErrSlotInvalidated), Config{CDC: cdc.Config{Slot: "s1"}}, "SELECT pg_drop_replication_slot('s1')"},
 		{"no table", fmt.Errorf("check: %w", cdc.ErrNoTable), Config{}, "run `outbox-relay setup` or set --table"},
+		{"table not published", fmt.Errorf("check: %w", cdc.ErrNotPublished), Config{CDC: cdc.Config{Publication: "p", Table: schema.Table{Schema: "public", Name: "outbox"}}},
+			"run `outbox-relay setup`, or ALTER PUBLICATION p ADD TABLE public.outbox; if the table was created again or left the publication since the relay last ran, republish what was written to it meanwhile with `outbox-relay replay --since`"},
 		{"no DSN", cdc.ErrNoDSN, Config{}, "set --pg-dsn or OUTBOX_RELAY_PG_DSN"},
 		{"already hinted", hinted{fmt.Errorf("slot gone; fix: this: %w", cdc.ErrSlotLost)}, Config{}, ""},
 	}
