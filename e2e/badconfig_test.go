@@ -106,13 +106,8 @@ func TestFaultBadConfiguration(t *testing.T) {
 			sub := *e
 			sub.t = t
 			p := sub.start(tt.env(t)...)
-			select {
-			case <-p.done:
-			case <-time.After(limit):
-				t.Fatalf("relay still running %s after start; it should refuse this configuration at start-up\n%s", limit, p.logText())
-			}
+			code := p.waitExit(t, limit, "start; it should refuse this configuration at start-up")
 			took := time.Since(p.started)
-			code := p.cmd.ProcessState.ExitCode()
 			var messages []string
 			for line := range strings.SplitSeq(p.logText(), "\n") {
 				if strings.HasPrefix(line, "outbox-relay:") {

@@ -204,10 +204,18 @@ func (p *proc) kill() {
 func (p *proc) term(timeout time.Duration) int {
 	p.t.Helper()
 	_ = p.cmd.Process.Signal(syscall.SIGTERM)
+	return p.waitExit(p.t, timeout, "SIGTERM")
+}
+
+// waitExit waits for the relay to exit and returns its exit code; if it
+// still runs timeout after what happened (after, in the failure), it
+// fails t, the test that waits, at once.
+func (p *proc) waitExit(t *testing.T, timeout time.Duration, after string) int {
+	t.Helper()
 	select {
 	case <-p.done:
 	case <-time.After(timeout):
-		p.t.Fatalf("relay still running %s after SIGTERM\n%s", timeout, p.logText())
+		t.Fatalf("relay still running %s after %s\n%s", timeout, after, p.logText())
 	}
 	return p.cmd.ProcessState.ExitCode()
 }

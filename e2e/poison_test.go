@@ -361,13 +361,8 @@ func testPoisonHalt(t *testing.T) {
 // halt policy and the way on; it returns when p exited.
 func haltsAtPoison(t *testing.T, p *proc, timeout time.Duration) time.Time {
 	t.Helper()
-	select {
-	case <-p.done:
-	case <-time.After(timeout):
-		t.Fatalf("relay with the halt policy still running %s after a poison row was written\n%s", timeout, p.logText())
-	}
+	code := p.waitExit(t, timeout, "a poison row was written under the halt policy")
 	exited := time.Now()
-	code := p.cmd.ProcessState.ExitCode()
 	msg := lastLine(p.logText())
 	t.Logf("relay with the halt policy exited %d: %s", code, msg)
 	if code == 0 {

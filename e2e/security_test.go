@@ -93,12 +93,7 @@ func expectEvents(t *testing.T, c *consumer, p *proc, n int) {
 // returns the exit code and its one "outbox-relay:" message.
 func refused(t *testing.T, p *proc) (int, string) {
 	t.Helper()
-	select {
-	case <-p.done:
-	case <-time.After(refuseWithin):
-		t.Fatalf("relay still running %s after start; it should exit at start-up\n%s", refuseWithin, p.logText())
-	}
-	code := p.cmd.ProcessState.ExitCode()
+	code := p.waitExit(t, refuseWithin, "start; it should exit at start-up")
 	var messages []string
 	for line := range strings.SplitSeq(p.logText(), "\n") {
 		if strings.HasPrefix(line, "outbox-relay:") {

@@ -92,12 +92,7 @@ func TestTableRecreatedWhileRunning(t *testing.T) {
 	})
 	insertEvents(t, e.dsn, "order", 1, 1) // into the new table: not relayed
 
-	select {
-	case <-p.done:
-	case <-time.After(30 * time.Second):
-		t.Fatalf("relay still running 30 s after its table was created again\n%s", p.logText())
-	}
-	if code := p.cmd.ProcessState.ExitCode(); code == 0 {
+	if code := p.waitExit(t, 30*time.Second, "its table was created again"); code == 0 {
 		t.Errorf("exit code = 0 after the table was created again, want non-zero\n%s", p.logText())
 	}
 	logs := p.logText()

@@ -133,12 +133,7 @@ func testSlotInvalidatedRecover(t *testing.T, horizon, killed bool) {
 
 	// fail: a non-zero exit, one line with what was lost and the fix.
 	p = e.start()
-	select {
-	case <-p.done:
-	case <-time.After(30 * time.Second):
-		t.Fatalf("relay still running 30s after start on an invalidated slot\n%s", p.logText())
-	}
-	if code := p.cmd.ProcessState.ExitCode(); code == 0 {
+	if code := p.waitExit(t, 30*time.Second, "start on an invalidated slot"); code == 0 {
 		t.Errorf("exit code 0 on an invalidated slot, want non-zero\n%s", p.logText())
 	}
 	logs := strings.Split(strings.TrimSpace(p.logText()), "\n")
@@ -191,13 +186,9 @@ func testSlotInvalidatedRecover(t *testing.T, horizon, killed bool) {
 		}
 		// The slot left behind must not be streamed.
 		p = e.start()
-		select {
-		case <-p.done:
-		case <-time.After(30 * time.Second):
-			t.Fatalf("relay under fail still running 30s after start on the slot of an interrupted recovery\n%s", p.logText())
-		}
+		code := p.waitExit(t, 30*time.Second, "start under fail on the slot of an interrupted recovery")
 		logs := strings.Split(strings.TrimSpace(p.logText()), "\n")
-		if code := p.cmd.ProcessState.ExitCode(); code == 0 || !strings.Contains(logs[len(logs)-1], "a recovery began at") {
+		if code == 0 || !strings.Contains(logs[len(logs)-1], "a recovery began at") {
 			t.Fatalf("relay under fail on the slot of an interrupted recovery: exit code %d, last line %q; want non-zero, saying a recovery began", code, logs[len(logs)-1])
 		}
 		t.Logf("under fail, after the killed recovery: %s", logs[len(logs)-1])

@@ -478,7 +478,9 @@ func TestConfigValidate(t *testing.T) {
 		{name: "broker with two colons", edit: func(c *Config) { c.Brokers = []string{"a:9092", "bad:port:x"} }, mention: `"bad:port:x": address bad:port:x: too many colons in address; write it as host:port`},
 		{name: "broker port not a number", edit: func(c *Config) { c.Brokers = []string{"a:http"} }, mention: `port "http" is not a number`},
 		{name: "broker port out of range", edit: func(c *Config) { c.Brokers = []string{"a:70000"} }, mention: `port "70000"`},
-		{name: "broker without port", edit: func(c *Config) { c.Brokers = []string{"a", "[::1]:9092", "[::1]", "::1", "2001:db8::1", "fe80::1%eth0"} }},
+		{name: "broker without port", edit: func(c *Config) {
+			c.Brokers = []string{"a", "[::1]:9092", "[::1]", "::1", "2001:db8::1", "fe80::1%eth0"}
+		}},
 		{name: "unknown placeholder", edit: func(c *Config) { c.Topic = "outbox.{table}" }, mention: "{aggregate_type} and {event_type}"},
 		{name: "illegal topic text", edit: func(c *Config) { c.Topic = "outbox:{aggregate_type}" }, mention: "a-z A-Z 0-9 . _ -"},
 		{name: "negative linger", edit: func(c *Config) { c.Linger = -time.Millisecond }, mention: "linger"},
