@@ -18,26 +18,17 @@ func CheckServer(ctx context.Context, db querier, table schema.Table, publicatio
 	if err := checkWALLevel(ctx, db); err != nil {
 		return err
 	}
-	if ok, err := tableExists(ctx, db, table); err != nil {
+	st, err := readPublished(ctx, db, table, publication)
+	switch {
+	case err != nil:
 		return err
-	} else if !ok {
+	case st.oid == 0:
 		return fmt.Errorf("table %s: %w", table, ErrNoTable)
-	}
-	exists, published, err := readPublication(ctx, db, publication, table)
-	if err != nil {
-		return err
-	}
-	if !exists {
+	case !st.pubExists:
 		return fmt.Errorf("publication %q: %w", publication, ErrNoPublication)
-	}
-	if !published {
+	case !st.published:
 		return fmt.Errorf("publication %q lacks table %s: %w", publication, table, ErrNotPublished)
-	}
-	var inserts bool
-	if err := db.QueryRow(ctx, `SELECT pubinsert FROM pg_publication WHERE pubname = $1`, publication).Scan(&inserts); err != nil {
-		return fmt.Errorf("read publication %q: %w", publication, err)
-	}
-	if !inserts {
+	case !st.inserts:
 		return fmt.Errorf("publication %q: %w; ALTER PUBLICATION %s SET (publish = 'insert')",
 			publication, ErrNoInserts, pgx.Identifier{publication}.Sanitize())
 	}
@@ -66,17 +57,31 @@ func checkWALLevel(ctx context.Context, db querier) error {
 	return nil
 }
 
-// readPublication reports whether the publication exists and whether it
-// includes table.
-func readPublication(ctx context.Context, db querier, publication string, table schema.Table) (exists, published bool, _ error) {
+// published is what the catalogs say of the outbox table and the
+// publication: what streaming the table's inserts needs.
+type published struct {
+	oid       uint32 // the table's; 0 when it does not exist
+	pubExists bool
+	published bool // the publication includes the table
+	inserts   bool // the publication publishes inserts
+	allTables bool // the publication is FOR ALL TABLES
+}
+
+// readPublished reads table t and publication pub from the catalogs.
+func readPublished(ctx context.Context, db querier, t schema.Table, pub string) (published, error) {
+	var st published
 	err := db.QueryRow(ctx, `
-		SELECT EXISTS (SELECT 1 FROM pg_publication WHERE pubname = $1),
-		       EXISTS (SELECT 1 FROM pg_publication_tables WHERE pubname = $1 AND schemaname = $2 AND tablename = $3)`,
-		publication, table.Schema, table.Name).Scan(&exists, &published)
+		SELECT coalesce((SELECT c.oid FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+		                 WHERE n.nspname = $1 AND c.relname = $2 AND c.relkind IN ('r', 'p')), 0),
+		       EXISTS (SELECT 1 FROM pg_publication WHERE pubname = $3),
+		       EXISTS (SELECT 1 FROM pg_publication_tables WHERE pubname = $3 AND schemaname = $1 AND tablename = $2),
+		       coalesce((SELECT pubinsert FROM pg_publication WHERE pubname = $3), false),
+		       coalesce((SELECT puballtables FROM pg_publication WHERE pubname = $3), false)`,
+		t.Schema, t.Name, pub).Scan(&st.oid, &st.pubExists, &st.published, &st.inserts, &st.allTables)
 	if err != nil {
-		return false, false, fmt.Errorf("read publication %q: %w", publication, err)
+		return st, fmt.Errorf("read table %s and publication %q: %w", t, pub, err)
 	}
-	return exists, published, nil
+	return st, nil
 }
 
 // tableExists reports whether table t exists.

@@ -143,19 +143,14 @@ func (mo *Monitor) watchTable(ctx context.Context, conn *pgx.Conn) error {
 	// oldest open transaction the role can see, whose rows have an older
 	// created_at: replay --since floor takes every row written after it.
 	var floor time.Time
-	var oid uint32
-	var published, allTables bool
-	err := conn.QueryRow(ctx, `
-		SELECT least(now(), (SELECT min(xact_start) FROM pg_stat_activity)),
-		       coalesce((SELECT c.oid FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
-		                 WHERE n.nspname = $1 AND c.relname = $2 AND c.relkind IN ('r', 'p')), 0),
-		       EXISTS (SELECT 1 FROM pg_publication_tables pt JOIN pg_publication p ON p.pubname = pt.pubname
-		               WHERE pt.pubname = $3 AND pt.schemaname = $1 AND pt.tablename = $2 AND p.pubinsert),
-		       coalesce((SELECT puballtables FROM pg_publication WHERE pubname = $3), false)`,
-		t.Schema, t.Name, pub).Scan(&floor, &oid, &published, &allTables)
-	if err != nil {
-		return fmt.Errorf("look up table %s: %w", t, err)
+	if err := conn.QueryRow(ctx, `SELECT least(now(), (SELECT min(xact_start) FROM pg_stat_activity))`).Scan(&floor); err != nil {
+		return fmt.Errorf("read the time: %w", err)
 	}
+	st, err := readPublished(ctx, conn, t, pub)
+	if err != nil {
+		return err
+	}
+	oid, published := st.oid, st.published && st.inserts
 	var what string
 	switch {
 	case mo.tableOID == 0:
@@ -170,7 +165,7 @@ func (mo *Monitor) watchTable(ctx context.Context, conn *pgx.Conn) error {
 		if oid != mo.tableOID {
 			what = "was dropped and created again"
 		}
-	case oid != mo.tableOID && !allTables:
+	case oid != mo.tableOID && !st.allTables:
 		what = "was dropped and created again"
 	default:
 		if oid != mo.tableOID {

@@ -74,12 +74,12 @@ func Setup(ctx context.Context, conn *pgx.Conn, cfg Config, logger *slog.Logger)
 		return err
 	}
 
-	pubExists, published, err := readPublication(ctx, conn, cfg.Publication, cfg.Table)
+	st, err := readPublished(ctx, conn, cfg.Table, cfg.Publication)
 	if err != nil {
 		return err
 	}
 	switch {
-	case !pubExists:
+	case !st.pubExists:
 		if _, err := conn.Exec(ctx, schema.CreatePublicationSQL(cfg.Publication, cfg.Table)); err != nil {
 			if Refused(err) {
 				return fmt.Errorf("create publication %q for %s: %w; creating it needs CREATE on the database and ownership of the table: run setup as the table's owner or an admin", cfg.Publication, cfg.Table, err)
@@ -87,7 +87,7 @@ func Setup(ctx context.Context, conn *pgx.Conn, cfg Config, logger *slog.Logger)
 			return fmt.Errorf("create publication %q for %s: %w", cfg.Publication, cfg.Table, err)
 		}
 		log.Info("publication created", "publication", cfg.Publication)
-	case !published:
+	case !st.published:
 		if _, err := conn.Exec(ctx, addTableToPublicationSQL(cfg.Publication, cfg.Table)); err != nil {
 			if Refused(err) {
 				return fmt.Errorf("add %s to publication %q: %w; that needs ownership of the publication and the table: run setup as their owner or an admin", cfg.Table, cfg.Publication, err)
