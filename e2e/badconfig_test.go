@@ -22,6 +22,7 @@ import (
 // deployment meets beyond a typo: it must exit non-zero within 15
 // seconds, with one message on stderr that says what to fix.
 func TestFaultBadConfiguration(t *testing.T) {
+	t.Parallel()
 	const limit = 15 * time.Second
 	e := newEnv(t)
 	tests := []struct {

@@ -22,6 +22,7 @@ import (
 //     buffer (50,000), where the relay must stop reading at its own bound,
 //     where a signal reaches it, not block inside the client.
 func TestStalledBrokerStopsWithinTimeout(t *testing.T) {
+	t.Parallel()
 	for _, tt := range []struct {
 		name     string
 		inflight int

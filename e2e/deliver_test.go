@@ -18,6 +18,7 @@ import (
 // the record mapping, and positions in commit order. kcat (librdkafka)
 // reads one topic back independently.
 func TestDeliversCommittedRowsInOrder(t *testing.T) {
+	t.Parallel()
 	kcat := requireKcat(t)
 	e := newEnv(t)
 	p := e.start()

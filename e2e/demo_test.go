@@ -27,6 +27,7 @@ func TestDemoStopsCleanlyOnInterrupt(t *testing.T) {
 	if testing.Short() {
 		t.Skip("starts PostgreSQL; skipped by -short")
 	}
+	t.Parallel()
 	t.Run("binary", func(t *testing.T) {
 		bin := filepath.Join(t.TempDir(), "demo")
 		if out, err := exec.Command("go", "build", "-o", bin, "../cmd/outbox-relay-demo").CombinedOutput(); err != nil {
@@ -80,6 +81,7 @@ func TestDemoSinks(t *testing.T) {
 	if testing.Short() {
 		t.Skip("starts PostgreSQL; skipped by -short")
 	}
+	t.Parallel()
 	bin := filepath.Join(t.TempDir(), "demo")
 	if out, err := exec.Command("go", "build", "-o", bin, "../cmd/outbox-relay-demo").CombinedOutput(); err != nil {
 		t.Fatalf("build demo: %v\n%s", err, out)

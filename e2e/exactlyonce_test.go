@@ -66,6 +66,7 @@ func killAfterCommit(t *testing.T, p *proc, timeout time.Duration) (pglogrepl.LS
 // checks), and while it starts (reading the fence). A read_committed
 // consumer must see every committed row once, in per-aggregate order.
 func TestExactlyOnceKill9(t *testing.T) {
+	t.Parallel()
 	const minKills, maxKills, minInWindow = 9, 20, 2
 	e := newEnv(t)
 	r := newExactlyOnceRun(t, e)
@@ -159,6 +160,7 @@ func TestExactlyOnceKill9(t *testing.T) {
 // itself fenced, exit non-zero saying another relay "took over", and
 // commit nothing more, so that the consumer sees every row once.
 func TestExactlyOnceTakeover(t *testing.T) {
+	t.Parallel()
 	const takeover = 30 * time.Second
 	e := newEnv(t)
 	r := newExactlyOnceRun(t, e)
@@ -240,6 +242,7 @@ func TestExactlyOnceTakeover(t *testing.T) {
 // database, slot and broker (the restart with its own server): most of each
 // is waiting out a fault.
 func TestExactlyOnceFaults(t *testing.T) {
+	t.Parallel()
 	t.Run("broker refuses writes", func(t *testing.T) {
 		t.Parallel()
 		e := newEnvSlot(t, pgtest.NewDatabase(t), "eo_refuses")
@@ -384,6 +387,7 @@ func (r *faultRun) finishExactlyOnce(p *proc) {
 // timeout, committing or aborting its open Kafka transaction, and the
 // consumer must see every row once.
 func TestExactlyOnceCleanStop(t *testing.T) {
+	t.Parallel()
 	const shutdown = 15 * time.Second
 	e := newEnv(t)
 	r := newExactlyOnceRun(t, e)

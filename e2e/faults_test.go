@@ -336,6 +336,7 @@ func ms(d time.Duration) time.Duration { return d.Round(time.Millisecond) }
 // it starts and some while it streams, at least five times while writers
 // run, restarting it each time.
 func TestFaultKill9Repeated(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t)
 	r := newFaultRun(t, e)
 	p := r.streaming(r.relay(), &workload{Rows: 5000, RollbackRatio: 0.1, HeaderRatio: 0.1, BigTxnRows: 1500, Pause: 40 * time.Millisecond})
@@ -645,6 +646,7 @@ func (l *ledger) hasTxnOf(n int) bool {
 // streams from: it stands by. Writers run; the first relay is SIGKILLed;
 // the second must take over within ten seconds and deliver everything.
 func TestFaultTwoRelaysOneSlot(t *testing.T) {
+	t.Parallel()
 	const takeover = 10 * time.Second
 	e := newEnv(t)
 	r := newFaultRun(t, e)

@@ -4,18 +4,21 @@ import (
 	"bufio"
 	"context"
 	"encoding/json"
+	"flag"
 	"fmt"
 	"io"
 	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
 	"testing"
 	"time"
 
+	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/twmb/franz-go/pkg/kfake"
 	"github.com/twmb/franz-go/pkg/kgo"
 
@@ -26,7 +29,22 @@ import (
 // TestMain builds.
 var relayBin string
 
+// parallel is how many tests run at once unless -parallel says otherwise.
+// The end-to-end tests mostly wait on processes (relays, brokers,
+// PostgreSQL) rather than compute: on two cores, tests two at a time left
+// the machine more than half idle.
+const parallel = 4
+
 func TestMain(m *testing.M) {
+	flag.Parse()
+	explicit := false
+	flag.Visit(func(f *flag.Flag) { explicit = explicit || f.Name == "test.parallel" })
+	if !explicit {
+		if err := flag.Set("test.parallel", strconv.Itoa(parallel)); err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			os.Exit(2)
+		}
+	}
 	os.Exit(func() int {
 		if bin := os.Getenv("OUTBOX_RELAY_BIN"); bin != "" {
 			relayBin = bin
@@ -68,10 +86,28 @@ func newEnv(t *testing.T) *env {
 }
 
 // newEnvOn is newEnv on the database at dsn, which it sets up, with brokerOpts
-// added to the broker's options.
+// added to the broker's options. Its replication slot is named after the
+// database, whose name pgtest makes unique on its cluster, so that tests
+// may run in parallel on one cluster.
 func newEnvOn(t *testing.T, dsn string, brokerOpts ...kfake.Opt) *env {
 	t.Helper()
-	return newEnvSlot(t, dsn, "outbox_relay", brokerOpts...)
+	return newEnvSlot(t, dsn, slotFor(t, dsn), brokerOpts...)
+}
+
+// slotFor returns a slot name for the database at dsn: the database's name
+// when it is one a slot may have (lower-case letters, digits and
+// underscores), and the relay's default otherwise.
+func slotFor(t *testing.T, dsn string) string {
+	t.Helper()
+	cfg, err := pgconn.ParseConfig(dsn)
+	if err != nil {
+		t.Fatalf("parse %s: %v", dsn, err)
+	}
+	name := cfg.Database
+	if name == "" || len(name) > 63 || strings.Trim(name, "abcdefghijklmnopqrstuvwxyz0123456789_") != "" {
+		return "outbox_relay"
+	}
+	return name
 }
 
 // newEnvSlot is newEnvOn with the replication slot named slot: slots are

@@ -553,6 +553,7 @@ func (r *inboxRun) logCounts() {
 // confirmed, and the consumer receives again what it had applied but not
 // committed the offset of; the inbox must skip all of it.
 func TestInboxExactlyOnceThroughKills(t *testing.T) {
+	t.Parallel()
 	r := newInboxRun(t)
 	rel := r.relay()
 	con := r.consumer()
@@ -594,6 +595,7 @@ func TestInboxExactlyOnceThroughKills(t *testing.T) {
 // inbox must skip them, and no account's effects may reorder while two
 // members share the partitions.
 func TestInboxRebalance(t *testing.T) {
+	t.Parallel()
 	r := newInboxRun(t)
 	rel := r.relay()
 	a := r.consumer()

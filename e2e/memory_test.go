@@ -32,6 +32,7 @@ import (
 // under 2 × the bound + 64 MB, and drain the backlog once the broker
 // answers again.
 func TestFaultStalledBrokerBoundedMemory(t *testing.T) {
+	t.Parallel()
 	const (
 		rows       = 1_000_000
 		aggregates = 1000

@@ -207,6 +207,7 @@ func TestMessagesMalformedDeadLettered(t *testing.T) {
 // with rows: nothing committed is lost, and each aggregate's events arrive
 // in commit order.
 func TestFaultKill9Messages(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t)
 	r := newFaultRun(t, e)
 	p := r.streaming(r.relay(), &workload{Rows: 2500, RollbackRatio: 0.1, HeaderRatio: 0.1, MessageRatio: 0.75, Pause: 40 * time.Millisecond})

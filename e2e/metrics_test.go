@@ -129,6 +129,7 @@ func insertEvents(t *testing.T, dsn, aggregateType string, txns, perTxn int) {
 // TestMetricsDuringRun scrapes /metrics while the relay works, while the
 // broker refuses writes, after it recovers, and after a poison row.
 func TestMetricsDuringRun(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t)
 	var stalled atomic.Bool
 	e.refuseProduce(&stalled)

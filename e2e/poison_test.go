@@ -65,6 +65,7 @@ func poisonKind(m schema.Message) string {
 // name, an empty aggregate ID, a payload over the batch limit) in the
 // middle of writers' transactions.
 func TestFaultPoisonRow(t *testing.T) {
+	t.Parallel()
 	t.Run("dlq", testPoisonDLQ)
 	t.Run("halt", testPoisonHalt)
 }

@@ -77,6 +77,7 @@ func TestPruneRefusesWithoutHorizon(t *testing.T) {
 // once a restarted relay has delivered everything, lies below the slot's
 // confirmed position at the kill. Rounds repeat on one table.
 func TestPruneNeverDeletesUnconfirmed(t *testing.T) {
+	t.Parallel()
 	seed := uint64(time.Now().UnixNano())
 	if s := os.Getenv("OUTBOX_RELAY_TEST_SEED"); s != "" {
 		seed, _ = strconv.ParseUint(s, 10, 64)
@@ -285,6 +286,7 @@ type deletion struct {
 // rows disappear and are counted, while rows the relay cannot confirm (the
 // broker refuses them) stay, until the broker takes them.
 func TestPruneJanitor(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t)
 	ctx := t.Context()
 	conn, err := pgx.Connect(ctx, e.dsn)
@@ -356,6 +358,7 @@ func TestPruneBesideWriters(t *testing.T) {
 	if testing.Short() {
 		t.Skip("measures against PostgreSQL; skipped by -short")
 	}
+	t.Parallel()
 	e := newEnv(t)
 	ctx := t.Context()
 	conn, err := pgx.Connect(ctx, e.dsn)
@@ -467,6 +470,7 @@ func TestPruneBesideWriters(t *testing.T) {
 // the state table's grant: it relays, warns once with the GRANT to run, and
 // records horizons as soon as the grant is given.
 func TestHorizonLeastRole(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t)
 	role := fmt.Sprintf("outbox_relay_h%d", rand.Uint32())
 	ident := pgx.Identifier{role}.Sanitize()

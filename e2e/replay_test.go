@@ -212,6 +212,7 @@ func TestReplayBadInput(t *testing.T) {
 // and checks that the binary stays under 64 MB (VmHWM, sampled from /proc
 // until it exits), that every row arrives and that progress is printed.
 func TestReplayBoundedMemory(t *testing.T) {
+	t.Parallel()
 	const (
 		budget = 64_000_000
 		topic  = "outbox.bulk"

@@ -13,6 +13,7 @@ import (
 // rolled-back row escapes. Duplicates are allowed (at least once) and
 // counted.
 func TestSurvivesKill9(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t)
 	p := e.start()
 	p.waitStreaming(time.Minute)
@@ -83,6 +84,7 @@ func TestSurvivesKill9(t *testing.T) {
 // run and restarts it: it must exit 0 within its shutdown timeout, and the
 // topic must hold every committed row exactly once.
 func TestCleanShutdownHasNoDuplicates(t *testing.T) {
+	t.Parallel()
 	const shutdown = 15 * time.Second
 	e := newEnv(t)
 	settings := "OUTBOX_RELAY_SHUTDOWN_TIMEOUT=" + shutdown.String()

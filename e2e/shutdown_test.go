@@ -21,6 +21,7 @@ import (
 // transaction, draining, the final confirmation) fits in --shutdown-timeout,
 // and the slot holds the position the relay says it confirmed.
 func TestShutdownWithinTimeoutUnderLoad(t *testing.T) {
+	t.Parallel()
 	const timeout = 4 * time.Second
 	e := newEnv(t)
 	// Every produce request waits 3s: neither the open transaction nor the drain can finish in time.

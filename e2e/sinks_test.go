@@ -155,6 +155,7 @@ func sinkWorkload(rows int) *workload {
 // beside each other, once the package's other tests are done: each has
 // its own database, broker and relays.
 func TestSinks(t *testing.T) {
+	t.Parallel()
 	for _, sc := range sinkCases {
 		t.Run(sc.name, func(t *testing.T) {
 			t.Parallel()
@@ -261,6 +262,7 @@ func testSinkCleanStop(t *testing.T, sc sinkCase) {
 // in a file: it must exit 1 within 15 s, say which server did not answer
 // and what to check, and print neither password.
 func TestSinkUnreachableBroker(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t)
 	secretFile := t.TempDir() + "/password"
 	if err := os.WriteFile(secretFile, []byte("filesecret\n"), 0o600); err != nil {

@@ -77,6 +77,7 @@ func TestSlotDroppedWhileRunning(t *testing.T) {
 // so and naming the replay to run. Setup and that replay then bring the
 // row that was not relayed, and a new relay streams the new table.
 func TestTableRecreatedWhileRunning(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t)
 	c := e.consumer()
 	p := e.start()

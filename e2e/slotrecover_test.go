@@ -32,6 +32,7 @@ import (
 // and the next one under recover drops it and recovers again, losing
 // nothing.
 func TestSlotInvalidatedRecover(t *testing.T) {
+	t.Parallel()
 	t.Run("no horizon", func(t *testing.T) { testSlotInvalidatedRecover(t, false, false) })
 	t.Run("horizon", func(t *testing.T) { testSlotInvalidatedRecover(t, true, false) })
 	t.Run("killed", func(t *testing.T) { testSlotInvalidatedRecover(t, false, true) })

@@ -20,8 +20,8 @@ import (
 // Options configures Start. The zero value is ready to use.
 type Options struct {
 	// Settings are postgresql.conf parameters that override or extend the
-	// defaults: wal_level=logical, max_replication_slots=20,
-	// max_wal_senders=20, wal_sender_timeout=60s, max_connections=200,
+	// defaults: wal_level=logical, max_replication_slots=40,
+	// max_wal_senders=40, wal_sender_timeout=60s, max_connections=500,
 	// shared_buffers=128MB, fsync=off, full_page_writes=off,
 	// synchronous_commit=on. Start rejects listen_addresses, port and
 	// unix_socket_directories, which pgtest sets.

@@ -16,10 +16,10 @@ import (
 // slots and senders for many tests at once, durability traded for speed.
 var defaultSettings = map[string]string{
 	"wal_level":             "logical",
-	"max_replication_slots": "20",
-	"max_wal_senders":       "20",
+	"max_replication_slots": "40",
+	"max_wal_senders":       "40",
 	"wal_sender_timeout":    "60s",
-	"max_connections":       "200",
+	"max_connections":       "500",
 	"shared_buffers":        "128MB",
 	"fsync":                 "off",
 	"full_page_writes":      "off",

@@ -68,8 +68,8 @@ func TestServer(t *testing.T) {
 		t.Errorf("DSN(\"\") = %q, want %q", got, want)
 	}
 	for setting, want := range map[string]string{
-		"max_replication_slots": "20",
-		"max_wal_senders":       "20",
+		"max_replication_slots": "40",
+		"max_wal_senders":       "40",
 		"fsync":                 "off",
 		"listen_addresses":      "127.0.0.1",
 		"port":                  strconv.Itoa(srv.Port()),
