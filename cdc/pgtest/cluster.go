@@ -15,6 +15,8 @@ import (
 	"sync"
 	"syscall"
 	"time"
+
+	"github.com/outbox-relay/outbox-relay/internal/freeport"
 )
 
 // Options configures Start. The zero value is ready to use.
@@ -122,7 +124,7 @@ func (c *Cluster) init(ctx context.Context, conf map[string]string) error {
 		return err
 	}
 	for attempt := 1; ; attempt++ {
-		port, err := freePort()
+		port, err := freeport.Port()
 		if err != nil {
 			return err
 		}
@@ -134,10 +136,10 @@ func (c *Cluster) init(ctx context.Context, conf map[string]string) error {
 		if err == nil {
 			return nil
 		}
-		// Another process may have bound the port since freePort released
+		// Another process may have bound the port since freeport.Port released
 		// it; then try another one.
 		_ = c.halt(ctx, "immediate")
-		if attempt == 3 || !portTaken(port) {
+		if attempt == 3 || !freeport.Taken(port) {
 			return err
 		}
 		c.logf("port %d was taken before postgres could listen on it; trying another", port)
@@ -382,23 +384,3 @@ func (c *Cluster) LogValue() slog.Value {
 }
 
 func (c *Cluster) logPath() string { return filepath.Join(c.dir, logFile) }
-
-// freePort returns a TCP port of 127.0.0.1 that was free a moment ago.
-func freePort() (int, error) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return 0, fmt.Errorf("find a free port: %w", err)
-	}
-	defer ln.Close()
-	return ln.Addr().(*net.TCPAddr).Port, nil
-}
-
-// portTaken reports whether another socket listens on port of 127.0.0.1.
-func portTaken(port int) bool {
-	ln, err := net.Listen("tcp", net.JoinHostPort("127.0.0.1", strconv.Itoa(port)))
-	if err != nil {
-		return true
-	}
-	ln.Close()
-	return false
-}

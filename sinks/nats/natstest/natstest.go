@@ -30,6 +30,8 @@ import (
 	"github.com/nats-io/nats-server/v2/server"
 	natsgo "github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/outbox-relay/outbox-relay/internal/freeport"
 )
 
 // readyTimeout bounds the wait for a started server to accept clients.
@@ -78,7 +80,7 @@ func StartWith(t testing.TB, opts Options) *Server {
 	t.Helper()
 	s := &Server{opts: opts, dir: t.TempDir()}
 	t.Cleanup(func() { s.shutdown() })
-	port, err := s.start(server.RANDOM_PORT)
+	port, err := s.startFree()
 	if err != nil {
 		t.Fatalf("natstest: %v", err)
 	}
@@ -98,7 +100,7 @@ func New(opts Options) (*Server, error) {
 		return nil, fmt.Errorf("natstest: make the store's directory: %w", err)
 	}
 	s := &Server{opts: opts, dir: dir, ownDir: true}
-	port, err := s.start(server.RANDOM_PORT)
+	port, err := s.startFree()
 	if err != nil {
 		return nil, errors.Join(fmt.Errorf("natstest: %w", err), os.RemoveAll(dir))
 	}
@@ -123,6 +125,22 @@ func (s *Server) Close() error {
 		return fmt.Errorf("natstest: remove the store: %w", err)
 	}
 	return nil
+}
+
+// startFree starts the server on a port that freeport picks, so that Start
+// finds it free again after Stop, and returns the port. It tries another
+// port if a process took the first before the server listened on it.
+func (s *Server) startFree() (int, error) {
+	for attempt := 1; ; attempt++ {
+		port, err := freeport.Port()
+		if err != nil {
+			return 0, err
+		}
+		got, err := s.start(port)
+		if err == nil || attempt == 3 || !freeport.Taken(port) {
+			return got, err
+		}
+	}
 }
 
 // start starts the server on port and returns the port it listens on.

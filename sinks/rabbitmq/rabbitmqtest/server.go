@@ -16,6 +16,8 @@ import (
 	"time"
 
 	amqp "github.com/rabbitmq/amqp091-go"
+
+	"github.com/outbox-relay/outbox-relay/internal/freeport"
 )
 
 // EnvBinDir names the environment variable that points at the directory
@@ -157,7 +159,7 @@ func start(dir string, ownDir bool, opts Options) (*Server, error) {
 	if opts.TLS {
 		n++
 	}
-	ports, err := freePorts(n)
+	ports, err := freeport.Ports(n)
 	if err != nil {
 		return nil, err
 	}
@@ -355,21 +357,6 @@ func DialAs(url, name string) (*amqp.Connection, error) {
 		return nil, fmt.Errorf("connect to %s: %w", url, err)
 	}
 	return conn, nil
-}
-
-// freePorts returns n distinct free TCP ports of 127.0.0.1. Another process
-// may take one before the node does; the start then fails.
-func freePorts(n int) ([]int, error) {
-	var ports []int
-	for range n {
-		l, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			return nil, fmt.Errorf("find a free port: %w", err)
-		}
-		defer l.Close()
-		ports = append(ports, l.Addr().(*net.TCPAddr).Port)
-	}
-	return ports, nil
 }
 
 // waitPort polls until p listens on port of 127.0.0.1.

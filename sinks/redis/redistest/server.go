@@ -19,6 +19,7 @@ import (
 
 	goredis "github.com/redis/go-redis/v9"
 
+	"github.com/outbox-relay/outbox-relay/internal/freeport"
 	"github.com/outbox-relay/outbox-relay/internal/testpki"
 )
 
@@ -152,7 +153,7 @@ func New(opts Options) (*Server, error) {
 // launch starts the server on a free port, with opts.
 func (s *Server) launch(opts Options) error {
 	for attempt := 1; ; attempt++ {
-		port, err := freePort()
+		port, err := freeport.Port()
 		if err != nil {
 			return err
 		}
@@ -161,9 +162,9 @@ func (s *Server) launch(opts Options) error {
 		if err == nil {
 			return nil
 		}
-		// Another process may have bound the port since freePort released
+		// Another process may have bound the port since freeport.Port released
 		// it; then try another one.
-		if attempt == 3 || !portTaken(port) {
+		if attempt == 3 || !freeport.Taken(port) {
 			return err
 		}
 	}
@@ -426,24 +427,4 @@ func (s *Server) Client(t testing.TB) *goredis.Client {
 	c := goredis.NewClient(s.options())
 	t.Cleanup(func() { _ = c.Close() })
 	return c
-}
-
-// freePort returns a TCP port of 127.0.0.1 that was free a moment ago.
-func freePort() (int, error) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return 0, fmt.Errorf("find a free port: %w", err)
-	}
-	defer ln.Close()
-	return ln.Addr().(*net.TCPAddr).Port, nil
-}
-
-// portTaken reports whether another socket listens on port of 127.0.0.1.
-func portTaken(port int) bool {
-	ln, err := net.Listen("tcp", net.JoinHostPort("127.0.0.1", strconv.Itoa(port)))
-	if err != nil {
-		return true
-	}
-	ln.Close()
-	return false
 }
