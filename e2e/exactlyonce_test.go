@@ -65,8 +65,10 @@ func killAfterCommit(t *testing.T, p *proc, timeout time.Duration) (pglogrepl.LS
 // committed (before the relay confirms it to the slot, which the test
 // checks), and while it starts (reading the fence). A read_committed
 // consumer must see every committed row once, in per-aggregate order.
+//
+// It runs alone, not in parallel: the window after a Kafka commit lasts
+// milliseconds, and on a machine busy with other tests the kills missed it.
 func TestExactlyOnceKill9(t *testing.T) {
-	t.Parallel()
 	const minKills, maxKills, minInWindow = 9, 20, 2
 	e := newEnv(t)
 	r := newExactlyOnceRun(t, e)
