@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"flag"
@@ -22,9 +23,14 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	defer stop()
 
 	opts := []ff.Option{ff.WithEnvVarPrefix(envPrefix)}
+	// Parsing writes to a flag set's output the error and the command's
+	// whole usage (over 200 lines for run), or the usage alone for -h:
+	// parseErr prints the usage for -h only.
+	outs := map[*flag.FlagSet]*bytes.Buffer{}
 	newFS := func(name string) *flag.FlagSet {
-		fs := flag.NewFlagSet("outbox-relay "+name, flag.ContinueOnError)
-		fs.SetOutput(stderr)
+		fs := flag.NewFlagSet(strings.TrimSpace("outbox-relay "+name), flag.ContinueOnError)
+		outs[fs] = new(bytes.Buffer)
+		fs.SetOutput(outs[fs])
 		return fs
 	}
 
@@ -159,14 +165,45 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		},
 	}
 	refuseArgs(root, "")
-	err := root.Parse(args)
-	if errors.Is(err, flag.ErrHelp) {
+	if err := parseErr(root.Parse(args), outs, stderr); err != nil {
 		return err
 	}
-	if err != nil {
-		return usageError{err}
-	}
 	return root.Run(ctx)
+}
+
+// parseErr returns the error of parsing the command line, err, as run
+// reports it, given what parsing wrote to each flag set's output, outs.
+// For -h it prints the usage and returns flag.ErrHelp. For a flag the
+// command does not have, or a flag's bad value, it returns the error
+// naming the command and how to list its flags, without the usage that
+// would bury it. Flag sets write to stderr afterwards.
+func parseErr(err error, outs map[*flag.FlagSet]*bytes.Buffer, stderr io.Writer) error {
+	defer func() {
+		for fs := range outs {
+			fs.SetOutput(stderr)
+		}
+	}()
+	if err == nil {
+		return nil
+	}
+	for fs, out := range outs {
+		switch {
+		case out.Len() == 0:
+		case errors.Is(err, flag.ErrHelp):
+			_, _ = io.Copy(stderr, out)
+			return err
+		default:
+			if inner := errors.Unwrap(err); inner != nil {
+				err = inner // without ff's "error parsing commandline arguments: "
+			}
+			err = fmt.Errorf("%w; %s -h lists its flags", err, fs.Name())
+			if sub := strings.TrimPrefix(fs.Name(), "outbox-relay "); sub != fs.Name() {
+				err = fmt.Errorf("%s: %w", sub, err) // printed after "outbox-relay: "
+			}
+			return usageError{err}
+		}
+	}
+	return usageError{err}
 }
 
 // refuseArgs makes c and its subcommands refuse the words their flags left

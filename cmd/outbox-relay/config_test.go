@@ -22,7 +22,10 @@ func TestRunRejectsBadConfiguration(t *testing.T) {
 		want string
 	}{
 		{"no subcommand", nil, nil, "name a subcommand: setup, run, replay, status, prune, dlq, healthcheck or version"},
-		{"unknown flag", []string{"run", "--nope"}, nil, "flag provided but not defined"},
+		{"unknown flag", []string{"run", "--nope"}, nil, "run: flag provided but not defined: -nope; outbox-relay run -h lists its flags"},
+		{"unknown flag of dlq list", []string{"dlq", "list", "--nope"}, nil, "dlq list: flag provided but not defined: -nope; outbox-relay dlq list -h lists its flags"},
+		{"unknown root flag", []string{"--nope"}, nil, "flag provided but not defined: -nope; outbox-relay -h lists its flags"},
+		{"bad flag value", []string{"run", "--shutdown-timeout", "soon"}, nil, `run: invalid value "soon" for flag -shutdown-timeout`},
 		{"unknown subcommand", []string{"runn"}, nil, `unknown subcommand "runn"; see outbox-relay -h`},
 		{"unknown dlq subcommand", []string{"dlq", "lsit"}, nil, `unknown subcommand "lsit"; see outbox-relay dlq -h`},
 		{"stray word before flags", []string{"run", "--pg-dsn", "postgres://h/db", "--create-slot", "true", "--kafka-brokers", "k:9092"}, nil, `run: unexpected argument "true", and the flags after it were not read; give a boolean flag's value as --flag=true`},
@@ -71,6 +74,26 @@ func TestRunRejectsBadConfiguration(t *testing.T) {
 				t.Errorf("run(%q) = %q, want it to contain %q", tt.args, err, tt.want)
 			}
 		})
+	}
+}
+
+// TestParseErrorOmitsUsage checks that a flag the command lacks is
+// reported without the command's usage, which -h still prints.
+func TestParseErrorOmitsUsage(t *testing.T) {
+	var stdout, stderr bytes.Buffer
+	if err := run(context.Background(), []string{"run", "--nope"}, &stdout, &stderr); err == nil {
+		t.Fatal("run --nope = nil, want an error")
+	}
+	if out := stdout.String() + stderr.String(); out != "" {
+		t.Errorf("run --nope printed %d bytes besides its error, want none:\n%s", len(out), out)
+	}
+	stdout.Reset()
+	stderr.Reset()
+	if err := run(context.Background(), []string{"run", "-h"}, &stdout, &stderr); !errors.Is(err, flag.ErrHelp) {
+		t.Fatalf("run -h = %v, want flag.ErrHelp", err)
+	}
+	if !strings.Contains(stderr.String(), "--kafka-brokers") {
+		t.Errorf("run -h printed %q, want the usage with --kafka-brokers", stderr.String())
 	}
 }
 
