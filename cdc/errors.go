@@ -34,6 +34,13 @@ var (
 	ErrSlotPlugin = errors.New("cdc: replication slot does not use pgoutput")
 	// ErrColumns reports an outbox table whose columns do not match the mapping.
 	ErrColumns = errors.New("cdc: outbox table columns do not match the column mapping")
+	// ErrRowColumns reports rows in the slot that were written while the
+	// outbox table's columns did not match the mapping. PostgreSQL decodes
+	// each row with the columns its table had when it was written, so a
+	// mapped column renamed and renamed back stops the relay at the rows
+	// written in between, on every start. It comes with ErrColumns, and
+	// with the commit position and time of the first such transaction.
+	ErrRowColumns = errors.New("cdc: rows in the slot were written with columns that do not match the column mapping")
 	// ErrSlotLost reports that the slot disappeared after the relay had
 	// streamed from it: dropped, or lost in a failover. Events may be lost.
 	ErrSlotLost = errors.New("cdc: replication slot disappeared while the relay was running")

@@ -28,6 +28,7 @@ type session struct {
 	ev      schema.Event // the event being decoded; Handlers keep its strings and slices, not it
 
 	inTxn      bool          // a Begin was read and its Commit was not
+	txn        begin         // the transaction being read, once inTxn
 	received   pglogrepl.LSN // the server has sent everything before it
 	confirmed  pglogrepl.LSN // the position last confirmed on this connection
 	nextStatus time.Time     // when the next status update is due
@@ -241,7 +242,7 @@ func (ss *session) handle(ctx context.Context, xld pglogrepl.XLogData, at time.T
 		if err != nil {
 			return err
 		}
-		ss.inTxn = true
+		ss.inTxn, ss.txn = true, b
 		ss.h.Begin(b.FinalLSN, b.CommitTime)
 	case msgInsert:
 		id, err := insertRelation(data)
@@ -280,7 +281,11 @@ func (ss *session) handle(ctx context.Context, xld pglogrepl.XLogData, at time.T
 			return err
 		}
 		if err := ss.rels.put(r); err != nil {
-			return err
+			if !ss.inTxn {
+				return err
+			}
+			return fmt.Errorf("%w: the first such transaction committed at %s (%s): %w", ErrRowColumns,
+				ss.txn.FinalLSN, ss.txn.CommitTime.UTC().Format(time.RFC3339), err)
 		}
 		s.log.Info("relation", "table", r.Namespace+"."+r.Name, "columns", len(r.Columns))
 	}

@@ -274,6 +274,61 @@ func TestStreamResumesAfterStopWithoutDuplicates(t *testing.T) {
 	}
 }
 
+// TestStreamStopsAtRowsOfAnEarlierShape renames a mapped column and
+// renames it back, with a row written in between: start-up finds the
+// table as mapped, but PostgreSQL decodes that row with the columns of
+// its time, and the stream stops on it with ErrRowColumns, naming the
+// transaction. Moving the slot past it, as the relay's hint says, lets
+// the stream go on.
+func TestStreamStopsAtRowsOfAnEarlierShape(t *testing.T) {
+	cfg := cdc.Config{DSN: pgtest.NewDatabase(t), Slot: "shape_test"}
+	conn := setupDB(t, cfg)
+	ctx := t.Context()
+	insert := func(aggregate string) {
+		t.Helper()
+		if err := schema.Insert(ctx, conn, schema.Message{AggregateType: "a", AggregateID: aggregate, EventType: "e", Payload: []byte(`{}`)}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	insert("before")
+	r := startStream(t, cfg)
+	r.sink.waitFor(t, 1)
+	r.stop(t)
+
+	exec(t, conn, `ALTER TABLE outbox RENAME COLUMN aggregate_id TO agg_id`)
+	exec(t, conn, `INSERT INTO outbox (id, aggregate_type, agg_id, event_type, payload) VALUES (gen_random_uuid(), 'a', 'between', 'e', '{}')`)
+	exec(t, conn, `ALTER TABLE outbox RENAME COLUMN agg_id TO aggregate_id`)
+	insert("after")
+
+	r = startStream(t, cfg)
+	var err error
+	select {
+	case err = <-r.done:
+		close(r.done)
+	case <-time.After(30 * time.Second):
+		t.Fatal("the stream ran on for 30s past a row of the earlier shape")
+	}
+	if !errors.Is(err, cdc.ErrRowColumns) || !errors.Is(err, cdc.ErrColumns) {
+		t.Fatalf("Run() = %v, want an error wrapping ErrRowColumns and ErrColumns", err)
+	}
+	t.Logf("stopped: %v", err)
+	for _, want := range []string{"committed at 0/", "no column aggregate_id", "agg_id"} {
+		if !strings.Contains(err.Error(), want) {
+			t.Errorf("Run() = %q, want it to say %q", err, want)
+		}
+	}
+	if evs := r.sink.snapshot(); len(evs) != 0 {
+		t.Errorf("the stream relayed %d events past the row it could not decode", len(evs))
+	}
+
+	exec(t, conn, `SELECT pg_replication_slot_advance($1, pg_current_wal_lsn())`, cfg.Slot)
+	insert("later")
+	r = startStream(t, cfg)
+	if evs := r.sink.waitFor(t, 1); evs[0].AggregateID != "later" {
+		t.Errorf("after the slot moved on, the first event is of aggregate %q, want later", evs[0].AggregateID)
+	}
+}
+
 func TestStreamFollowsWALWhenOutboxIsIdle(t *testing.T) {
 	cfg := cdc.Config{DSN: pgtest.NewDatabase(t), Slot: "idle_test"}
 	conn := setupDB(t, cfg)

@@ -38,6 +38,8 @@ func hintFor(err error, cfg Config) string {
 		return fmt.Sprintf("to go on, raise --%s-max-message-bytes if the broker takes larger messages, or restart once with --poison-policy=dlq to set it aside in the dead-letter %s", cfg.Sink, deadLetterPlace(cfg))
 	case errors.As(err, &pe):
 		return "to go on, restart once with --poison-policy=dlq to set it aside in the dead-letter " + deadLetterPlace(cfg)
+	case errors.Is(err, cdc.ErrRowColumns):
+		return fmt.Sprintf("if the table lacks the mapped columns, set the column mapping (--column-...) to match it; if it has them again (renamed and renamed back), the rows written in between cannot be decoded with them: with the relay stopped, move the slot past them (SELECT pg_replication_slot_advance('%s', pg_current_wal_lsn())), republish them with `outbox-relay replay --since` a time before the first rename, and start the relay", slot)
 	case errors.Is(err, cdc.ErrNoDSN):
 		return "set --pg-dsn or OUTBOX_RELAY_PG_DSN, e.g. postgres://user:pass@host:5432/db"
 	case errors.Is(err, cdc.ErrNoTable):

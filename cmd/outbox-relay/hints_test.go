@@ -31,6 +31,9 @@ func TestWithHint(t *testing.T) {
 		{"no table", fmt.Errorf("check: %w", cdc.ErrNoTable), Config{}, "run `outbox-relay setup` or set --table"},
 		{"table not published", fmt.Errorf("check: %w", cdc.ErrNotPublished), Config{CDC: cdc.Config{Publication: "p", Table: schema.Table{Schema: "public", Name: "outbox"}}},
 			"run `outbox-relay setup`, or ALTER PUBLICATION p ADD TABLE public.outbox; if the table was created again or left the publication since the relay last ran, republish what was written to it meanwhile with `outbox-relay replay --since`"},
+		{"rows of an earlier shape", fmt.Errorf("stream: %w: first at 0/1: %w", cdc.ErrRowColumns, cdc.ErrColumns), Config{CDC: cdc.Config{Slot: "s1"}},
+			"move the slot past them (SELECT pg_replication_slot_advance('s1', pg_current_wal_lsn())), republish them with `outbox-relay replay --since` a time before the first rename"},
+		{"columns at start", fmt.Errorf("check: %w", cdc.ErrColumns), Config{}, ""},
 		{"no DSN", cdc.ErrNoDSN, Config{}, "set --pg-dsn or OUTBOX_RELAY_PG_DSN"},
 		{"already hinted", hinted{fmt.Errorf("slot gone; fix: this: %w", cdc.ErrSlotLost)}, Config{}, ""},
 	}
