@@ -645,8 +645,10 @@ func (l *ledger) hasTxnOf(n int) bool {
 // TestFaultTwoRelaysOneSlot starts a second relay on the slot the first
 // streams from: it stands by. Writers run; the first relay is SIGKILLed;
 // the second must take over within ten seconds and deliver everything.
+//
+// It runs alone, not in parallel: it bounds the takeover to ten seconds,
+// which other tests' load could use up.
 func TestFaultTwoRelaysOneSlot(t *testing.T) {
-	t.Parallel()
 	const takeover = 10 * time.Second
 	e := newEnv(t)
 	r := newFaultRun(t, e)

@@ -23,6 +23,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/outbox-relay/outbox-relay/cdc/pgtest"
+	"github.com/outbox-relay/outbox-relay/internal/freeport"
 )
 
 // relayBin is the outbox-relay binary under test: OUTBOX_RELAY_BIN, or one
@@ -295,13 +296,13 @@ func (c *consumer) poll(ctx context.Context, d time.Duration) ([]*kgo.Record, er
 	return fs.Records(), nil
 }
 
-// freeAddr returns a free loopback address.
+// freeAddr returns a loopback address on which nothing listened a moment
+// ago, on a port of freeport.
 func freeAddr(t *testing.T) string {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	port, err := freeport.Port()
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer ln.Close()
-	return ln.Addr().String()
+	return net.JoinHostPort("127.0.0.1", strconv.Itoa(port))
 }

@@ -2,7 +2,10 @@ package e2e
 
 import (
 	"net"
+	"strconv"
 	"sync"
+
+	"github.com/outbox-relay/outbox-relay/internal/freeport"
 )
 
 // cutMode is how a severable listener treats connections during a cut.
@@ -37,9 +40,18 @@ type severable struct {
 }
 
 // listenSeverable returns a kfake.ListenFn that records the severable
-// listener it makes in *s.
+// listener it makes in *s. It listens on a port of freeport for the
+// kernel's choice (port 0): heal listens on the port again after a cut,
+// and a port of the ephemeral range may meanwhile be any connection's.
 func listenSeverable(s **severable) func(network, address string) (net.Listener, error) {
 	return func(network, address string) (net.Listener, error) {
+		if host, port, err := net.SplitHostPort(address); err == nil && port == "0" {
+			p, err := freeport.Port()
+			if err != nil {
+				return nil, err
+			}
+			address = net.JoinHostPort(host, strconv.Itoa(p))
+		}
 		ln, err := net.Listen(network, address)
 		if err != nil {
 			return nil, err

@@ -354,11 +354,13 @@ func TestPruneJanitor(t *testing.T) {
 // deleted, and prune reports the rows it deleted. The writers' latency
 // quantiles, alone and during the prune, are logged for the reader, never
 // asserted: the benchmark is where timings are judged.
+//
+// It runs alone, not in parallel, so that the logged latencies are the
+// prune's alone.
 func TestPruneBesideWriters(t *testing.T) {
 	if testing.Short() {
 		t.Skip("measures against PostgreSQL; skipped by -short")
 	}
-	t.Parallel()
 	e := newEnv(t)
 	ctx := t.Context()
 	conn, err := pgx.Connect(ctx, e.dsn)

@@ -152,8 +152,8 @@ func sinkWorkload(rows int) *workload {
 }
 
 // TestSinks runs each broker's checks one after another, and the brokers
-// beside each other, once the package's other tests are done: each has
-// its own database, broker and relays.
+// beside each other and beside the package's other parallel tests: each
+// has its own database, broker and relays.
 func TestSinks(t *testing.T) {
 	t.Parallel()
 	for _, sc := range sinkCases {
