@@ -73,8 +73,19 @@ func bind(c schema.Columns, table string, names []string) (binding, error) {
 		}
 	}
 	if len(missing) > 0 {
-		return binding{}, fmt.Errorf("table %s has no column %s; its columns are %s: set the column mapping to match the table",
-			table, strings.Join(missing, ", "), strings.Join(names, ", "))
+		return binding{}, &missingColumns{table: table, missing: missing, columns: names}
 	}
 	return b, nil
+}
+
+// missingColumns reports the mapped columns a table lacks.
+type missingColumns struct {
+	table   string
+	missing []string // each "column (for field)"
+	columns []string // the table's, in table order
+}
+
+func (e *missingColumns) Error() string {
+	return fmt.Sprintf("table %s has no column %s; its columns are %s: set the column mapping to match the table",
+		e.table, strings.Join(e.missing, ", "), strings.Join(e.columns, ", "))
 }

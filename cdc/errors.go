@@ -2,6 +2,7 @@ package cdc
 
 import (
 	"errors"
+	"fmt"
 
 	"github.com/jackc/pgx/v5/pgconn"
 )
@@ -38,9 +39,9 @@ var (
 	// outbox table's columns did not match the mapping. PostgreSQL decodes
 	// each row with the columns its table had when it was written, so a
 	// mapped column renamed and renamed back stops the relay at the rows
-	// written in between, on every start. It comes with ErrColumns, and
-	// with the commit position and time of the first such transaction.
-	ErrRowColumns = errors.New("cdc: rows in the slot were written with columns that do not match the column mapping")
+	// written in between, on every start. It wraps ErrColumns; the error
+	// names the commit position and time of the first such transaction.
+	ErrRowColumns = fmt.Errorf("%w: rows in the slot were written with other columns", ErrColumns)
 	// ErrSlotLost reports that the slot disappeared after the relay had
 	// streamed from it: dropped, or lost in a failover. Events may be lost.
 	ErrSlotLost = errors.New("cdc: replication slot disappeared while the relay was running")

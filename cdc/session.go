@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"strings"
 	"time"
 
 	"github.com/jackc/pglogrepl"
@@ -281,11 +282,14 @@ func (ss *session) handle(ctx context.Context, xld pglogrepl.XLogData, at time.T
 			return err
 		}
 		if err := ss.rels.put(r); err != nil {
-			if !ss.inTxn {
+			var mc *missingColumns
+			if !ss.inTxn || !errors.As(err, &mc) {
 				return err
 			}
-			return fmt.Errorf("%w: the first such transaction committed at %s (%s): %w", ErrRowColumns,
-				ss.txn.FinalLSN, ss.txn.CommitTime.UTC().Format(time.RFC3339), err)
+			// The table may have the columns again: say what the rows had.
+			return fmt.Errorf("%w: the first such transaction, committed at %s (%s), wrote %s with the columns %s, without %s",
+				ErrRowColumns, ss.txn.FinalLSN, ss.txn.CommitTime.UTC().Format(time.RFC3339),
+				mc.table, strings.Join(mc.columns, ", "), strings.Join(mc.missing, ", "))
 		}
 		s.log.Info("relation", "table", r.Namespace+"."+r.Name, "columns", len(r.Columns))
 	}

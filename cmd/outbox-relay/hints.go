@@ -39,7 +39,7 @@ func hintFor(err error, cfg Config) string {
 	case errors.As(err, &pe):
 		return "to go on, restart once with --poison-policy=dlq to set it aside in the dead-letter " + deadLetterPlace(cfg)
 	case errors.Is(err, cdc.ErrRowColumns):
-		return fmt.Sprintf("if the table lacks the mapped columns, set the column mapping (--column-...) to match it; if it has them again (renamed and renamed back), the rows written in between cannot be decoded with them: with the relay stopped, move the slot past them (SELECT pg_replication_slot_advance('%s', pg_current_wal_lsn())), republish them with `outbox-relay replay --since` a time before the first rename, and start the relay", slot)
+		return fmt.Sprintf("if the table lacks a mapped column now, set the column mapping (--column-...) to its name; if it has them again (renamed and renamed back), the rows written in between cannot be decoded with them: with the relay stopped, move the slot past them (SELECT pg_replication_slot_advance('%s', pg_current_wal_lsn())), republish them with `outbox-relay replay --since` a time minutes before the first rename (rows published twice carry the header replayed=true), and start the relay; table-less events (logical decoding messages) in that stretch are not in the table and cannot be republished", slot)
 	case errors.Is(err, cdc.ErrNoDSN):
 		return "set --pg-dsn or OUTBOX_RELAY_PG_DSN, e.g. postgres://user:pass@host:5432/db"
 	case errors.Is(err, cdc.ErrNoTable):
