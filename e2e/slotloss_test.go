@@ -120,3 +120,62 @@ func TestTableRecreatedWhileRunning(t *testing.T) {
 		t.Errorf("exit code after SIGTERM = %d, want 0\n%s", code, p2.logText())
 	}
 }
+
+// TestColumnRenamedBack renames a mapped column and renames it back while
+// no relay runs, with a row written in between. PostgreSQL decodes that
+// row with the columns of its time, so the relay must stop at it, saying
+// so and naming the way on; following it (move the slot past the rows,
+// replay from before the rename) must deliver every row, and a new relay
+// must stream.
+func TestColumnRenamedBack(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	c := e.consumer()
+	since := time.Now().Add(-time.Minute).UTC().Format(time.RFC3339)
+	p := e.start()
+	p.waitStreaming(30 * time.Second)
+	insertEvents(t, e.dsn, "order", 1, 1)
+	expectEvents(t, c, p, 1)
+	if code := p.term(30 * time.Second); code != 0 {
+		t.Fatalf("exit code after SIGTERM = %d, want 0\n%s", code, p.logText())
+	}
+
+	execSQL(t, e.dsn,
+		`ALTER TABLE outbox RENAME COLUMN aggregate_id TO agg_id`,
+		`INSERT INTO outbox (id, aggregate_type, agg_id, event_type, payload) VALUES (gen_random_uuid(), 'order', 'between', 'e', '{}')`,
+		`ALTER TABLE outbox RENAME COLUMN agg_id TO aggregate_id`)
+	insertEvents(t, e.dsn, "order", 1, 1)
+
+	p = e.start()
+	if code := p.waitExit(t, 30*time.Second, "rows of the earlier shape"); code == 0 {
+		t.Errorf("exit code = 0 at rows written under another column name, want non-zero\n%s", p.logText())
+	}
+	logs := p.logText()
+	for _, want := range []string{
+		"rows in the slot were written with other columns",
+		"without aggregate_id (for aggregate_id)",
+		"pg_replication_slot_advance('" + e.slot + "', pg_current_wal_lsn())",
+		"outbox-relay replay --since",
+	} {
+		if !strings.Contains(logs, want) {
+			t.Errorf("stderr does not say %q:\n%s", want, logs)
+		}
+	}
+
+	e.query(t, 30*time.Second, func(ctx context.Context, conn *pgx.Conn) error {
+		_, err := conn.Exec(ctx, `SELECT pg_replication_slot_advance($1, pg_current_wal_lsn())`, e.slot)
+		return err // retried while the server still holds the slot
+	})
+	if out, err := e.command(t.Context(), "replay", "--since", since).CombinedOutput(); err != nil {
+		t.Fatalf("outbox-relay replay --since %s: %v\n%s", since, err, out)
+	}
+	expectEvents(t, c, p, 3) // the first row again, the one between and the one after
+
+	p = e.start()
+	p.waitStreaming(30 * time.Second)
+	insertEvents(t, e.dsn, "order", 1, 1)
+	expectEvents(t, c, p, 1)
+	if code := p.term(30 * time.Second); code != 0 {
+		t.Errorf("exit code after SIGTERM = %d, want 0\n%s", code, p.logText())
+	}
+}
