@@ -616,7 +616,9 @@ func TestFaultWalsenderTerminated(t *testing.T) {
 	const big = 20000
 	e := newEnvSlot(t, pgtest.NewDatabase(t), "fault_walsender")
 	r := newFaultRun(t, e)
-	p := r.streaming(r.relay(), &workload{Rows: 5000, RollbackRatio: 0.1, HeaderRatio: 0.1, BigTxnRows: big, Pause: 80 * time.Millisecond})
+	// 10,000 rows keep the writers busy for 40 s or more: with 5,000,
+	// beside other tests, they once finished before the fifth termination.
+	p := r.streaming(r.relay(), &workload{Rows: 10000, RollbackRatio: 0.1, HeaderRatio: 0.1, BigTxnRows: big, Pause: 80 * time.Millisecond})
 
 	r.waitTxnOf(big)
 	for i := 1; i <= 3; i++ {

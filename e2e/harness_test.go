@@ -4,7 +4,6 @@ import (
 	"bufio"
 	"context"
 	"encoding/json"
-	"flag"
 	"fmt"
 	"io"
 	"net"
@@ -30,22 +29,7 @@ import (
 // TestMain builds.
 var relayBin string
 
-// parallel is how many tests run at once unless -parallel says otherwise.
-// The end-to-end tests mostly wait on processes (relays, brokers,
-// PostgreSQL) rather than compute: on two cores, tests two at a time left
-// the machine more than half idle.
-const parallel = 4
-
 func TestMain(m *testing.M) {
-	flag.Parse()
-	explicit := false
-	flag.Visit(func(f *flag.Flag) { explicit = explicit || f.Name == "test.parallel" })
-	if !explicit {
-		if err := flag.Set("test.parallel", strconv.Itoa(parallel)); err != nil {
-			fmt.Fprintln(os.Stderr, err)
-			os.Exit(2)
-		}
-	}
 	os.Exit(func() int {
 		if bin := os.Getenv("OUTBOX_RELAY_BIN"); bin != "" {
 			relayBin = bin
