@@ -109,14 +109,14 @@ func TestPruneNeverDeletesUnconfirmed(t *testing.T) {
 		for {
 			select {
 			case <-stop:
-				if len(open) == 0 {
+				if c != nil {
 					c.Close(context.Background())
 				}
 				return open, nil
 			default:
 			}
-			if len(open) > 0 {
-				// c is busy with an open transaction: use a new connection.
+			if c == nil {
+				// The last connection holds an open transaction: use a new one.
 				if c, err = pgx.Connect(ctx, e.dsn); err != nil {
 					return open, err
 				}
@@ -146,6 +146,7 @@ func TestPruneNeverDeletesUnconfirmed(t *testing.T) {
 			switch k := r.IntN(20); {
 			case k == 0 && len(open) < 2: // held open across the kill and the prune
 				open = append(open, tx)
+				c = nil // busy until the caller commits tx
 				mu.Lock()
 				for _, id := range ids {
 					committed[id] = true // committed later, before the check
