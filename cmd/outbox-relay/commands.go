@@ -7,10 +7,13 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"os"
 	"os/signal"
+	"regexp"
 	"strconv"
 	"strings"
 	"syscall"
+	"time"
 
 	"github.com/peterbourgon/ff/v3"
 	"github.com/peterbourgon/ff/v3/ffcli"
@@ -171,12 +174,13 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	return root.Run(ctx)
 }
 
-// parseErr returns the error of parsing the command line, err, as run
-// reports it, given what parsing wrote to each flag set's output, outs.
-// For -h it prints the usage and returns flag.ErrHelp. For a flag the
-// command does not have, or a flag's bad value, it returns the error
-// naming the command and how to list its flags, without the usage that
-// would bury it. Flag sets write to stderr afterwards.
+// parseErr returns the error of parsing the command line and the
+// environment, err, as run reports it, given what parsing wrote to each
+// flag set's output, outs. For -h it prints the usage and returns
+// flag.ErrHelp. For a flag the command does not have, or a flag's or an
+// environment variable's bad value, it returns the error naming the
+// command, what the value should be and how to list its flags, without
+// the usage that would bury it. Flag sets write to stderr afterwards.
 func parseErr(err error, outs map[*flag.FlagSet]*bytes.Buffer, stderr io.Writer) error {
 	defer func() {
 		for fs := range outs {
@@ -186,24 +190,98 @@ func parseErr(err error, outs map[*flag.FlagSet]*bytes.Buffer, stderr io.Writer)
 	if err == nil {
 		return nil
 	}
-	for fs, out := range outs {
-		switch {
-		case out.Len() == 0:
-		case errors.Is(err, flag.ErrHelp):
-			_, _ = io.Copy(stderr, out)
-			return err
-		default:
-			if inner := errors.Unwrap(err); inner != nil {
-				err = inner // without ff's "error parsing commandline arguments: "
+	if errors.Is(err, flag.ErrHelp) {
+		for _, out := range outs {
+			if out.Len() > 0 {
+				_, _ = io.Copy(stderr, out)
 			}
-			err = fmt.Errorf("%w; %s -h lists its flags", err, fs.Name())
-			if sub := strings.TrimPrefix(fs.Name(), "outbox-relay "); sub != fs.Name() {
-				err = fmt.Errorf("%s: %w", sub, err) // printed after "outbox-relay: "
-			}
-			return usageError{err}
 		}
+		return err
+	}
+	fs := lastParsed(outs)
+	if fs == nil {
+		return usageError{err}
+	}
+	if inner := errors.Unwrap(err); inner != nil {
+		err = inner // without ff's "error parsing commandline arguments: "
+	}
+	err = fmt.Errorf("%w; %s -h lists its flags", explainValue(fs, err), fs.Name())
+	if sub := strings.TrimPrefix(fs.Name(), "outbox-relay "); sub != fs.Name() {
+		err = fmt.Errorf("%s: %w", sub, err) // printed after "outbox-relay: "
 	}
 	return usageError{err}
+}
+
+// lastParsed returns the flag set of the command that parsing reached:
+// commands parse their flags, then the environment, after their parent's,
+// and a set's name holds its parent's.
+func lastParsed(outs map[*flag.FlagSet]*bytes.Buffer) *flag.FlagSet {
+	var last *flag.FlagSet
+	for fs := range outs {
+		if fs.Parsed() && (last == nil || len(fs.Name()) > len(last.Name())) {
+			last = fs
+		}
+	}
+	return last
+}
+
+var (
+	// badFlagValue matches the flag package's errors for a bad value,
+	// whose cause is the bare "parse error" or "value out of range".
+	badFlagValue = regexp.MustCompile(`^(invalid (?:boolean )?value "(?s:.*)" for (?:flag )?-([^:]+)): (parse error|value out of range)$`)
+	// badEnvValue matches ff's error for an environment variable's value.
+	badEnvValue = regexp.MustCompile(`^error setting flag "([^"]+)" from environment variable "([^"]+)": (?s:(.*))$`)
+)
+
+// explainValue rewrites the error of a flag's or an environment variable's
+// value that fs refused so that it says what the value should be, where
+// the flag package says only "parse error". An environment variable's
+// value is shown only then: the flag is a number, a duration or a boolean,
+// never a secret.
+func explainValue(fs *flag.FlagSet, err error) error {
+	msg := err.Error()
+	if m := badFlagValue.FindStringSubmatch(msg); m != nil {
+		if want := valueKind(fs.Lookup(m[2]), m[3]); want != "" {
+			return fmt.Errorf("%s: %s", m[1], want)
+		}
+		return err
+	}
+	m := badEnvValue.FindStringSubmatch(msg)
+	if m == nil {
+		return err
+	}
+	name, env, cause := m[1], m[2], m[3]
+	if want := valueKind(fs.Lookup(name), cause); want != "" {
+		return fmt.Errorf("invalid value %q in %s (flag -%s): %s", os.Getenv(env), env, name, want)
+	}
+	return fmt.Errorf("%s (flag -%s): %s", env, name, cause)
+}
+
+// valueKind says what f takes, given the flag package's cause of refusing
+// a value, when f is one of its numbers, durations or booleans; it is
+// empty for any other flag or cause.
+func valueKind(f *flag.Flag, cause string) string {
+	if f == nil || (cause != "parse error" && cause != "value out of range") {
+		return ""
+	}
+	g, ok := f.Value.(flag.Getter)
+	if !ok {
+		return ""
+	}
+	if cause == "value out of range" {
+		return "value out of range"
+	}
+	switch g.Get().(type) {
+	case bool:
+		return "want true or false"
+	case time.Duration:
+		return "want a duration such as 500ms, 5s or 1m30s"
+	case int, int64, uint, uint64:
+		return "want a whole number"
+	case float64:
+		return "want a number"
+	}
+	return ""
 }
 
 // refuseArgs makes c and its subcommands refuse the words their flags left
