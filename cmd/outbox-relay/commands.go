@@ -87,6 +87,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 					if err := setupCfg.finish(); err != nil && !(dryRun && setupCfg.CDC.DSN == "") {
 						return err
 					}
+					setupCfg.unusedSinkFlags = sinkFlagsUnused(setupFS, setupCfg.Sink)
 					return withHint(setup(ctx, setupCfg, dryRun, stdout, stderr), setupCfg)
 				},
 			},
@@ -101,6 +102,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 					if err := runCfg.finishRun(); err != nil {
 						return err
 					}
+					runCfg.unusedSinkFlags = sinkFlagsUnused(runFS, runCfg.Sink)
 					return withHint(relayUntilDone(ctx, runCfg, stderr), runCfg)
 				},
 			},

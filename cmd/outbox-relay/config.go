@@ -63,6 +63,9 @@ type Config struct {
 
 	// pprof is the deprecated --pprof: PprofAddr defaultPprofAddr.
 	pprof bool
+	// unusedSinkFlags are the flags of sinks other than Sink that were set
+	// (see sinkFlagsUnused).
+	unusedSinkFlags []string
 
 	// Raw flag values parsed by finish.
 	table          string

@@ -240,3 +240,39 @@ func TestMemoryLimit(t *testing.T) {
 		}
 	}
 }
+
+// TestWarnsOfOtherSinksFlags checks that flags of another sink than --sink,
+// set on the command line or in the environment, are named in a warning:
+// they have no effect, and --sink is most likely missing.
+func TestWarnsOfOtherSinksFlags(t *testing.T) {
+	tests := []struct {
+		name string
+		args []string
+		env  map[string]string
+		want string // the warning's flags; empty: no warning
+	}{
+		{"flag", []string{"--nats-url", "nats://n:4222"}, nil, `"sink":"kafka","flags":["--nats-url"]`},
+		{"flags and environment", []string{"--sink=redis", "--nats-stream", "S"}, map[string]string{"OUTBOX_RELAY_RABBITMQ_URL": "amqp://r"}, `"sink":"redis","flags":["--nats-stream","--rabbitmq-url"]`},
+		{"the sink's own", []string{"--sink=nats", "--nats-url", "nats://n:4222"}, nil, ""},
+		{"none", nil, nil, ""},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			for k, v := range tt.env {
+				t.Setenv(k, v)
+			}
+			var stdout, stderr bytes.Buffer
+			args := append([]string{"setup", "--dry-run", "--log-format=json"}, tt.args...)
+			if err := run(context.Background(), args, &stdout, &stderr); err != nil {
+				t.Fatalf("run(%q) = %v", args, err)
+			}
+			warned := strings.Contains(stderr.String(), "flags of another sink than --sink have no effect")
+			switch {
+			case tt.want == "" && warned:
+				t.Errorf("run(%q) warned, want no warning:\n%s", args, stderr.String())
+			case tt.want != "" && !strings.Contains(stderr.String(), tt.want):
+				t.Errorf("run(%q) logged %q, want a warning with %s", args, stderr.String(), tt.want)
+			}
+		})
+	}
+}

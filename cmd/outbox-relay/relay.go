@@ -28,6 +28,7 @@ const brokerCheckTimeout = 10 * time.Second
 func relayUntilDone(ctx context.Context, cfg Config, stderr io.Writer) (err error) {
 	logger := cfg.logger(stderr)
 	logger.Info("starting", "version", version, "commit", commit, "cdc", cfg.CDC, "sink", cfg.Sink, cfg.Sink, cfg.sinkConfig())
+	cfg.warnUnusedSinkFlags(logger)
 	applyMemoryLimit(cfg.MemoryLimit, cfg.Relay.MaxInflightBytes, logger)
 	applyMaxProcs(cfg.MaxProcs, logger)
 	if cfg.pprof {

@@ -14,6 +14,7 @@ import (
 // setup creates the table, publication and slot, or with dryRun prints the
 // SQL it may run.
 func setup(ctx context.Context, cfg Config, dryRun bool, stdout, stderr io.Writer) error {
+	cfg.warnUnusedSinkFlags(cfg.logger(stderr))
 	if dryRun {
 		stmts, err := cdc.SetupSQL(cfg.CDC)
 		if err != nil {

@@ -154,6 +154,29 @@ func bindSink(fs *flag.FlagSet, c *Config) {
 	fs.StringVar(&c.Sink, "sink", sinkKafka, "broker the events go to: "+strings.Join(sinkNames, ", ")+"; each has flags of its own (--kafka-*, --nats-*, --rabbitmq-*, --redis-*)")
 }
 
+// sinkFlagsUnused returns the flags of fs set on the command line or from
+// the environment that belong to a sink other than sink (--nats-url with
+// --sink=kafka): they have no effect, and most likely --sink is missing.
+func sinkFlagsUnused(fs *flag.FlagSet, sink string) []string {
+	var unused []string
+	fs.Visit(func(f *flag.Flag) {
+		for _, s := range sinkNames {
+			if s != sink && strings.HasPrefix(f.Name, s+"-") {
+				unused = append(unused, "--"+f.Name)
+			}
+		}
+	})
+	return unused
+}
+
+// warnUnusedSinkFlags logs the flags of other sinks than --sink that were
+// set, if any.
+func (c *Config) warnUnusedSinkFlags(logger *slog.Logger) {
+	if len(c.unusedSinkFlags) > 0 {
+		logger.Warn("flags of another sink than --sink have no effect; set --sink (OUTBOX_RELAY_SINK) if they are meant", "sink", c.Sink, "flags", c.unusedSinkFlags)
+	}
+}
+
 // finishSink checks --sink and what only one broker offers.
 func (c *Config) finishSink() error {
 	if !slices.Contains(sinkNames, c.Sink) {
