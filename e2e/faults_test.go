@@ -51,6 +51,7 @@ type faultRun struct {
 	beforeKill func(p *proc)
 
 	done    <-chan error
+	until   chan struct{} // the workload's Until, closed by waitWriters
 	writing bool
 	werr    error
 	summed  bool // waitWriters logged what the writers wrote
@@ -74,6 +75,16 @@ func (r *faultRun) relay(extraEnv ...string) *proc {
 func (r *faultRun) startWriters(w *workload) {
 	r.w, r.began, r.writing = w, time.Now(), true
 	r.done = w.start(r.t.Context(), r.e.dsn, &r.l)
+}
+
+// startWritersUntilWait starts w as startWriters does, with writers that
+// go on past w.Rows until waitWriters stops them: faults meant to hit
+// running writers then do, however long a loaded machine takes to reach
+// them.
+func (r *faultRun) startWritersUntilWait(w *workload) {
+	r.until = make(chan struct{})
+	w.Until = r.until
+	r.startWriters(w)
 }
 
 // streaming waits until p streams, then starts the workload w, and returns
@@ -101,6 +112,10 @@ func (r *faultRun) stillWriting() bool {
 // logs what they wrote.
 func (r *faultRun) waitWriters() {
 	r.t.Helper()
+	if r.until != nil {
+		close(r.until)
+		r.until = nil
+	}
 	if r.writing {
 		r.werr = <-r.done
 		r.writing = false
@@ -616,9 +631,12 @@ func TestFaultWalsenderTerminated(t *testing.T) {
 	const big = 20000
 	e := newEnvSlot(t, pgtest.NewDatabase(t), "fault_walsender")
 	r := newFaultRun(t, e)
-	// 10,000 rows keep the writers busy for 40 s or more: with 5,000,
-	// beside other tests, they once finished before the fifth termination.
-	p := r.streaming(r.relay(), &workload{Rows: 10000, RollbackRatio: 0.1, HeaderRatio: 0.1, BigTxnRows: big, Pause: 80 * time.Millisecond})
+	// The writers go on until the last termination: with 5,000 rows and an
+	// end of their own, beside other tests, they once finished before the
+	// fifth.
+	p := r.relay()
+	p.waitStreaming(time.Minute)
+	r.startWritersUntilWait(&workload{Rows: 5000, RollbackRatio: 0.1, HeaderRatio: 0.1, BigTxnRows: big, Pause: 80 * time.Millisecond})
 
 	r.waitTxnOf(big)
 	for i := 1; i <= 3; i++ {

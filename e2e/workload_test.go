@@ -48,6 +48,10 @@ type workload struct {
 	// Rows is how many rows the small transactions commit, at least,
 	// spread over the writers.
 	Rows int
+	// Until, when not nil, keeps the writers at work past Rows until it is
+	// closed, so that faults meant to hit running writers do, however
+	// slowly a loaded machine lets the test reach them.
+	Until <-chan struct{}
 	// MaxTxnRows bounds the rows of a small transaction (1 to MaxTxnRows,
 	// uniformly). Zero means 5.
 	MaxTxnRows int
@@ -102,6 +106,19 @@ func (w *workload) defaults() {
 	}
 	if w.Seed == 0 {
 		w.Seed = rand.Uint64()
+	}
+}
+
+// going reports whether Until keeps the writers at work.
+func (w *workload) going() bool {
+	if w.Until == nil {
+		return false
+	}
+	select {
+	case <-w.Until:
+		return false
+	default:
+		return true
 	}
 }
 
@@ -162,7 +179,7 @@ func (w *workload) writer(ctx context.Context, dsn string, i int, l *ledger) err
 	quota := (w.Rows + w.Writers - 1) / w.Writers
 	bigPending := i == 0 && w.BigTxnRows > 0
 	written, txnNo := 0, 0
-	for written < quota || bigPending {
+	for written < quota || bigPending || w.going() {
 		n := 1 + rng.IntN(w.MaxTxnRows)
 		rollback := rng.Float64() < w.RollbackRatio
 		big := bigPending && written >= quota/2
