@@ -180,7 +180,7 @@ func TestExactlyOnceTakeover(t *testing.T) {
 		r.tails()
 		t.Fatal("relay B did not log that it stands by within 30s")
 	}
-	r.startWriters(&workload{Rows: 9000, RollbackRatio: 0.1, HeaderRatio: 0.1, MessageRatio: 0.3, Pause: 25 * time.Millisecond})
+	r.startWriters(&workload{Rows: 9000, RollbackRatio: 0.1, HeaderRatio: 0.1, MessageRatio: 0.3, Pause: 25 * time.Millisecond, Until: r.untilWait()})
 
 	time.Sleep(2 * time.Second)
 	if n := b.logged("streaming"); n != 0 {
@@ -252,7 +252,7 @@ func TestExactlyOnceFaults(t *testing.T) {
 		t.Parallel()
 		e := newEnvSlot(t, pgtest.NewDatabase(t), "eo_refuses")
 		r := newExactlyOnceRun(t, e)
-		p := r.streaming(r.eoRelay(), &workload{Rows: 4500, RollbackRatio: 0.1, HeaderRatio: 0.1, MessageRatio: 0.3, Pause: 60 * time.Millisecond})
+		p := r.streaming(r.eoRelay(), &workload{Rows: 4500, RollbackRatio: 0.1, HeaderRatio: 0.1, MessageRatio: 0.3, Pause: 60 * time.Millisecond, Until: r.untilWait()})
 
 		time.Sleep(1500 * time.Millisecond)
 		r.brokerRefusesProduce()
@@ -267,7 +267,7 @@ func TestExactlyOnceFaults(t *testing.T) {
 		var ln *severable
 		e := newEnvSlot(t, pgtest.NewDatabase(t), "eo_unreachable", kfake.ListenFn(listenSeverable(&ln)))
 		r := newExactlyOnceRun(t, e)
-		p := r.streaming(r.eoRelay(), &workload{Rows: 6000, RollbackRatio: 0.1, HeaderRatio: 0.1, MessageRatio: 0.3, Pause: 100 * time.Millisecond})
+		p := r.streaming(r.eoRelay(), &workload{Rows: 6000, RollbackRatio: 0.1, HeaderRatio: 0.1, MessageRatio: 0.3, Pause: 100 * time.Millisecond, Until: r.untilWait()})
 		r.cutBroker(ln)
 		r.finishExactlyOnce(p)
 	})
@@ -282,7 +282,7 @@ func TestExactlyOnceFaults(t *testing.T) {
 		var ln *severable
 		e := newEnvSlot(t, pgtest.NewDatabase(t), "eo_commit_cut", kfake.ListenFn(listenSeverable(&ln)))
 		r := newExactlyOnceRun(t, e)
-		p := r.streaming(r.eoRelay(), &workload{Rows: 3000, RollbackRatio: 0.1, HeaderRatio: 0.1, MessageRatio: 0.3, Pause: 50 * time.Millisecond})
+		p := r.streaming(r.eoRelay(), &workload{Rows: 3000, RollbackRatio: 0.1, HeaderRatio: 0.1, MessageRatio: 0.3, Pause: 50 * time.Millisecond, Until: r.untilWait()})
 
 		time.Sleep(1500 * time.Millisecond)
 		cut := make(chan error, 1)
@@ -343,7 +343,7 @@ func TestExactlyOnceFaults(t *testing.T) {
 		cluster := privateCluster(t)
 		e := newEnvOn(t, cluster.NewDatabase(t))
 		r := newExactlyOnceRun(t, e)
-		p := r.streaming(r.eoRelay(), &workload{Rows: 4000, RollbackRatio: 0.1, HeaderRatio: 0.1, BigTxnRows: big, Pause: 50 * time.Millisecond, Reconnect: true})
+		p := r.streaming(r.eoRelay(), &workload{Rows: 4000, RollbackRatio: 0.1, HeaderRatio: 0.1, BigTxnRows: big, Pause: 50 * time.Millisecond, Reconnect: true, Until: r.untilWait()})
 
 		r.waitTxnOf(big)
 		r.restartPostgres(cluster, p, big, 3*time.Second)
@@ -355,7 +355,7 @@ func TestExactlyOnceFaults(t *testing.T) {
 		const big = 3000
 		e := newEnvSlot(t, pgtest.NewDatabase(t), "eo_walsender")
 		r := newExactlyOnceRun(t, e)
-		p := r.streaming(r.eoRelay(), &workload{Rows: 3600, RollbackRatio: 0.1, HeaderRatio: 0.1, BigTxnRows: big, Pause: 50 * time.Millisecond})
+		p := r.streaming(r.eoRelay(), &workload{Rows: 3600, RollbackRatio: 0.1, HeaderRatio: 0.1, BigTxnRows: big, Pause: 50 * time.Millisecond, Until: r.untilWait()})
 
 		r.waitTxnOf(big)
 		r.terminateWalsender(p, 1, fmt.Sprintf("right after a %d-row transaction committed", big))

@@ -77,14 +77,12 @@ func (r *faultRun) startWriters(w *workload) {
 	r.done = w.start(r.t.Context(), r.e.dsn, &r.l)
 }
 
-// startWritersUntilWait starts w as startWriters does, with writers that
-// go on past w.Rows until waitWriters stops them: faults meant to hit
-// running writers then do, however long a loaded machine takes to reach
-// them.
-func (r *faultRun) startWritersUntilWait(w *workload) {
+// untilWait returns the Until of a workload whose writers go on past its
+// Rows until waitWriters stops them: faults meant to hit running writers
+// then do, however long a loaded machine takes to reach them.
+func (r *faultRun) untilWait() <-chan struct{} {
 	r.until = make(chan struct{})
-	w.Until = r.until
-	r.startWriters(w)
+	return r.until
 }
 
 // streaming waits until p streams, then starts the workload w, and returns
@@ -428,7 +426,7 @@ func TestFaultBrokerRejectsProduce(t *testing.T) {
 	t.Parallel()
 	e := newEnvSlot(t, pgtest.NewDatabase(t), "fault_rejects")
 	r := newFaultRun(t, e)
-	p := r.streaming(r.relay(), &workload{Rows: 4000, RollbackRatio: 0.1, HeaderRatio: 0.1, MessageRatio: 0.3, Pause: 100 * time.Millisecond})
+	p := r.streaming(r.relay(), &workload{Rows: 4000, RollbackRatio: 0.1, HeaderRatio: 0.1, MessageRatio: 0.3, Pause: 100 * time.Millisecond, Until: r.untilWait()})
 
 	time.Sleep(3 * time.Second)
 	r.brokerRefusesProduce()
@@ -594,7 +592,7 @@ func TestFaultBrokerUnreachable(t *testing.T) {
 	var ln *severable
 	e := newEnvSlot(t, pgtest.NewDatabase(t), "fault_unreachable", kfake.ListenFn(listenSeverable(&ln)))
 	r := newFaultRun(t, e)
-	p := r.streaming(r.relay(), &workload{Rows: 6000, RollbackRatio: 0.1, HeaderRatio: 0.1, MessageRatio: 0.3, Pause: 100 * time.Millisecond})
+	p := r.streaming(r.relay(), &workload{Rows: 6000, RollbackRatio: 0.1, HeaderRatio: 0.1, MessageRatio: 0.3, Pause: 100 * time.Millisecond, Until: r.untilWait()})
 
 	r.cutBroker(ln)
 	r.finishSameProcess(p)
@@ -613,7 +611,7 @@ func TestFaultPostgresRestart(t *testing.T) {
 	cluster := privateCluster(t)
 	e := newEnvOn(t, cluster.NewDatabase(t))
 	r := newFaultRun(t, e)
-	p := r.streaming(r.relay(), &workload{Rows: 4000, RollbackRatio: 0.1, HeaderRatio: 0.1, BigTxnRows: big, Pause: 80 * time.Millisecond, Reconnect: true})
+	p := r.streaming(r.relay(), &workload{Rows: 4000, RollbackRatio: 0.1, HeaderRatio: 0.1, BigTxnRows: big, Pause: 80 * time.Millisecond, Reconnect: true, Until: r.untilWait()})
 
 	r.waitTxnOf(big)
 	r.restartPostgres(cluster, p, big, 4*time.Second)
@@ -634,9 +632,7 @@ func TestFaultWalsenderTerminated(t *testing.T) {
 	// The writers go on until the last termination: with 5,000 rows and an
 	// end of their own, beside other tests, they once finished before the
 	// fifth.
-	p := r.relay()
-	p.waitStreaming(time.Minute)
-	r.startWritersUntilWait(&workload{Rows: 5000, RollbackRatio: 0.1, HeaderRatio: 0.1, BigTxnRows: big, Pause: 80 * time.Millisecond})
+	p := r.streaming(r.relay(), &workload{Rows: 5000, RollbackRatio: 0.1, HeaderRatio: 0.1, BigTxnRows: big, Pause: 80 * time.Millisecond, Until: r.untilWait()})
 
 	r.waitTxnOf(big)
 	for i := 1; i <= 3; i++ {
@@ -679,7 +675,7 @@ func TestFaultTwoRelaysOneSlot(t *testing.T) {
 		r.tails()
 		t.Fatal("relay B did not log that it stands by within 30s")
 	}
-	r.startWriters(&workload{Rows: 4000, RollbackRatio: 0.1, HeaderRatio: 0.1, MessageRatio: 0.3, Pause: 50 * time.Millisecond})
+	r.startWriters(&workload{Rows: 4000, RollbackRatio: 0.1, HeaderRatio: 0.1, MessageRatio: 0.3, Pause: 50 * time.Millisecond, Until: r.untilWait()})
 
 	time.Sleep(3 * time.Second)
 	if n := b.logged("streaming"); n != 0 {
