@@ -87,6 +87,9 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 					if err := setupCfg.finish(); err != nil && !(dryRun && setupCfg.CDC.DSN == "") {
 						return err
 					}
+					if err := setupCfg.finishSink(); err != nil {
+						return err
+					}
 					setupCfg.unusedSinkFlags = sinkFlagsUnused(setupFS, setupCfg.Sink)
 					return withHint(setup(ctx, setupCfg, dryRun, stdout, stderr), setupCfg)
 				},
@@ -237,9 +240,9 @@ var (
 
 // explainValue rewrites the error of a flag's or an environment variable's
 // value that fs refused so that it says what the value should be, where
-// the flag package says only "parse error". An environment variable's
-// value is shown only then: the flag is a number, a duration or a boolean,
-// never a secret.
+// the flag package says only "parse error". It shows an environment
+// variable's value only then, when the flag is a number, a duration or a
+// boolean, never a secret; other errors keep their own words.
 func explainValue(fs *flag.FlagSet, err error) error {
 	msg := err.Error()
 	if m := badFlagValue.FindStringSubmatch(msg); m != nil {

@@ -3,14 +3,15 @@ package main
 import (
 	"fmt"
 	"os"
+	"slices"
 	"strings"
 )
 
-// readSecrets fills the DSN, the SASL password and the SASL token from the
-// files named by --pg-dsn-file, --kafka-sasl-password-file and
-// --kafka-sasl-token-file, as mounted from a Kubernetes Secret. Setting a
-// secret and its file is an error, even when one comes from the
-// environment.
+// readSecrets fills the DSN and the brokers' secrets from the files named
+// by --pg-dsn-file and the brokers' --*-file flags, as mounted from a
+// Kubernetes Secret. Setting a secret and its file is an error, even when
+// one comes from the environment. Under --sink, only its broker's files
+// are read: the others' flags have no effect (see sinkFlagsUnused).
 func (c *Config) readSecrets() error {
 	for _, s := range []struct {
 		flag  string
@@ -26,6 +27,9 @@ func (c *Config) readSecrets() error {
 		{"redis-password", &c.Redis.Password, c.redisPasswordFile},
 		{"rabbitmq-password", &c.RabbitMQ.Password, c.rabbitmqPasswordFile},
 	} {
+		if sink, _, _ := strings.Cut(s.flag, "-"); slices.Contains(sinkNames, c.Sink) && slices.Contains(sinkNames, sink) && sink != c.Sink {
+			continue
+		}
 		if err := readSecret(s.flag, s.value, s.file); err != nil {
 			return err
 		}

@@ -256,3 +256,17 @@ func TestKafkaSecurityValidation(t *testing.T) {
 		})
 	}
 }
+
+// TestOtherSinksSecretFilesUnread checks that only --sink's broker's secret
+// files are read: another broker's flags have no effect, and a file of its
+// that is missing must not stop the relay.
+func TestOtherSinksSecretFilesUnread(t *testing.T) {
+	missing := filepath.Join(t.TempDir(), "missing")
+	if _, err := parseRun(t, []string{"--pg-dsn", "postgres://h/db", "--sink=nats", "--kafka-sasl-password-file", missing, "--redis-password-file", missing}); err != nil {
+		t.Errorf("--sink=nats with other brokers' missing secret files: %v, want no error", err)
+	}
+	_, err := parseRun(t, []string{"--pg-dsn", "postgres://h/db", "--sink=redis", "--redis-password-file", missing})
+	if err == nil || !strings.Contains(err.Error(), "--redis-password-file") {
+		t.Errorf("--sink=redis with its missing secret file: %v, want an error naming --redis-password-file", err)
+	}
+}

@@ -158,6 +158,9 @@ func bindSink(fs *flag.FlagSet, c *Config) {
 // the environment that belong to a sink other than sink (--nats-url with
 // --sink=kafka): they have no effect, and most likely --sink is missing.
 func sinkFlagsUnused(fs *flag.FlagSet, sink string) []string {
+	if !slices.Contains(sinkNames, sink) {
+		return nil // finishSink refuses it
+	}
 	var unused []string
 	fs.Visit(func(f *flag.Flag) {
 		for _, s := range sinkNames {
