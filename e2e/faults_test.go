@@ -94,7 +94,9 @@ func (r *faultRun) streaming(p *proc, w *workload) *proc {
 	return p
 }
 
-// stillWriting reports whether the writers are still at work.
+// stillWriting reports whether the writers are still at work. Writers
+// started with untilWait are until waitWriters, unless one failed, which
+// waitWriters then reports.
 func (r *faultRun) stillWriting() bool {
 	if r.writing {
 		select {
