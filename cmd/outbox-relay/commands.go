@@ -87,9 +87,6 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 					if err := setupCfg.finish(); err != nil && !(dryRun && setupCfg.CDC.DSN == "") {
 						return err
 					}
-					if err := setupCfg.finishSink(); err != nil {
-						return err
-					}
 					setupCfg.unusedSinkFlags = sinkFlagsUnused(setupFS, setupCfg.Sink)
 					return withHint(setup(ctx, setupCfg, dryRun, stdout, stderr), setupCfg)
 				},

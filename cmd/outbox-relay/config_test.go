@@ -38,6 +38,7 @@ func TestRunRejectsBadConfiguration(t *testing.T) {
 		{"stray word after setup", []string{"setup", "--dry-run", "extra"}, nil, `setup: unexpected argument "extra"`},
 		{"stray word after dlq list", []string{"dlq", "list", "x"}, nil, `dlq list: unexpected argument "x"`},
 		{"second value of dlq replay --id", []string{"dlq", "replay", "--id", "a", "b"}, nil, `dlq replay: unexpected argument "b", and the flags after it were not read; give each value its own flag: --id a --id b`},
+		{"unknown sink of setup's dry run", []string{"setup", "--dry-run", "--sink=natz", "--nats-url", "nats://n:4222"}, nil, `--sink "natz": use one of kafka, nats, rabbitmq, redis`},
 		{"no DSN", []string{"run"}, nil, "no PostgreSQL DSN"},
 		{"malformed DSN", []string{"run", "--pg-dsn", "postgres://a:b@host:notaport/db"}, nil, "is malformed"},
 		{"bad table", []string{"run", "--pg-dsn", "postgres://h/db", "--table", "a.b.c"}, nil, "--table"},

@@ -27,7 +27,7 @@ func (c *Config) readSecrets() error {
 		{"redis-password", &c.Redis.Password, c.redisPasswordFile},
 		{"rabbitmq-password", &c.RabbitMQ.Password, c.rabbitmqPasswordFile},
 	} {
-		if sink, _, _ := strings.Cut(s.flag, "-"); slices.Contains(sinkNames, c.Sink) && slices.Contains(sinkNames, sink) && sink != c.Sink {
+		if sink := flagSink(s.flag); sink != "" && sink != c.Sink && slices.Contains(sinkNames, c.Sink) {
 			continue
 		}
 		if err := readSecret(s.flag, s.value, s.file); err != nil {

@@ -14,6 +14,10 @@ import (
 // setup creates the table, publication and slot, or with dryRun prints the
 // SQL it may run.
 func setup(ctx context.Context, cfg Config, dryRun bool, stdout, stderr io.Writer) error {
+	// --sink first: a mistyped one must change nothing.
+	if err := cfg.finishSink(); err != nil {
+		return err
+	}
 	cfg.warnUnusedSinkFlags(cfg.logger(stderr))
 	if dryRun {
 		stmts, err := cdc.SetupSQL(cfg.CDC)
@@ -43,9 +47,6 @@ func setup(ctx context.Context, cfg Config, dryRun bool, stdout, stderr io.Write
 
 // setupBroker makes what the sink needs on its broker.
 func setupBroker(ctx context.Context, cfg Config, stdout, stderr io.Writer) error {
-	if err := cfg.finishSink(); err != nil {
-		return err
-	}
 	if err := cfg.validateSink(); err != nil {
 		return usageError{err}
 	}

@@ -163,13 +163,22 @@ func sinkFlagsUnused(fs *flag.FlagSet, sink string) []string {
 	}
 	var unused []string
 	fs.Visit(func(f *flag.Flag) {
-		for _, s := range sinkNames {
-			if s != sink && strings.HasPrefix(f.Name, s+"-") {
-				unused = append(unused, "--"+f.Name)
-			}
+		if s := flagSink(f.Name); s != "" && s != sink {
+			unused = append(unused, "--"+f.Name)
 		}
 	})
 	return unused
+}
+
+// flagSink returns the sink the flag name belongs to by its prefix
+// (nats-url: nats), or "" for a flag of no one sink.
+func flagSink(name string) string {
+	for _, s := range sinkNames {
+		if strings.HasPrefix(name, s+"-") {
+			return s
+		}
+	}
+	return ""
 }
 
 // warnUnusedSinkFlags logs the flags of other sinks than --sink that were
